@@ -1,0 +1,1 @@
+"""Data: image folders, MATLAB-compatible resizing, degradations."""

@@ -1,0 +1,1 @@
+"""Evaluation: full-reference and no-reference metrics, super-resolution of folders, reports."""

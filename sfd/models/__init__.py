@@ -1,0 +1,1 @@
+"""Models: generators, the CLIP semantic extractor, Feat-D, learnable prompt pairs, baseline discriminators."""
