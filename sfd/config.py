@@ -1,0 +1,289 @@
+"""Typed configuration: dataclasses loaded from YAML, strictly.
+
+A config file names only the fields it changes; everything else keeps the defaults below.
+An unknown key is an error that names it (with the closest valid name), so a typo never
+silently falls back to a default. ``--set a.b=value`` overrides any field from the command line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+
+from sfd.data.degradations import DegradationConfig
+
+__all__ = [
+    "ConfigError",
+    "CLIPConfig",
+    "GeneratorConfig",
+    "FeatDConfig",
+    "PromptConfig",
+    "ImageDConfig",
+    "CLIPIQALossConfig",
+    "LossConfig",
+    "DataConfig",
+    "OptimConfig",
+    "TrainConfig",
+    "Config",
+    "load_config",
+    "config_from_dict",
+    "config_to_dict",
+    "apply_overrides",
+]
+
+
+class ConfigError(ValueError):
+    """A config that does not validate; the message names the offending key."""
+
+
+@dataclass
+class CLIPConfig:
+    """The frozen CLIP that provides semantic features (DESIGN §1)."""
+
+    model: Literal["RN50", "ViT-B-16"] = "RN50"
+    # "openai" (open_clip's download/cache, or the file in $SFD_CLIP_WEIGHTS), a file path,
+    # "random" (explicit opt-in: tests/demos only), or "auto" (pretrained if available, else random).
+    weights: str = "openai"
+    # F_out for inputs other than 224x224: bicubic-interpolate the attention-pool positional
+    # embedding to the input's grid [choice], or drop it (as CLIP-IQA does).
+    pos_embed: Literal["interpolate", "drop"] = "interpolate"
+    seed: int = 0  # makes "random" weights reproducible (the IQA metric rebuilds the same CLIP)
+
+
+@dataclass
+class GeneratorConfig:
+    arch: Literal["rrdbnet", "swinir"] = "rrdbnet"
+    scale: int = 4
+    # RRDBNet (ESRGAN)
+    num_feat: int = 64
+    num_blocks: int = 23
+    # SwinIR (classical x4, "SwinIR-M")
+    embed_dim: int = 180
+    depths: list[int] = field(default_factory=lambda: [6, 6, 6, 6, 6, 6])
+    num_heads: list[int] = field(default_factory=lambda: [6, 6, 6, 6, 6, 6])
+    window_size: int = 8
+    mlp_ratio: float = 2.0
+    img_size: int = 64
+    drop_path_rate: float = 0.1
+    # Initialisation: a fidelity-oriented (PSNR) checkpoint, as the supplement does. Any file
+    # spandrel loads, an sfd checkpoint, or a named model (see `sfd sr --help`). None = random init.
+    pretrained: Optional[str] = None
+
+
+@dataclass
+class FeatDConfig:
+    """Feat-D on CLIP's layer1-3 features (supplement §2)."""
+
+    enabled: bool = True
+    widths: list[int] = field(default_factory=lambda: [512, 256, 128, 64])  # [choice]
+    kernel_size: int = 3  # [choice]
+    negative_slope: float = 0.2  # LeakyReLU [choice]
+
+
+@dataclass
+class PromptConfig:
+    """TG-D: learnable prompt pairs on CLIP's F_out (supplement §4-5)."""
+
+    enabled: bool = True
+    n_pairs: int = 5  # N: 5 classic, 1 real-world / IQA
+    length: int = 32  # L: 32 classic, 64 real-world / IQA
+    init_std: float = 0.02  # context init N(0, std) [choice]
+    init_words: Optional[list[str]] = None  # e.g. ["a sharp photo", "a blurry photo"]: words fill the first tokens
+    seed: int = 0
+
+
+@dataclass
+class ImageDConfig:
+    """A pixel-space baseline discriminator, used instead of Feat-D/TG-D when ``type`` is set."""
+
+    type: Optional[Literal["vgg", "unet"]] = None  # vgg: ESRGAN's VGG-style; unet: Real-ESRGAN's U-Net SN
+    num_feat: int = 64
+    input_size: int = 128  # vgg only: the HR patch size (its linear layer depends on it)
+
+
+@dataclass
+class CLIPIQALossConfig:
+    """The supplement §4 "CLIPIQA loss" ablation: fixed antonym prompts on F_out."""
+
+    variant: Optional[Literal["maximize", "match_hr"]] = None  # None = off
+    prompts: list[str] = field(default_factory=lambda: ["Good photo.", "Bad photo."])
+
+
+@dataclass
+class LossConfig:
+    l1: float = 0.01  # lambda1
+    perceptual: float = 1.0  # lambda2
+    feat_d: float = 0.01  # lambda3: adversarial through Feat-D [choice: which lambda weights which term]
+    tg_d: float = 0.005  # lambda4: adversarial through TG-D
+    image_d: float = 0.005  # adversarial weight of a baseline pixel-space D (ESRGAN uses 0.005)
+    clipiqa: float = 0.0  # weight of the CLIPIQA-loss ablation term
+    gan_type: Literal["vanilla", "lsgan", "hinge", "ragan"] = "vanilla"  # [choice]
+    # VGG19 layers and weights; ESRGAN's conv5_4 before activation by default.
+    perceptual_layers: dict[str, float] = field(default_factory=lambda: {"conv5_4": 1.0})
+    # "imagenet" (torchvision's cache, or the file in $SFD_VGG_WEIGHTS), a file path, "random" (opt-in),
+    # or "auto" (imagenet when on this machine, else random; for demos).
+    vgg_weights: str = "imagenet"
+    clipiqa_loss: CLIPIQALossConfig = field(default_factory=CLIPIQALossConfig)
+
+
+@dataclass
+class DataConfig:
+    train: list[str] = field(default_factory=list)  # HR folders
+    patch_size: int = 128  # HR patch
+    batch_size: int = 32
+    num_workers: int = 4
+    use_flip: bool = True
+    use_rot: bool = True
+    val: Optional[str] = None  # HR folder for validation PSNR/SSIM
+    val_max_images: int = 10
+    # None: LR by MATLAB bicubic (classic SISR). Set it for Real-ESRGAN's second-order degradations.
+    degradation: Optional[DegradationConfig] = None
+
+
+@dataclass
+class OptimConfig:
+    lr_g: float = 1e-4
+    lr_d: float = 1e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.99])  # [choice]
+    weight_decay: float = 0.0
+    milestones: list[int] = field(default_factory=list)  # multi-step LR schedule
+    gamma: float = 0.5
+    grad_clip: Optional[float] = None  # max global norm, per optimizer
+    ema_decay: Optional[float] = 0.999  # EMA of the generator; None = off
+
+
+@dataclass
+class TrainConfig:
+    iterations: int = 400_000
+    seed: int = 0
+    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1"
+    output_dir: str = "runs"
+    log_every: int = 100
+    val_every: int = 5000
+    save_every: int = 5000
+    # Iterations of L1-only warm-up before adversarial training (0: start adversarial at once,
+    # as the supplement does from a PSNR checkpoint).
+    pixel_warmup: int = 0
+
+
+@dataclass
+class Config:
+    name: str = "sfd"
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    clip: CLIPConfig = field(default_factory=CLIPConfig)
+    feat_d: FeatDConfig = field(default_factory=FeatDConfig)
+    tg_d: PromptConfig = field(default_factory=PromptConfig)
+    image_d: ImageDConfig = field(default_factory=ImageDConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self) -> "Config":
+        if self.image_d.type and (self.feat_d.enabled or self.tg_d.enabled):
+            raise ConfigError("image_d.type is set: disable feat_d.enabled and tg_d.enabled (one D family per run)")
+        if self.clip.model != "RN50" and self.feat_d.enabled:
+            raise ConfigError(f"feat_d needs CLIP RN50's pixel-wise features; clip.model={self.clip.model} is TG-D only")
+        if self.data.patch_size % (32 * 1) or self.data.patch_size % self.generator.scale:
+            raise ConfigError(f"data.patch_size={self.data.patch_size} must be a multiple of 32 (CLIP's stride)")
+        if self.image_d.type == "vgg" and self.image_d.input_size != self.data.patch_size:
+            raise ConfigError("image_d.input_size must equal data.patch_size for the VGG-style discriminator")
+        if self.loss.clipiqa_loss.variant and len(self.loss.clipiqa_loss.prompts) != 2:
+            raise ConfigError("loss.clipiqa_loss.prompts must be two prompts: [positive, negative]")
+        if self.tg_d.length + 2 > 77:
+            raise ConfigError(f"tg_d.length={self.tg_d.length} does not fit CLIP's 77-token context")
+        return self
+
+    @property
+    def uses_clip(self) -> bool:
+        return self.feat_d.enabled or self.tg_d.enabled or bool(self.loss.clipiqa_loss.variant)
+
+
+# ---------------------------------------------------------------- YAML <-> dataclasses
+
+
+def _check_type(value: Any, tp: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _check_type(value, inner[0], key)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"'{key}' must be a mapping, got {value!r}")
+        return config_from_dict(value, tp, prefix=key + ".")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"'{key}' must be one of {list(args)}, got {value!r}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"'{key}' must be a list, got {value!r}")
+        return [_check_type(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"'{key}' must be a mapping, got {value!r}")
+        return {str(k): _check_type(v, args[1], f"{key}.{k}") for k, v in value.items()}
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, float, str, bool) and not (isinstance(value, tp) and not (tp is int and isinstance(value, bool))):
+        raise ConfigError(f"'{key}' must be {tp.__name__}, got {value!r}")
+    return value
+
+
+def config_from_dict(data: dict, cls: type = Config, prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from a nested dict, rejecting unknown keys and wrong types."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+            raise ConfigError(f"unknown config key '{prefix}{key}'{hint}")
+        kwargs[key] = _check_type(value, hints[key], prefix + key)
+    return cls(**kwargs)
+
+
+def config_to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply ``a.b.c=value`` strings (values parsed as YAML) to a nested dict."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got '{item}'")
+        key, raw = item.split("=", 1)
+        node = data
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {key}: '{part}' is not a section")
+        node[parts[-1]] = yaml.safe_load(raw)
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load a YAML config (``None``: all defaults), apply ``--set`` overrides, validate."""
+    data: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.exists():
+            raise ConfigError(f"config file not found: {path}")
+        data = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: a config must be a YAML mapping")
+        data.setdefault("name", path.stem)
+    apply_overrides(data, overrides or [])
+    return config_from_dict(data).validate()

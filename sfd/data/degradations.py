@@ -1,0 +1,527 @@
+"""Real-ESRGAN's second-order degradation model: LR training images made on the fly from HR alone.
+
+The order of operations is Real-ESRGAN's (``RealESRGANModel.feed_data``):
+
+1. first order:  blur -> random resize (up / down / keep) -> Gaussian or Poisson noise -> JPEG
+2. second order: blur (with ``second_blur_prob``) -> random resize (relative to the LR size) -> noise
+3. final, either order with probability ``resize_first_prob`` / 1 - it:
+   [resize to LR size + sinc filter] -> JPEG,  or  JPEG -> [resize to LR size + sinc filter]
+4. clamp to [0, 1] and round to 8-bit levels.
+
+Unlike Real-ESRGAN, which draws the resize factor, interpolation and noise type once per batch,
+every random choice here is drawn per sample from a ``torch.Generator`` seeded with that sample's
+seed (on the CPU), so one seed gives one degradation whatever the batch and whatever the device.
+``RealESRGANDegradation.describe(seed)`` returns the parameters a seed gives.
+
+JPEG goes through a real codec (Pillow's libjpeg) by default; ``jpeg_backend: torch`` selects a
+libjpeg-like approximation in PyTorch (same quantisation tables and 4:2:0 chroma subsampling,
+float DCT) that stays on the GPU and can be made differentiable.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Literal, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from sfd.data.kernels import KERNEL_TYPES, KernelSpec, choice, sample_kernel, sample_sinc, uniform
+
+__all__ = [
+    "DegradationConfig",
+    "OrderParams",
+    "DegradationParams",
+    "sample_params",
+    "RealESRGANDegradation",
+    "PairPool",
+    "filter2d",
+    "add_gaussian_noise",
+    "add_poisson_noise",
+    "jpeg",
+    "jpeg_encode",
+    "jpeg_pillow",
+    "jpeg_torch",
+    "jpeg_quant_tables",
+    "usm_sharp",
+]
+
+RESIZE_MODES = ("area", "bilinear", "bicubic")
+
+
+def _kernel_types() -> list[str]:
+    return list(KERNEL_TYPES)
+
+
+def _kernel_probs() -> list[float]:
+    return [0.45, 0.25, 0.12, 0.03, 0.12, 0.03]
+
+
+@dataclass
+class DegradationConfig:
+    """Every probability and range of the pipeline; defaults are Real-ESRGAN's x4plus recipe
+    (``options/train_realesrgan_x4plus.yml``). Field names follow Real-ESRGAN's options.
+    Noise sigmas are on the 0-255 scale; resize factors are relative sizes."""
+
+    # -- first order: blur kernel (its size is drawn from the odd sizes 7..blur_kernel_size)
+    blur_kernel_size: int = 21
+    kernel_list: list[str] = field(default_factory=_kernel_types)
+    kernel_prob: list[float] = field(default_factory=_kernel_probs)
+    sinc_prob: float = 0.1  # probability that the blur is a 2-D sinc instead
+    blur_sigma: list[float] = field(default_factory=lambda: [0.2, 3.0])
+    betag_range: list[float] = field(default_factory=lambda: [0.5, 4.0])  # generalised Gaussian shape
+    betap_range: list[float] = field(default_factory=lambda: [1.0, 2.0])  # plateau shape
+    # -- first order: resize, noise, JPEG
+    resize_prob: list[float] = field(default_factory=lambda: [0.2, 0.7, 0.1])  # up, down, keep
+    resize_range: list[float] = field(default_factory=lambda: [0.15, 1.5])  # factor of the HR size
+    gaussian_noise_prob: float = 0.5  # else Poisson noise
+    noise_range: list[float] = field(default_factory=lambda: [1.0, 30.0])  # Gaussian sigma, 0-255 scale
+    poisson_scale_range: list[float] = field(default_factory=lambda: [0.05, 3.0])
+    gray_noise_prob: float = 0.4  # the same noise on all three channels
+    jpeg_range: list[int] = field(default_factory=lambda: [30, 95])  # JPEG quality, inclusive
+
+    # -- second order
+    second_blur_prob: float = 0.8
+    blur_kernel_size2: int = 21
+    kernel_list2: list[str] = field(default_factory=_kernel_types)
+    kernel_prob2: list[float] = field(default_factory=_kernel_probs)
+    sinc_prob2: float = 0.1
+    blur_sigma2: list[float] = field(default_factory=lambda: [0.2, 1.5])
+    betag_range2: list[float] = field(default_factory=lambda: [0.5, 4.0])
+    betap_range2: list[float] = field(default_factory=lambda: [1.0, 2.0])
+    resize_prob2: list[float] = field(default_factory=lambda: [0.3, 0.4, 0.3])
+    resize_range2: list[float] = field(default_factory=lambda: [0.3, 1.2])  # factor of the LR size
+    gaussian_noise_prob2: float = 0.5
+    noise_range2: list[float] = field(default_factory=lambda: [1.0, 25.0])
+    poisson_scale_range2: list[float] = field(default_factory=lambda: [0.05, 2.5])
+    gray_noise_prob2: float = 0.4
+    jpeg_range2: list[int] = field(default_factory=lambda: [30, 95])
+
+    # -- final stage
+    final_sinc_prob: float = 0.8  # else no final filter
+    resize_first_prob: float = 0.5  # [resize + sinc] -> JPEG; else JPEG -> [resize + sinc]
+    resize_modes: list[str] = field(default_factory=lambda: list(RESIZE_MODES))  # drawn uniformly
+
+    # -- JPEG codec: "pillow" (libjpeg, exact) or "torch" (approximation, stays on the device)
+    jpeg_backend: Literal["pillow", "torch"] = "pillow"
+
+    # -- unsharp masking of the HR (Real-ESRGAN's USMSharp): sharpens the target and the image
+    #    that is degraded, as Real-ESRGAN does with l1_gt_usm / percep_gt_usm.
+    use_usm: bool = True
+    usm_weight: float = 0.5
+    usm_radius: int = 50  # Gaussian of size radius+1 (odd), sigma by OpenCV's rule (8.0 for 51)
+    usm_threshold: float = 10.0  # 0-255 scale: only edges whose residual exceeds it are sharpened
+
+    # -- the training-pair pool (Real-ESRGAN's queue); 0 disables it
+    queue_size: int = 180
+
+    def __post_init__(self) -> None:
+        for suffix in ("", "2"):
+            kinds, probs = getattr(self, "kernel_list" + suffix), getattr(self, "kernel_prob" + suffix)
+            unknown = set(kinds) - set(KERNEL_TYPES)
+            if unknown:
+                raise ValueError(f"kernel_list{suffix}: unknown types {sorted(unknown)}; use {list(KERNEL_TYPES)}")
+            if len(kinds) != len(probs):
+                raise ValueError(f"kernel_list{suffix} and kernel_prob{suffix} must have the same length")
+            size = getattr(self, "blur_kernel_size" + suffix)
+            if size % 2 != 1 or size < 7:
+                raise ValueError(f"blur_kernel_size{suffix} must be odd and >= 7, got {size}")
+            if len(getattr(self, "resize_prob" + suffix)) != 3:
+                raise ValueError(f"resize_prob{suffix} must be three probabilities: [up, down, keep]")
+            low, high = getattr(self, "jpeg_range" + suffix)
+            if not 1 <= low <= high <= 100:
+                raise ValueError(f"jpeg_range{suffix} must satisfy 1 <= low <= high <= 100")
+        for name in ("blur_sigma", "betag_range", "betap_range", "resize_range", "noise_range", "poisson_scale_range"):
+            for suffix in ("", "2"):
+                low, high = getattr(self, name + suffix)
+                if low > high:
+                    raise ValueError(f"{name}{suffix}: low {low} > high {high}")
+        bad_modes = set(self.resize_modes) - set(RESIZE_MODES)
+        if bad_modes or not self.resize_modes:
+            raise ValueError(f"resize_modes must be a non-empty subset of {list(RESIZE_MODES)}")
+
+    def kernel_sizes(self, order: int) -> list[int]:
+        """The odd kernel supports drawn from: 7, 9, ..., blur_kernel_size (Real-ESRGAN: 7..21)."""
+        top = self.blur_kernel_size if order == 1 else self.blur_kernel_size2
+        return list(range(7, top + 1, 2))
+
+
+# ---------------------------------------------------------------- per-sample parameters
+
+
+@dataclass
+class OrderParams:
+    """The random draws of one degradation order."""
+
+    kernel: KernelSpec  # "identity" where the second-order blur is skipped
+    resize: str  # "up", "down" or "keep"
+    scale: float  # first order: of the HR size; second order: of the LR size
+    mode: str  # interpolation
+    noise: str  # "gaussian" or "poisson"
+    noise_level: float  # Gaussian sigma (0-255 scale) or Poisson scale
+    gray: bool
+    jpeg_quality: int  # first order: its JPEG; second order: the final JPEG
+    noise_seed: int  # seeds the noise map
+
+    def summary(self, of: str) -> str:
+        noise = f"gauss s={self.noise_level:.1f}" if self.noise == "gaussian" else f"poisson {self.noise_level:.2f}"
+        return f"{self.resize} x{self.scale:.2f}{of} {self.mode} | {noise}{' gray' if self.gray else ''}"
+
+
+@dataclass
+class DegradationParams:
+    seed: int
+    first: OrderParams
+    second: OrderParams
+    sinc: KernelSpec  # the final filter ("identity" when not applied)
+    final_mode: str  # interpolation of the final resize to the LR size
+    resize_first: bool  # True: [resize + sinc] -> JPEG; False: JPEG -> [resize + sinc]
+
+    def summary(self) -> list[str]:
+        """A few short lines for a preview sheet."""
+        sinc = "no sinc" if self.sinc.type == "identity" else self.sinc.summary()
+        blur2 = "no blur" if self.second.kernel.type == "identity" else self.second.kernel.summary()
+        resize = f"resize {self.final_mode} + {sinc}"
+        jpeg_text = f"jpeg q{self.second.jpeg_quality}"
+        final = f"{resize} > {jpeg_text}" if self.resize_first else f"{jpeg_text} > {resize}"
+        return [
+            f"seed {self.seed}",
+            f"1: {self.first.kernel.summary()}",
+            f"   {self.first.summary('')} | jpeg q{self.first.jpeg_quality}",
+            f"2: {blur2}",
+            f"   {self.second.summary(' of LR')}",
+            f"3: {final}",
+        ]
+
+
+def _sample_order(gen: torch.Generator, cfg: DegradationConfig, order: int) -> OrderParams:
+    sfx = "" if order == 1 else "2"
+    get = lambda name: getattr(cfg, name + sfx)  # noqa: E731  (the first- or second-order field)
+    if order == 1 or uniform(gen, 0, 1) < cfg.second_blur_prob:
+        kernel = sample_kernel(
+            gen, cfg.kernel_sizes(order), get("kernel_list"), get("kernel_prob"),
+            get("blur_sigma"), get("betag_range"), get("betap_range"), get("sinc_prob"),
+        )  # fmt: skip
+    else:
+        kernel = KernelSpec("identity", 1)
+    resize = choice(gen, ["up", "down", "keep"], get("resize_prob"))
+    low, high = get("resize_range")
+    scale = uniform(gen, 1.0, high) if resize == "up" else uniform(gen, low, 1.0) if resize == "down" else 1.0
+    mode = choice(gen, cfg.resize_modes)
+    gaussian = uniform(gen, 0, 1) < get("gaussian_noise_prob")
+    level = uniform(gen, *get("noise_range" if gaussian else "poisson_scale_range"))
+    gray = uniform(gen, 0, 1) < get("gray_noise_prob")
+    q_low, q_high = get("jpeg_range")
+    quality = int(torch.randint(q_low, q_high + 1, (), generator=gen))
+    noise_seed = int(torch.randint(0, 2**62, (), generator=gen))
+    noise = "gaussian" if gaussian else "poisson"
+    return OrderParams(kernel, resize, scale, mode, noise, level, gray, quality, noise_seed)
+
+
+def sample_params(cfg: DegradationConfig, seed: int) -> DegradationParams:
+    """Every random choice of one sample's degradation, from its seed alone."""
+    gen = torch.Generator().manual_seed(int(seed))
+    first = _sample_order(gen, cfg, 1)
+    second = _sample_order(gen, cfg, 2)
+    if uniform(gen, 0, 1) < cfg.final_sinc_prob:
+        sinc = sample_sinc(gen, cfg.kernel_sizes(2), omega_low=math.pi / 3)
+    else:
+        sinc = KernelSpec("identity", 1)
+    final_mode = choice(gen, cfg.resize_modes)
+    resize_first = uniform(gen, 0, 1) < cfg.resize_first_prob
+    return DegradationParams(int(seed), first, second, sinc, final_mode, resize_first)
+
+
+# ---------------------------------------------------------------- stages
+
+
+def _pad(x: torch.Tensor, pad: int) -> torch.Tensor:
+    # Reflect (OpenCV's BORDER_REFLECT_101, as Real-ESRGAN); replicate for images too small to reflect.
+    mode = "reflect" if pad < min(x.shape[-2:]) else "replicate"
+    return F.pad(x, (pad, pad, pad, pad), mode=mode)
+
+
+def filter2d(img: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
+    """Convolve each image of ``img`` (B, C, H, W) with its own kernel ``kernels`` (B, k, k) or one
+    shared kernel (k, k): a grouped convolution, one group per image channel. Same-size output."""
+    b, c, h, w = img.shape
+    k = kernels.shape[-1]
+    weight = kernels.to(img).reshape(-1, 1, 1, k, k).expand(b, c, 1, k, k).reshape(b * c, 1, k, k)
+    out = F.conv2d(_pad(img, k // 2).reshape(1, b * c, h + k - 1, w + k - 1), weight, groups=b * c)
+    return out.reshape(b, c, h, w)
+
+
+def _resize(img: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
+    size = (max(1, size[0]), max(1, size[1]))
+    if mode == "area":
+        return F.interpolate(img, size=size, mode="area")
+    return F.interpolate(img, size=size, mode=mode, align_corners=False)
+
+
+def add_gaussian_noise(img: torch.Tensor, sigma: float, gray: bool, gen: torch.Generator) -> torch.Tensor:
+    """``img`` + N(0, (sigma/255)^2), clipped to [0, 1]. Gray: one noise map for all channels.
+    The noise is drawn on the CPU from ``gen`` (same values on every device)."""
+    b, c, h, w = img.shape
+    noise = torch.randn((b, 1 if gray else c, h, w), generator=gen, dtype=img.dtype) * (sigma / 255.0)
+    return (img + noise.to(img)).clamp(0, 1)
+
+
+def _rgb_to_gray(img: torch.Tensor) -> torch.Tensor:
+    weights = img.new_tensor([0.2989, 0.587, 0.114]).view(1, 3, 1, 1)  # ITU-R 601, as torchvision
+    return (img * weights).sum(1, keepdim=True)
+
+
+def add_poisson_noise(img: torch.Tensor, scale: float, gray: bool, gen: torch.Generator) -> torch.Tensor:
+    """Real-ESRGAN's Poisson (shot) noise, clipped to [0, 1]: with the image rounded to 8-bit levels
+    and ``vals`` = the number of distinct levels rounded up to a power of 2, the noise is
+    ``scale * (Poisson(img * vals) / vals - img)``, so its variance is ``scale^2 * img / vals``.
+    Gray: computed on the luma and added to all channels. Sampled per image on the CPU from ``gen``."""
+    src = _rgb_to_gray(img) if gray else img
+    src = (src * 255.0).round().clamp(0, 255) / 255.0
+    noise = []
+    for x in src.cpu().double():
+        vals = 2.0 ** math.ceil(math.log2(len(torch.unique(x))))
+        noise.append(torch.poisson(x * vals, generator=gen) / vals - x)
+    return (img + scale * torch.stack(noise).to(img)).clamp(0, 1)
+
+
+def _add_noise(img: torch.Tensor, p: OrderParams) -> torch.Tensor:
+    add = add_gaussian_noise if p.noise == "gaussian" else add_poisson_noise
+    return add(img, p.noise_level, p.gray, torch.Generator().manual_seed(p.noise_seed))
+
+
+# ---------------------------------------------------------------- JPEG
+
+
+def _to_uint8(img: torch.Tensor) -> np.ndarray:
+    return (img.clamp(0, 1) * 255.0).round().byte().permute(1, 2, 0).cpu().numpy()
+
+
+def jpeg_encode(img: torch.Tensor, quality: int) -> bytes:
+    """One (3, H, W) image in [0, 1] -> baseline JPEG bytes at ``quality`` (libjpeg via Pillow, 4:2:0)."""
+    buf = io.BytesIO()
+    Image.fromarray(_to_uint8(img)).save(buf, format="JPEG", quality=int(quality), subsampling="4:2:0")
+    return buf.getvalue()
+
+
+def jpeg_pillow(img: torch.Tensor, quality: Sequence[int]) -> torch.Tensor:
+    """Encode and decode each image of (B, 3, H, W) at its quality with a real JPEG codec."""
+    out = []
+    for x, q in zip(img, quality):
+        with Image.open(io.BytesIO(jpeg_encode(x, int(q)))) as im:
+            out.append(torch.from_numpy(np.asarray(im.convert("RGB")).copy()))
+    return (torch.stack(out).permute(0, 3, 1, 2) / 255.0).to(img)
+
+
+# ITU-T T.81 Annex K tables, natural (row-major) order; libjpeg scales them by quality.
+_LUMA_TABLE = [
+    16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55,
+    14, 13, 16, 24, 40, 57, 69, 56, 14, 17, 22, 29, 51, 87, 80, 62,
+    18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
+    49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99,
+]  # fmt: skip
+_CHROMA_TABLE = [17, 18, 24, 47] + [99] * 4 + [18, 21, 26, 66] + [99] * 4 + [24, 26, 56] + [99] * 5
+_CHROMA_TABLE += [47, 66] + [99] * 38
+
+
+def jpeg_quant_tables(quality: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """libjpeg's (luma, chroma) 8x8 quantisation tables for ``quality`` (jpeg_set_quality, baseline)."""
+    quality = min(max(int(quality), 1), 100)
+    factor = 5000 // quality if quality < 50 else 200 - 2 * quality
+    tables = [((torch.tensor(t) * factor + 50) // 100).clamp(1, 255).view(8, 8) for t in (_LUMA_TABLE, _CHROMA_TABLE)]
+    return tables[0], tables[1]
+
+
+def _dct_basis(device, dtype) -> torch.Tensor:
+    """The 64 orthonormal 8x8 DCT-II basis images as conv filters (64, 1, 8, 8); orthonormal
+    DCT is JPEG's 1/4 C(u) C(v) normalisation."""
+    n = torch.arange(8, dtype=torch.float64)
+    d = torch.cos((2 * n[None] + 1) * n[:, None] * math.pi / 16) * math.sqrt(2 / 8)
+    d[0] /= math.sqrt(2)
+    return (d[:, None, :, None] * d[None, :, None, :]).reshape(64, 1, 8, 8).to(device, dtype)
+
+
+def _block_codec(plane: torch.Tensor, tables: torch.Tensor, rnd) -> torch.Tensor:
+    """DCT, quantise with ``tables`` (B, 8, 8), dequantise and inverse-DCT every 8x8 block of
+    ``plane`` (B, H, W), H and W multiples of 8. A stride-8 convolution computes the DCT."""
+    basis = _dct_basis(plane.device, plane.dtype)
+    coef = F.conv2d(plane[:, None] - 128, basis, stride=8)  # (B, 64, H/8, W/8)
+    q = tables.reshape(-1, 64, 1, 1)
+    return F.conv_transpose2d(rnd(coef / q) * q, basis, stride=8)[:, 0] + 128
+
+
+def jpeg_torch(img: torch.Tensor, quality: Sequence[int], differentiable: bool = False) -> torch.Tensor:
+    """A JPEG approximation in PyTorch: JFIF YCbCr, 4:2:0 chroma (2x2 mean), 8x8 orthonormal DCT,
+    libjpeg's tables for ``quality``, triangle ("fancy") chroma upsampling. Close to libjpeg but
+    not bit-exact. ``differentiable``: rounding by x_r + (x - x_r)^3 (Shin & Song 2017), no final
+    8-bit rounding; otherwise true rounding and an 8-bit result like a codec's."""
+    h, w = img.shape[-2:]
+    rnd = (lambda t: t.round() + (t - t.round()) ** 3) if differentiable else torch.round
+    x = img.clamp(0, 1) * 255.0
+    if not differentiable:
+        x = x.round()
+    x = F.pad(x, (0, (-w) % 16, 0, (-h) % 16), mode="replicate")  # libjpeg replicates edges to whole MCUs
+    r, g, b = x.unbind(1)
+    y = 0.299 * r + 0.587 * g + 0.114 * b
+    cb = -0.168736 * r - 0.331264 * g + 0.5 * b + 128
+    cr = 0.5 * r - 0.418688 * g - 0.081312 * b + 128
+    luma_tables, chroma_tables = (torch.stack(t).to(img) for t in zip(*(jpeg_quant_tables(q) for q in quality)))
+    y = _block_codec(y, luma_tables, rnd)
+    chroma = F.avg_pool2d(torch.stack([cb, cr], 1), 2)
+    chroma = torch.stack([_block_codec(c, chroma_tables, rnd) for c in chroma.unbind(1)], 1)
+    cb, cr = F.interpolate(chroma, scale_factor=2, mode="bilinear", align_corners=False).unbind(1)
+    cb, cr = cb - 128, cr - 128
+    rgb = torch.stack([y + 1.402 * cr, y - 0.344136 * cb - 0.714136 * cr, y + 1.772 * cb], 1)
+    rgb = rgb[..., :h, :w].clamp(0, 255)
+    return (rgb if differentiable else rgb.round()) / 255.0
+
+
+def jpeg(img: torch.Tensor, quality: Sequence[int], backend: str = "pillow") -> torch.Tensor:
+    """JPEG-compress each image at its quality with ``backend`` "pillow" (real codec) or "torch"."""
+    if backend == "pillow":
+        return jpeg_pillow(img, quality)
+    if backend == "torch":
+        return jpeg_torch(img, quality)
+    raise ValueError(f"unknown JPEG backend {backend!r}: use 'pillow' or 'torch'")
+
+
+# ---------------------------------------------------------------- unsharp masking
+
+
+def _gaussian_blur_separable(img: torch.Tensor, size: int, sigma: float) -> torch.Tensor:
+    ax = torch.arange(size, dtype=torch.float64) - size // 2
+    k = torch.exp(-0.5 * (ax / sigma) ** 2)
+    k = (k / k.sum()).to(img)
+    c = img.shape[1]
+    x = _pad(img, size // 2)
+    x = F.conv2d(x, k.view(1, 1, 1, size).expand(c, 1, 1, size), groups=c)
+    return F.conv2d(x, k.view(1, 1, size, 1).expand(c, 1, size, 1), groups=c)
+
+
+def usm_sharp(img: torch.Tensor, weight: float = 0.5, radius: int = 50, threshold: float = 10.0) -> torch.Tensor:
+    """Real-ESRGAN's unsharp masking: ``img + weight * (img - blur)`` where the residual exceeds
+    ``threshold``/255, blended in through a blurred mask so no hard edges appear."""
+    size = radius + 1 if radius % 2 == 0 else radius
+    sigma = 0.3 * ((size - 1) * 0.5 - 1) + 0.8  # OpenCV's getGaussianKernel(size, 0)
+    residual = img - _gaussian_blur_separable(img, size, sigma)
+    mask = ((residual.abs() * 255) > threshold).to(img)
+    soft_mask = _gaussian_blur_separable(mask, size, sigma)
+    sharp = (img + weight * residual).clamp(0, 1)
+    return soft_mask * sharp + (1 - soft_mask) * img
+
+
+# ---------------------------------------------------------------- the pipeline
+
+
+class RealESRGANDegradation:
+    """``(lr, hr_target) = degrade(hr, seeds)`` for HR (B, 3, H, W) in [0, 1], H and W multiples
+    of ``scale``, and one integer seed per sample. ``lr`` is (B, 3, H/scale, W/scale) on 8-bit
+    levels; ``hr_target`` is the unsharp-masked HR when ``use_usm`` (Real-ESRGAN's L1/perceptual
+    target; its GAN sees the plain HR), else ``hr``. Runs on ``hr``'s device."""
+
+    def __init__(self, cfg: DegradationConfig | None = None, scale: int = 4):
+        self.cfg = cfg or DegradationConfig()
+        self.scale = scale
+
+    def sample(self, seed: int) -> DegradationParams:
+        return sample_params(self.cfg, seed)
+
+    def describe(self, seed: int) -> dict:
+        """The parameters ``seed`` gives, as a plain dict (for logs and previews)."""
+        return asdict(self.sample(seed))
+
+    def usm(self, img: torch.Tensor) -> torch.Tensor:
+        cfg = self.cfg
+        return usm_sharp(img, cfg.usm_weight, cfg.usm_radius, cfg.usm_threshold) if cfg.use_usm else img
+
+    @torch.no_grad()
+    def __call__(self, hr: torch.Tensor, seeds: torch.Tensor | Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        b, _, h, w = hr.shape
+        seeds = [int(s) for s in seeds]
+        if len(seeds) != b:
+            raise ValueError(f"got {len(seeds)} seeds for a batch of {b}")
+        if h % self.scale or w % self.scale:
+            raise ValueError(f"HR size {h}x{w} is not a multiple of the scale {self.scale}")
+        params = [self.sample(s) for s in seeds]
+        # float64 throughout: CPU and CUDA (where float32 convolutions may run in TF32) then agree
+        # far below an 8-bit level, so the roundings before JPEG and Poisson noise agree too.
+        target = self.usm(hr.double())
+        # The first blur acts on same-size images: one grouped convolution for the whole batch.
+        kernels = torch.stack([p.first.kernel.build(pad_to=self.cfg.blur_kernel_size) for p in params])
+        blurred = filter2d(target, kernels)
+        # From the first resize on, sizes differ per sample.
+        lr = torch.cat([self._degrade_one(x[None], p, (h, w)) for x, p in zip(blurred, params)])
+        lr = (lr * 255.0).round().clamp(0, 255) / 255.0
+        return lr.to(hr.dtype), target.to(hr.dtype)
+
+    def _jpeg(self, x: torch.Tensor, quality: int) -> torch.Tensor:
+        return jpeg(x.clamp(0, 1), [quality], self.cfg.jpeg_backend)
+
+    def _degrade_one(self, x: torch.Tensor, p: DegradationParams, hr_size: tuple[int, int]) -> torch.Tensor:
+        h, w = hr_size
+        lr_h, lr_w = h // self.scale, w // self.scale
+        # First order (blur done by the caller): resize, noise, JPEG.
+        x = _resize(x, (int(h * p.first.scale), int(w * p.first.scale)), p.first.mode)
+        x = self._jpeg(_add_noise(x, p.first), p.first.jpeg_quality)
+        # Second order: blur, resize relative to the LR size, noise.
+        if p.second.kernel.type != "identity":
+            x = filter2d(x, p.second.kernel.build())
+        x = _resize(x, (int(lr_h * p.second.scale), int(lr_w * p.second.scale)), p.second.mode)
+        x = _add_noise(x, p.second)
+
+        # Final: [resize to the LR size + sinc] and JPEG, in either order.
+        def resize_sinc(t: torch.Tensor) -> torch.Tensor:
+            t = _resize(t, (lr_h, lr_w), p.final_mode)
+            return t if p.sinc.type == "identity" else filter2d(t, p.sinc.build())
+
+        if p.resize_first:
+            return self._jpeg(resize_sinc(x), p.second.jpeg_quality)
+        return resize_sinc(self._jpeg(x, p.second.jpeg_quality))
+
+
+# ---------------------------------------------------------------- the training-pair pool
+
+
+class PairPool:
+    """Real-ESRGAN's training-pair queue: a batch's samples share nothing, but a pool of
+    ``size`` recent samples, shuffled, makes each returned batch a mix of many past batches.
+    ``pool(lr, hr, ...)`` returns the inputs unchanged while the pool fills, then a random batch
+    from the pool, whose place the inputs take. Seedable; ``state_dict`` for resuming."""
+
+    def __init__(self, size: int = 180, seed: int = 0):
+        self.size = size
+        self.gen = torch.Generator().manual_seed(seed)
+        self.queue: list[torch.Tensor] | None = None
+        self.ptr = 0
+
+    @torch.no_grad()
+    def __call__(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        b = tensors[0].shape[0]
+        if self.size <= 0:
+            return tensors
+        if self.queue is None:
+            if self.size % b:
+                raise ValueError(f"pool size {self.size} must be a multiple of the batch size {b}")
+            self.queue = [t.new_zeros((self.size, *t.shape[1:])) for t in tensors]
+        if self.ptr < self.size:  # still filling: enqueue only
+            for q, t in zip(self.queue, tensors):
+                q[self.ptr : self.ptr + b] = t
+            self.ptr += b
+            return tensors
+        idx = torch.randperm(self.size, generator=self.gen).to(tensors[0].device)
+        self.queue = [q[idx] for q in self.queue]
+        out = tuple(q[:b].clone() for q in self.queue)
+        for q, t in zip(self.queue, tensors):
+            q[:b] = t
+        return out
+
+    def state_dict(self) -> dict:
+        return {"size": self.size, "ptr": self.ptr, "queue": self.queue, "gen": self.gen.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.size, self.ptr, self.queue = state["size"], state["ptr"], state["queue"]
+        self.gen.set_state(state["gen"])

@@ -1,0 +1,75 @@
+"""Feat-D: the discriminator on CLIP's pixel-wise semantic features (supplement §2, Fig. 1)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn.utils import spectral_norm
+
+__all__ = ["FeatD", "UpsamplingLayer"]
+
+
+def sn_conv(c_in: int, c_out: int, k: int) -> nn.Conv2d:
+    return spectral_norm(nn.Conv2d(c_in, c_out, k, padding=k // 2))
+
+
+class UpsamplingLayer(nn.Module):
+    """The supplement's "upsampling layer": conv -> LeakyReLU -> 2x bilinear -> conv."""
+
+    def __init__(self, c_in: int, c_out: int, k: int = 3, slope: float = 0.2):
+        super().__init__()
+        self.conv1 = sn_conv(c_in, c_out, k)
+        self.conv2 = sn_conv(c_out, c_out, k)
+        self.slope = slope
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.leaky_relu(self.conv1(x), self.slope)
+        x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+        return self.conv2(x)
+
+
+class FeatD(nn.Module):
+    """F_m3 -> [up, act, conv] -> cat F_m2 -> [up, act, conv] -> cat F_m1 -> up -> 4 x [act, conv].
+
+    Every conv is spectrally normalised. Output: one-channel real/fake logits at H/2 for an
+    H x W image (F_m1 is at H/4). ``widths`` = (after F_m3, after F_m2, after F_m1, tail).
+    """
+
+    def __init__(
+        self,
+        in_channels: tuple[int, int, int] = (256, 512, 1024),
+        widths: tuple[int, int, int, int] | list[int] = (512, 256, 128, 64),
+        kernel_size: int = 3,
+        negative_slope: float = 0.2,
+    ):
+        super().__init__()
+        if len(widths) != 4:
+            raise ValueError(f"Feat-D takes 4 widths, got {list(widths)}")
+        c1, c2, c3 = in_channels
+        w3, w2, w1, w0 = widths
+        k, s = kernel_size, negative_slope
+        self.slope = s
+        self.up3 = UpsamplingLayer(c3, w3, k, s)
+        self.conv3 = sn_conv(w3, w3, k)
+        self.up2 = UpsamplingLayer(w3 + c2, w2, k, s)
+        self.conv2 = sn_conv(w2, w2, k)
+        self.up1 = UpsamplingLayer(w2 + c1, w1, k, s)
+        self.tail = nn.ModuleList([sn_conv(w1, w0, k), sn_conv(w0, w0, k), sn_conv(w0, w0, k), sn_conv(w0, 1, k)])
+
+    def forward_features(self, feats: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Intermediate maps: ``up1``/``up2``/``up3`` after the 1st/2nd/3rd upsampling layer, and ``logits``."""
+        act = lambda x: F.leaky_relu(x, self.slope)  # noqa: E731
+        out = {"up1": self.up3(feats["m3"])}
+        x = self.conv3(act(out["up1"]))
+        out["up2"] = self.up2(torch.cat([x, feats["m2"]], dim=1))
+        x = self.conv2(act(out["up2"]))
+        out["up3"] = self.up1(torch.cat([x, feats["m1"]], dim=1))
+        x = out["up3"]
+        for conv in self.tail:
+            x = conv(act(x))
+        out["logits"] = x
+        return out
+
+    def forward(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.forward_features(feats)["logits"]

@@ -1,0 +1,410 @@
+"""SFD training, top to bottom: build everything from a Config, then alternate G and D steps.
+
+Per iteration (DESIGN §1):
+  G step: SR = G(LR); loss = l1*L1 + perceptual*VGG + feat_d*adv(Feat-D) + tg_d*adv(TG-D)
+          (or image_d*adv(pixel D) for the L_GAN baselines, + clipiqa*CLIPIQA-loss for that ablation)
+  D step: Feat-D and the prompt contexts (or the pixel D) learn HR = real vs SR = fake.
+CLIP sees each image once per iteration: SR with gradient (to the SR image), HR without; the
+D step reuses the detached SR features. Nothing here is global: all state lives in ``Run``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+import sfd
+from sfd.config import Config, config_from_dict, config_to_dict
+from sfd.data.datasets import HRPatches, IterationSampler, quantize
+from sfd.data.io import list_images, load_rgb, to_tensor
+from sfd.data.resize import imresize, mod_crop
+from sfd.evaluate.metrics import psnr, ssim
+from sfd.losses import PerceptualLoss, clipiqa_loss, d_adversarial_loss, g_adversarial_loss
+from sfd.models.clip import ImageFeatures, TextEncoder, load_clip
+from sfd.models.feat_d import FeatD
+from sfd.models.generators import build_generator, init_generator, parameter_sha256
+from sfd.models.prompts import PromptPairs, tgd_logits
+from sfd.models.vgg_d import VGGStyleDiscriminator
+
+__all__ = ["Run", "build_run", "train_step", "train", "save_checkpoint", "load_checkpoint", "find_latest_checkpoint"]
+
+
+@dataclass
+class Run:
+    """Everything a training run holds. Discriminators and optimizers are keyed by name."""
+
+    cfg: Config
+    device: torch.device
+    generator: nn.Module
+    generator_ema: nn.Module | None
+    discriminators: dict[str, nn.Module]  # "feat_d", "lpp" (prompt contexts) or "image_d"
+    optimizers: dict[str, torch.optim.Optimizer]  # "g" and one per discriminator
+    schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler]
+    clip_image: ImageFeatures | None = None
+    clip_text: TextEncoder | None = None
+    perceptual: PerceptualLoss | None = None
+    clipiqa_text: torch.Tensor | None = None  # fixed (1, 2, D) prompt features for the CLIPIQA loss
+    degrader: object | None = None  # Real-ESRGAN degradations, when configured
+    meta: dict = field(default_factory=dict)
+    iteration: int = 0
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def build_run(cfg: Config) -> Run:
+    device = resolve_device(cfg.train.device)
+    torch.manual_seed(cfg.train.seed)
+    g = build_generator(cfg.generator)
+    meta: dict = {"sfd_version": sfd.__version__, "generator": {"arch": cfg.generator.arch, "scale": cfg.generator.scale}}
+    if cfg.generator.pretrained:
+        meta["generator"]["init"] = init_generator(g, cfg.generator.pretrained)
+    g.to(device)
+    g_ema = copy.deepcopy(g).eval().requires_grad_(False) if cfg.optim.ema_decay else None
+
+    run_kw: dict = {}
+    discs: dict[str, nn.Module] = {}
+    if cfg.uses_clip:
+        clip = load_clip(cfg.clip.model, cfg.clip.weights, seed=cfg.clip.seed)
+        meta["clip"] = {"model": clip.name, "weights": clip.identity, "pretrained": clip.pretrained}
+        run_kw["clip_image"] = ImageFeatures(clip, cfg.clip.pos_embed).to(device)
+        if cfg.tg_d.enabled or cfg.loss.clipiqa_loss.variant:
+            run_kw["clip_text"] = TextEncoder(clip).to(device)
+        if cfg.feat_d.enabled:
+            discs["feat_d"] = FeatD(widths=cfg.feat_d.widths, kernel_size=cfg.feat_d.kernel_size,
+                                    negative_slope=cfg.feat_d.negative_slope)  # fmt: skip
+        if cfg.tg_d.enabled:
+            p = cfg.tg_d
+            discs["lpp"] = PromptPairs(run_kw["clip_text"], p.n_pairs, p.length, p.init_std, p.init_words, p.seed)
+        if cfg.loss.clipiqa_loss.variant:
+            with torch.no_grad():
+                t = run_kw["clip_text"].encode_text(cfg.loss.clipiqa_loss.prompts)
+            run_kw["clipiqa_text"] = F.normalize(t, dim=-1)[None]
+    if cfg.image_d.type == "vgg":
+        discs["image_d"] = VGGStyleDiscriminator(num_feat=cfg.image_d.num_feat, input_size=cfg.image_d.input_size)
+    elif cfg.image_d.type == "unet":
+        from sfd.models.unet_d import UNetDiscriminatorSN
+
+        discs["image_d"] = UNetDiscriminatorSN(num_in_ch=3, num_feat=cfg.image_d.num_feat)
+    for d in discs.values():
+        d.to(device)
+
+    if cfg.loss.perceptual > 0:
+        run_kw["perceptual"] = PerceptualLoss(cfg.loss.perceptual_layers, cfg.loss.vgg_weights).to(device)
+        meta["vgg"] = {"weights": run_kw["perceptual"].identity, "pretrained": run_kw["perceptual"].pretrained}
+    if cfg.data.degradation is not None:
+        from sfd.data.degradations import RealESRGANDegradation
+
+        run_kw["degrader"] = RealESRGANDegradation(cfg.data.degradation, cfg.generator.scale)
+
+    o = cfg.optim
+    betas = tuple(o.betas)
+    optimizers = {"g": torch.optim.Adam(g.parameters(), lr=o.lr_g, betas=betas, weight_decay=o.weight_decay)}
+    for name, d in discs.items():
+        optimizers[name] = torch.optim.Adam(d.parameters(), lr=o.lr_d, betas=betas, weight_decay=o.weight_decay)
+    schedulers = {k: torch.optim.lr_scheduler.MultiStepLR(opt, o.milestones, o.gamma) for k, opt in optimizers.items()}
+    return Run(cfg, device, g, g_ema, discs, optimizers, schedulers, meta=meta, **run_kw)
+
+
+# ---------------------------------------------------------------- one iteration
+
+
+def _step(opt: torch.optim.Optimizer, loss: torch.Tensor, params, clip: float | None) -> None:
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if clip:
+        torch.nn.utils.clip_grad_norm_(params, clip)
+    opt.step()
+
+
+@torch.no_grad()
+def _update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    for e, p in zip(ema.parameters(), model.parameters()):
+        e.lerp_(p, 1 - decay)
+    for e, b in zip(ema.buffers(), model.buffers()):
+        e.copy_(b)
+
+
+def make_pair(run: Run, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """(LR, HR) on the device: the loader's bicubic LR, or degradations applied here."""
+    hr = batch["hr"].to(run.device, non_blocking=True)
+    if run.degrader is None:
+        return batch["lr"].to(run.device, non_blocking=True), hr
+    return run.degrader(hr, batch["seed"])
+
+
+def train_step(run: Run, lr: torch.Tensor, hr: torch.Tensor) -> dict[str, float]:
+    """One generator step, then one discriminator step. Returns the logged scalars."""
+    cfg, lam, gan = run.cfg, run.cfg.loss, run.cfg.loss.gan_type
+    adversarial = run.iteration >= cfg.train.pixel_warmup
+    logs: dict[str, float] = {}
+    discs = run.discriminators
+    run.generator.train()
+    for d in discs.values():
+        d.train().requires_grad_(False)  # G step: no gradients into D parameters
+
+    # ---- generator step
+    sr = run.generator(lr)
+    loss_g = torch.zeros((), device=run.device)
+    if lam.l1:
+        logs["l_g_l1"] = (l := F.l1_loss(sr, hr)).item()
+        loss_g = loss_g + lam.l1 * l
+    if run.perceptual is not None and adversarial:
+        logs["l_g_percep"] = (l := run.perceptual(sr, hr)).item()
+        loss_g = loss_g + lam.perceptual * l
+    f_sr = f_hr = None
+    text = None
+    if adversarial and run.clip_image is not None:
+        need = ("m1", "m2", "m3", "out") if run.clip_image.has_pixel_features else ("out",)
+        if "feat_d" in discs and "lpp" not in discs and not cfg.loss.clipiqa_loss.variant:
+            need = ("m1", "m2", "m3")
+        f_sr = run.clip_image(sr, need)
+        with torch.no_grad():
+            f_hr = run.clip_image(hr, need)
+        if "feat_d" in discs:
+            fake = discs["feat_d"](f_sr)
+            real = discs["feat_d"](f_hr) if gan == "ragan" else None
+            logs["l_g_feat_d"] = (l := g_adversarial_loss(fake, real, gan)).item()
+            loss_g = loss_g + lam.feat_d * l
+        if "lpp" in discs:
+            with torch.no_grad():
+                text = discs["lpp"].text_features(run.clip_text)
+            scale = run.clip_text.logit_scale
+            fake = tgd_logits(f_sr["out"], text, scale)
+            real = tgd_logits(f_hr["out"], text, scale) if gan == "ragan" else None
+            logs["l_g_tg_d"] = (l := g_adversarial_loss(fake, real, gan)).item()
+            loss_g = loss_g + lam.tg_d * l
+        if cfg.loss.clipiqa_loss.variant:
+            scale = run.clip_text.logit_scale
+            s_sr = torch.sigmoid(tgd_logits(f_sr["out"], run.clipiqa_text, scale))
+            s_hr = torch.sigmoid(tgd_logits(f_hr["out"], run.clipiqa_text, scale))
+            logs["l_g_clipiqa"] = (l := clipiqa_loss(s_sr, s_hr, cfg.loss.clipiqa_loss.variant)).item()
+            logs["clipiqa_sr"] = s_sr.mean().item()
+            loss_g = loss_g + lam.clipiqa * l
+    if adversarial and "image_d" in discs:
+        fake = discs["image_d"](sr)
+        real = discs["image_d"](hr) if gan == "ragan" else None
+        logs["l_g_image_d"] = (l := g_adversarial_loss(fake, real, gan)).item()
+        loss_g = loss_g + lam.image_d * l
+    logs["l_g_total"] = loss_g.item()
+    _step(run.optimizers["g"], loss_g, run.generator.parameters(), cfg.optim.grad_clip)
+    if run.generator_ema is not None:
+        _update_ema(run.generator_ema, run.generator, cfg.optim.ema_decay)
+
+    # ---- discriminator step (reuses the detached SR features: no second CLIP forward)
+    if adversarial and discs:
+        for d in discs.values():
+            d.requires_grad_(True)
+        if "feat_d" in discs:
+            fake_feats = {k: v.detach() for k, v in f_sr.items()}
+            real, fake = discs["feat_d"](f_hr), discs["feat_d"](fake_feats)
+            loss = d_adversarial_loss(real, fake, gan)
+            logs.update(l_d_feat_d=loss.item(), d_feat_real=real.mean().item(), d_feat_fake=fake.mean().item())
+            _step(run.optimizers["feat_d"], loss, discs["feat_d"].parameters(), cfg.optim.grad_clip)
+        if "lpp" in discs:
+            text = discs["lpp"].text_features(run.clip_text)
+            scale = run.clip_text.logit_scale
+            real, fake = tgd_logits(f_hr["out"], text, scale), tgd_logits(f_sr["out"].detach(), text, scale)
+            loss = d_adversarial_loss(real, fake, gan)
+            logs.update(l_d_tg_d=loss.item(), d_text_real=real.mean().item(), d_text_fake=fake.mean().item())
+            _step(run.optimizers["lpp"], loss, discs["lpp"].parameters(), cfg.optim.grad_clip)
+        if "image_d" in discs:
+            real, fake = discs["image_d"](hr), discs["image_d"](sr.detach())
+            loss = d_adversarial_loss(real, fake, gan)
+            logs.update(l_d_image_d=loss.item(), d_image_real=real.mean().item(), d_image_fake=fake.mean().item())
+            _step(run.optimizers["image_d"], loss, discs["image_d"].parameters(), cfg.optim.grad_clip)
+
+    for sched in run.schedulers.values():
+        sched.step()
+    run.iteration += 1
+    logs["lr_g"] = run.optimizers["g"].param_groups[0]["lr"]
+    if len(run.optimizers) > 1:
+        logs["lr_d"] = next(opt for k, opt in run.optimizers.items() if k != "g").param_groups[0]["lr"]
+    return logs
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+def _rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(run: Run, path: str | Path) -> Path:
+    """The one checkpoint layout (docs/checkpoints.md): everything needed to resume, score or export."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = dict(run.meta, generator_sha256=parameter_sha256(run.generator.state_dict()))
+    state = {
+        "generator": run.generator.state_dict(),
+        "generator_ema": run.generator_ema.state_dict() if run.generator_ema is not None else None,
+        "discriminators": {k: d.state_dict() for k, d in run.discriminators.items()},
+        "optimizers": {k: o.state_dict() for k, o in run.optimizers.items()},
+        "schedulers": {k: s.state_dict() for k, s in run.schedulers.items()},
+        "iteration": run.iteration,
+        "config": config_to_dict(run.cfg),
+        "rng": _rng_state(),
+        "meta": meta,
+    }
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)  # never leave a half-written checkpoint behind
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
+    ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    if not isinstance(ckpt, dict) or "generator" not in ckpt or "config" not in ckpt:
+        raise ValueError(f"{path} is not an sfd training checkpoint")
+    return ckpt
+
+
+def restore(run: Run, ckpt: dict) -> None:
+    run.generator.load_state_dict(ckpt["generator"])
+    if run.generator_ema is not None and ckpt["generator_ema"] is not None:
+        run.generator_ema.load_state_dict(ckpt["generator_ema"])
+    for k, d in run.discriminators.items():
+        d.load_state_dict(ckpt["discriminators"][k])
+    for k, o in run.optimizers.items():
+        o.load_state_dict(ckpt["optimizers"][k])
+    for k, s in run.schedulers.items():
+        s.load_state_dict(ckpt["schedulers"][k])
+    run.iteration = int(ckpt["iteration"])
+    _set_rng_state(ckpt["rng"])
+
+
+def find_latest_checkpoint(run_dir: str | Path) -> Path | None:
+    found = sorted(Path(run_dir, "checkpoints").glob("iter_*.pth"))
+    return found[-1] if found else None
+
+
+# ---------------------------------------------------------------- validation and the loop
+
+
+@torch.no_grad()
+def validate(run: Run) -> dict[str, float]:
+    """Mean Y-channel PSNR/SSIM (border = scale) on the validation folder, bicubic LR."""
+    s = run.cfg.generator.scale
+    model = run.generator_ema or run.generator
+    model.eval()
+    psnrs, ssims = [], []
+    for path in list_images(run.cfg.data.val)[: run.cfg.data.val_max_images]:
+        hr = mod_crop(to_tensor(load_rgb(path)), s)
+        lr = quantize(imresize(hr.double(), 1 / s).float())
+        sr = model(lr[None].to(run.device)).clamp(0, 1)[0].cpu()
+        psnrs.append(float(psnr(sr, hr, border=s)))
+        ssims.append(float(ssim(sr, hr, border=s)))
+    return {"val_psnr": float(np.mean(psnrs)), "val_ssim": float(np.mean(ssims))}
+
+
+def run_dir_for(cfg: Config) -> Path:
+    return Path(cfg.train.output_dir) / cfg.name
+
+
+def train(cfg: Config | None, resume: str | None = None, progress: bool = True) -> Path:
+    """Train ``cfg`` (resuming from a checkpoint path, or "auto" for the newest in the run folder).
+
+    Returns the path of the final checkpoint.
+    """
+    ckpt = None
+    if resume == "auto":
+        if cfg is None:
+            raise ValueError("--resume auto needs the config, to find its run folder")
+        resume = find_latest_checkpoint(run_dir_for(cfg))
+    if resume:
+        ckpt = load_checkpoint(resume)
+        if cfg is None:  # resuming a path alone: the checkpoint carries its config
+            cfg = config_from_dict(ckpt["config"]).validate()
+    out = run_dir_for(cfg)
+    if not cfg.data.train:
+        raise ValueError("data.train lists no HR folders")
+    run = build_run(cfg)
+    if ckpt is not None:
+        restore(run, ckpt)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=2))
+    for note in describe_weights(run.meta):
+        tqdm.write(note)
+
+    data = cfg.data
+    dataset = HRPatches(data.train, data.patch_size, cfg.generator.scale, cfg.train.seed, data.use_flip, data.use_rot,
+                        bicubic=data.degradation is None)  # fmt: skip
+    sampler = IterationSampler(run.iteration * data.batch_size, cfg.train.iterations * data.batch_size)
+    loader = DataLoader(dataset, batch_size=data.batch_size, sampler=sampler, num_workers=data.num_workers,
+                        drop_last=True, pin_memory=run.device.type == "cuda",
+                        persistent_workers=False)  # fmt: skip
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(out / "tensorboard"))
+    log_file = open(out / "log.jsonl", "a")
+    bar = tqdm(total=cfg.train.iterations, initial=run.iteration, disable=not progress, desc=cfg.name, dynamic_ncols=True)
+    last = None
+    try:
+        tick = time.perf_counter()
+        for batch in loader:
+            lr, hr = make_pair(run, batch)
+            logs = train_step(run, lr, hr)
+            logs["iter_time"] = time.perf_counter() - tick
+            tick = time.perf_counter()
+            it = run.iteration
+            if data.val and (it % cfg.train.val_every == 0 or it == cfg.train.iterations):
+                logs.update(validate(run))
+            if it % cfg.train.log_every == 0 or it == cfg.train.iterations or "val_psnr" in logs:
+                log_file.write(json.dumps({"iter": it, **logs}) + "\n")
+                log_file.flush()
+                for k, v in logs.items():
+                    writer.add_scalar(k, v, it)
+            bar.update(1)
+            bar.set_postfix({k.removeprefix("l_"): f"{v:.4g}" for k, v in logs.items() if k in _BAR_KEYS})
+            if it % cfg.train.save_every == 0 or it == cfg.train.iterations:
+                last = save_checkpoint(run, out / "checkpoints" / f"iter_{it:08d}.pth")
+    finally:
+        bar.close()
+        log_file.close()
+        writer.close()
+    if last is None:  # nothing left to train (resumed at the end)
+        last = save_checkpoint(run, out / "checkpoints" / f"iter_{run.iteration:08d}.pth")
+    return last
+
+
+_BAR_KEYS = ("l_g_l1", "l_g_percep", "l_g_feat_d", "l_g_tg_d", "l_g_image_d", "l_d_feat_d", "l_d_tg_d", "l_d_image_d")
+
+
+def describe_weights(meta: dict) -> list[str]:
+    """Plain statements of which CLIP/VGG weights a run used (random ones are called out)."""
+    notes = []
+    if "clip" in meta:
+        c = meta["clip"]
+        tag = "pretrained" if c["pretrained"] else "RANDOM (not pretrained: semantic features are meaningless)"
+        notes.append(f"CLIP {c['model']}: {tag}, weights {c['weights']}")
+    if "vgg" in meta:
+        v = meta["vgg"]
+        tag = "pretrained" if v["pretrained"] else "RANDOM (not ImageNet: the perceptual loss is not perceptual)"
+        notes.append(f"VGG19: {tag}, weights {v['weights']}")
+    return notes

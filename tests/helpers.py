@@ -1,0 +1,49 @@
+"""Small configs and photo folders for tests (CPU, seconds)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import skimage
+
+from sfd.config import load_config
+
+# Real photographs that ship inside scikit-image (used when ../shared/data is absent).
+BUNDLED_PHOTOS = ["astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg", "motorcycle_left.png"]
+
+
+def bundled_photo_dir(dest: Path) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    src = Path(skimage.__file__).parent / "data"
+    for name in BUNDLED_PHOTOS:
+        shutil.copy(src / name, dest / name)
+    return dest
+
+
+def tiny_overrides(train_dir: Path, out_dir: Path, iterations: int = 4) -> list[str]:
+    return [
+        "generator.num_feat=8",
+        "generator.num_blocks=1",
+        "clip.weights=random",
+        "feat_d.widths=[32,16,16,8]",
+        "tg_d.n_pairs=2",
+        "tg_d.length=4",
+        "loss.vgg_weights=random",
+        "loss.perceptual_layers={conv2_2: 1.0}",
+        f"data.train=[{train_dir}]",
+        "data.patch_size=64",
+        "data.batch_size=2",
+        "data.num_workers=0",
+        f"train.iterations={iterations}",
+        f"train.output_dir={out_dir}",
+        "train.save_every=2",
+        "train.log_every=1",
+        "train.device=cpu",
+        "optim.ema_decay=0.9",
+        "optim.milestones=[3]",
+    ]
+
+
+def tiny_config(train_dir: Path, out_dir: Path, extra: list[str] | None = None, path: str | None = None, iterations: int = 4):
+    return load_config(path, tiny_overrides(train_dir, out_dir, iterations) + (extra or []))

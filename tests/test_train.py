@@ -1,0 +1,117 @@
+"""The trainer: one CLIP forward per image, what each step updates, checkpoints and exact resume."""
+
+import json
+
+import pytest
+import torch
+
+from helpers import bundled_photo_dir, tiny_config
+from sfd.commands import inspect_checkpoint
+from sfd.train import build_run, load_checkpoint, train, train_step
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    return bundled_photo_dir(tmp_path_factory.mktemp("photos"))
+
+
+def _batch(cfg, n=2):
+    p, s = cfg.data.patch_size, cfg.generator.scale
+    g = torch.Generator().manual_seed(0)
+    return torch.rand(n, 3, p // s, p // s, generator=g), torch.rand(n, 3, p, p, generator=g)
+
+
+def test_one_clip_forward_per_image_and_what_each_step_changes(photos, tmp_path):
+    cfg = tiny_config(photos, tmp_path)
+    run = build_run(cfg)
+    clip_before = [p.clone() for p in run.clip_image.parameters()]
+    text_before = [p.clone() for p in run.clip_text.parameters()]
+    ctx_before = run.discriminators["lpp"].ctx.detach().clone()
+    featd_before = {k: v.clone() for k, v in run.discriminators["feat_d"].state_dict().items()}
+    g_before = [p.clone() for p in run.generator.parameters()]
+
+    lr, hr = _batch(cfg)
+    calls = []
+    hook = run.clip_image.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    logs = train_step(run, lr, hr)
+    hook.remove()
+
+    assert sum(calls) == 2 * lr.shape[0], "CLIP must see each SR and HR image exactly once per iteration"
+    assert {"l_g_feat_d", "l_g_tg_d", "l_d_feat_d", "l_d_tg_d", "d_feat_real", "d_text_fake"} <= logs.keys()
+    assert not torch.equal(run.discriminators["lpp"].ctx, ctx_before)
+    after = run.discriminators["feat_d"].state_dict()
+    assert any(not torch.equal(after[k], featd_before[k]) for k in featd_before if k.endswith("orig"))
+    assert any(not torch.equal(a, b) for a, b in zip(run.generator.parameters(), g_before))
+    assert all(torch.equal(a, b) for a, b in zip(run.clip_image.parameters(), clip_before))
+    assert all(torch.equal(a, b) for a, b in zip(run.clip_text.parameters(), text_before))
+    assert all(p.grad is None for p in run.clip_image.parameters())
+    assert not any(m.training for m in run.clip_image.modules())
+
+
+@pytest.mark.parametrize(
+    "extra,expect",
+    [
+        (["feat_d.enabled=false", "tg_d.enabled=false", "image_d.type=vgg", "image_d.input_size=64", "loss.gan_type=ragan"],
+         "l_d_image_d"),
+        (["tg_d.enabled=false", "loss.clipiqa=0.005", "loss.clipiqa_loss.variant=match_hr", "loss.gan_type=hinge"],
+         "l_g_clipiqa"),
+        (["clip.model=ViT-B-16", "feat_d.enabled=false", "loss.gan_type=lsgan"], "l_d_tg_d"),
+    ],
+    ids=["vgg-baseline", "clipiqa-loss", "vit-tgd-only"],
+)
+def test_baselines_and_ablations_run_from_config_alone(photos, tmp_path, extra, expect):
+    cfg = tiny_config(photos, tmp_path, extra)
+    run = build_run(cfg)
+    lr, hr = _batch(cfg)
+    logs = train_step(run, lr, hr)
+    assert expect in logs and all(torch.isfinite(torch.tensor(v)) for v in logs.values())
+
+
+def test_swinir_generator_trains(photos, tmp_path):
+    extra = ["generator.arch=swinir", "generator.embed_dim=12", "generator.depths=[1]", "generator.num_heads=[2]",
+             "generator.img_size=16"]  # fmt: skip
+    cfg = tiny_config(photos, tmp_path, extra)
+    run = build_run(cfg)
+    lr, hr = _batch(cfg)
+    assert run.generator(lr).shape == hr.shape
+    train_step(run, lr, hr)
+
+
+def _all_params(path):
+    ckpt = load_checkpoint(path)
+    flat = {f"g.{k}": v for k, v in ckpt["generator"].items()}
+    flat.update({f"ema.{k}": v for k, v in ckpt["generator_ema"].items()})
+    for name, sd in ckpt["discriminators"].items():
+        flat.update({f"{name}.{k}": v for k, v in sd.items()})
+    return ckpt, flat
+
+
+def test_training_on_real_photos_writes_checkpoints_and_resumes_exactly(shared_data, tmp_path):
+    photos = shared_data("train/BSDS400")
+    cfg = tiny_config(photos, tmp_path / "a", ["data.val=" + str(photos), "data.val_max_images=1",
+                                               "train.val_every=4"])  # fmt: skip
+    final = train(cfg, progress=False)
+    ckpt_dir = final.parent
+    assert sorted(p.name for p in ckpt_dir.glob("*.pth")) == ["iter_00000002.pth", "iter_00000004.pth"]
+    log = [json.loads(line) for line in (ckpt_dir.parent / "log.jsonl").read_text().splitlines()]
+    assert [r["iter"] for r in log] == [1, 2, 3, 4] and "val_psnr" in log[-1]
+    assert any((ckpt_dir.parent / "tensorboard").iterdir())
+
+    cfg_b = tiny_config(photos, tmp_path / "b", ["data.val=" + str(photos), "data.val_max_images=1",
+                                                 "train.val_every=4"])  # fmt: skip
+    resumed = train(cfg_b, resume=str(ckpt_dir / "iter_00000002.pth"), progress=False)
+    a_ckpt, a = _all_params(final)
+    b_ckpt, b = _all_params(resumed)
+    assert b_ckpt["iteration"] == a_ckpt["iteration"] == 4
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:5]
+    assert a_ckpt["optimizers"]["g"]["state"][0]["step"] == b_ckpt["optimizers"]["g"]["state"][0]["step"]
+
+    # --resume auto picks the newest checkpoint of the run folder: nothing left to do
+    again = train(cfg, resume="auto", progress=False)
+    assert load_checkpoint(again)["iteration"] == 4
+
+    info = inspect_checkpoint(final)
+    assert info["iteration"] == 4 and info["clip"]["pretrained"] is False
+    assert info["vgg"]["weights"].startswith("random")
+    assert len(info["generator_sha256"]) == 64 and info["generator_sha256"] == inspect_checkpoint(resumed)["generator_sha256"]
