@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import random
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,8 +63,11 @@ class Run:
 
 
 def resolve_device(name: str) -> torch.device:
+    """"auto": the GPU of this process (``$LOCAL_RANK`` under torchrun) when CUDA is available, else the CPU."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     return torch.device(name)
 
 
@@ -228,8 +233,10 @@ def train_step(run: Run, lr: torch.Tensor, hr: torch.Tensor) -> dict[str, float]
             logs.update(l_d_image_d=loss.item(), d_image_real=real.mean().item(), d_image_fake=fake.mean().item())
             _step(run.optimizers["image_d"], loss, discs["image_d"].parameters(), cfg.optim.grad_clip)
 
-    for sched in run.schedulers.values():
-        sched.step()
+    with warnings.catch_warnings():  # D optimizers do not step during the pixel warm-up; schedules still count
+        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()`")
+        for sched in run.schedulers.values():
+            sched.step()
     run.iteration += 1
     logs["lr_g"] = run.optimizers["g"].param_groups[0]["lr"]
     if len(run.optimizers) > 1:

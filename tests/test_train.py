@@ -111,7 +111,34 @@ def test_training_on_real_photos_writes_checkpoints_and_resumes_exactly(shared_d
     again = train(cfg, resume="auto", progress=False)
     assert load_checkpoint(again)["iteration"] == 4
 
+    # the generator is saved in a layout spandrel loads back, with the right architecture and scale
+    import spandrel
+
+    desc = spandrel.ModelLoader().load_from_state_dict(a_ckpt["generator_ema"])
+    assert desc.architecture.name == "ESRGAN" and desc.scale == 4
+    lr = torch.rand(1, 3, 16, 16)
+    g = build_run(cfg).generator.eval()
+    g.load_state_dict(a_ckpt["generator_ema"])
+    with torch.no_grad():
+        assert torch.allclose(desc.model.eval()(lr), g(lr), atol=1e-6)
+
     info = inspect_checkpoint(final)
     assert info["iteration"] == 4 and info["clip"]["pretrained"] is False
     assert info["vgg"]["weights"].startswith("random")
     assert len(info["generator_sha256"]) == 64 and info["generator_sha256"] == inspect_checkpoint(resumed)["generator_sha256"]
+
+
+def test_cli_inspect_and_config_errors(photos, tmp_path, capsys):
+    from sfd.cli import main
+    from sfd.train import save_checkpoint
+
+    cfg = tiny_config(photos, tmp_path, ["tg_d.enabled=false"])
+    run = build_run(cfg)
+    path = save_checkpoint(run, tmp_path / "c.pth")
+    assert main(["inspect", str(path), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["iteration"] == 0 and "discriminator.feat_d" in info["parameters"]
+    assert main(["inspect", str(path)]) == 0
+    assert "RANDOM" in capsys.readouterr().out
+    assert main(["train", "-c", str(tmp_path / "missing.yml")]) == 2
+    assert "config file not found" in capsys.readouterr().err
