@@ -197,6 +197,11 @@ class Config:
             raise ConfigError("image_d.input_size must equal data.patch_size for the VGG-style discriminator")
         if self.loss.clipiqa_loss.variant and len(self.loss.clipiqa_loss.prompts) != 2:
             raise ConfigError("loss.clipiqa_loss.prompts must be two prompts: [positive, negative]")
+        deg = self.data.degradation
+        if deg is not None and deg.queue_size > 0 and deg.queue_size % self.data.batch_size:
+            raise ConfigError(
+                f"data.degradation.queue_size={deg.queue_size} must be a multiple of data.batch_size={self.data.batch_size}"
+            )
         if self.tg_d.length + 2 > 77:
             raise ConfigError(f"tg_d.length={self.tg_d.length} does not fit CLIP's 77-token context")
         return self

@@ -58,6 +58,7 @@ class Run:
     perceptual: PerceptualLoss | None = None
     clipiqa_text: torch.Tensor | None = None  # fixed (1, 2, D) prompt features for the CLIPIQA loss
     degrader: object | None = None  # Real-ESRGAN degradations, when configured
+    pool: object | None = None  # Real-ESRGAN's training-pair pool (decorrelates a batch)
     meta: dict = field(default_factory=dict)
     iteration: int = 0
 
@@ -112,9 +113,11 @@ def build_run(cfg: Config) -> Run:
         run_kw["perceptual"] = PerceptualLoss(cfg.loss.perceptual_layers, cfg.loss.vgg_weights).to(device)
         meta["vgg"] = {"weights": run_kw["perceptual"].identity, "pretrained": run_kw["perceptual"].pretrained}
     if cfg.data.degradation is not None:
-        from sfd.data.degradations import RealESRGANDegradation
+        from sfd.data.degradations import PairPool, RealESRGANDegradation
 
         run_kw["degrader"] = RealESRGANDegradation(cfg.data.degradation, cfg.generator.scale)
+        if cfg.data.degradation.queue_size > 0:
+            run_kw["pool"] = PairPool(cfg.data.degradation.queue_size, seed=cfg.train.seed)
 
     o = cfg.optim
     betas = tuple(o.betas)
@@ -144,16 +147,28 @@ def _update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
         e.copy_(b)
 
 
-def make_pair(run: Run, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """(LR, HR) on the device: the loader's bicubic LR, or degradations applied here."""
+def make_pair(run: Run, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(LR, HR target of the pixel losses, HR shown to the discriminators as real), on the device.
+
+    Bicubic: the loader's LR, and one HR for both. Real-world: Real-ESRGAN's degradations; the
+    pixel losses aim at the unsharp-masked HR (when ``use_usm``), the discriminators see the plain HR.
+    """
     hr = batch["hr"].to(run.device, non_blocking=True)
     if run.degrader is None:
-        return batch["lr"].to(run.device, non_blocking=True), hr
-    return run.degrader(hr, batch["seed"])
+        return batch["lr"].to(run.device, non_blocking=True), hr, hr
+    lr, hr_target = run.degrader(hr, batch["seed"])
+    if run.pool is not None:
+        lr, hr_target, hr = run.pool(lr, hr_target, hr)
+    return lr, hr_target, hr
 
 
-def train_step(run: Run, lr: torch.Tensor, hr: torch.Tensor) -> dict[str, float]:
-    """One generator step, then one discriminator step. Returns the logged scalars."""
+def train_step(run: Run, lr: torch.Tensor, hr: torch.Tensor, hr_real: torch.Tensor | None = None) -> dict[str, float]:
+    """One generator step, then one discriminator step. Returns the logged scalars.
+
+    ``hr`` is the target of the pixel losses; ``hr_real`` (default ``hr``) is what CLIP and the
+    discriminators see as real.
+    """
+    hr_real = hr if hr_real is None else hr_real
     cfg, lam, gan = run.cfg, run.cfg.loss, run.cfg.loss.gan_type
     adversarial = run.iteration >= cfg.train.pixel_warmup
     logs: dict[str, float] = {}
@@ -179,7 +194,7 @@ def train_step(run: Run, lr: torch.Tensor, hr: torch.Tensor) -> dict[str, float]
             need = ("m1", "m2", "m3")
         f_sr = run.clip_image(sr, need)
         with torch.no_grad():
-            f_hr = run.clip_image(hr, need)
+            f_hr = run.clip_image(hr_real, need)
         if "feat_d" in discs:
             fake = discs["feat_d"](f_sr)
             real = discs["feat_d"](f_hr) if gan == "ragan" else None
@@ -202,7 +217,7 @@ def train_step(run: Run, lr: torch.Tensor, hr: torch.Tensor) -> dict[str, float]
             loss_g = loss_g + lam.clipiqa * l
     if adversarial and "image_d" in discs:
         fake = discs["image_d"](sr)
-        real = discs["image_d"](hr) if gan == "ragan" else None
+        real = discs["image_d"](hr_real) if gan == "ragan" else None
         logs["l_g_image_d"] = (l := g_adversarial_loss(fake, real, gan)).item()
         loss_g = loss_g + lam.image_d * l
     logs["l_g_total"] = loss_g.item()
@@ -228,7 +243,7 @@ def train_step(run: Run, lr: torch.Tensor, hr: torch.Tensor) -> dict[str, float]
             logs.update(l_d_tg_d=loss.item(), d_text_real=real.mean().item(), d_text_fake=fake.mean().item())
             _step(run.optimizers["lpp"], loss, discs["lpp"].parameters(), cfg.optim.grad_clip)
         if "image_d" in discs:
-            real, fake = discs["image_d"](hr), discs["image_d"](sr.detach())
+            real, fake = discs["image_d"](hr_real), discs["image_d"](sr.detach())
             loss = d_adversarial_loss(real, fake, gan)
             logs.update(l_d_image_d=loss.item(), d_image_real=real.mean().item(), d_image_fake=fake.mean().item())
             _step(run.optimizers["image_d"], loss, discs["image_d"].parameters(), cfg.optim.grad_clip)
@@ -375,8 +390,7 @@ def train(cfg: Config | None, resume: str | None = None, progress: bool = True) 
     try:
         tick = time.perf_counter()
         for batch in loader:
-            lr, hr = make_pair(run, batch)
-            logs = train_step(run, lr, hr)
+            logs = train_step(run, *make_pair(run, batch))
             logs["iter_time"] = time.perf_counter() - tick
             tick = time.perf_counter()
             it = run.iteration

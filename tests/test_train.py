@@ -7,7 +7,8 @@ import torch
 
 from helpers import bundled_photo_dir, tiny_config
 from sfd.commands import inspect_checkpoint
-from sfd.train import build_run, load_checkpoint, train, train_step
+from sfd.config import load_config
+from sfd.train import build_run, load_checkpoint, make_pair, train, train_step
 
 
 @pytest.fixture(scope="module")
@@ -142,3 +143,34 @@ def test_cli_inspect_and_config_errors(photos, tmp_path, capsys):
     assert "RANDOM" in capsys.readouterr().out
     assert main(["train", "-c", str(tmp_path / "missing.yml")]) == 2
     assert "config file not found" in capsys.readouterr().err
+
+
+def test_realworld_config_trains_a_few_iterations_with_degradations(shared_data, tmp_path):
+    from pathlib import Path
+
+    photos = shared_data("train/BSDS400")
+    path = Path(__file__).parents[1] / "configs" / "realworld_rrdb_x4.yml"
+    extra = ["generator.pretrained=null", "tg_d.length=8", "data.degradation.queue_size=4", "data.patch_size=64"]
+    full = load_config(path)
+    assert full.data.degradation is not None and (full.tg_d.n_pairs, full.tg_d.length) == (1, 64)
+    assert (full.loss.l1, full.loss.perceptual, full.loss.feat_d, full.loss.tg_d) == (1.0, 1.0, 0.1, 0.005)
+    cfg = tiny_config(photos, tmp_path, extra + ["tg_d.n_pairs=1"], path=str(path), iterations=3)
+    final = train(cfg, progress=False)
+    ckpt = load_checkpoint(final)
+    assert ckpt["iteration"] == 3 and ckpt["config"]["data"]["degradation"]["use_usm"] is True
+    log = [json.loads(line) for line in (final.parents[1] / "log.jsonl").read_text().splitlines()]
+    assert all("l_d_feat_d" in r and "l_d_tg_d" in r for r in log)
+
+
+def test_degraded_pairs_keep_the_plain_hr_for_the_discriminators(photos, tmp_path):
+    from sfd.data.datasets import HRPatches
+
+    cfg = tiny_config(photos, tmp_path, ["data.degradation={queue_size: 0}"])
+    run = build_run(cfg)
+    ds = HRPatches([photos], 64, 4, bicubic=False)
+    batch = torch.utils.data.default_collate([ds[0], ds[1]])
+    lr, target, real = make_pair(run, batch)
+    assert lr.shape == (2, 3, 16, 16) and torch.equal(real, batch["hr"])
+    assert not torch.equal(target, real)  # unsharp-masked target (use_usm defaults to true)
+    lr2, _, _ = make_pair(run, batch)
+    assert torch.equal(lr, lr2)  # degradations come from each sample's seed

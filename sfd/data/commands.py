@@ -73,10 +73,7 @@ def preview_sheet(
     cfg: DegradationConfig | None = None,
 ) -> list[list[str]]:
     """Save the sheet for a (3, H, W) image; returns each sample's parameter lines."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: leaves the user's backend alone
 
     hr = _centre_patch(image, patch, scale)[None]
     degrade = RealESRGANDegradation(cfg, scale)
@@ -91,7 +88,7 @@ def preview_sheet(
     cell_w, cell_h = max(img_in, 2.7) + 0.15, img_in + 0.95
     cols = cols or math.ceil(math.sqrt(len(tiles)))
     rows = math.ceil(len(tiles) / cols)
-    fig = plt.figure(figsize=(cols * cell_w, rows * cell_h), dpi=dpi)
+    fig = Figure(figsize=(cols * cell_w, rows * cell_h), dpi=dpi)
     fig_w, fig_h = cols * cell_w, rows * cell_h
     for i, (tile, lines) in enumerate(zip(tiles, texts)):
         r, c = divmod(i, cols)
@@ -104,11 +101,13 @@ def preview_sheet(
         fig.text(text_x, text_y, "\n".join(lines), fontsize=6, family="monospace", va="top")
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(output, dpi=dpi, facecolor="white")
-    plt.close(fig)
     return texts[1:]
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.n < 1 or args.scale < 1 or args.patch < args.scale:
+        print("sfd degrade-preview: --n and --scale must be >= 1 and --patch >= --scale", file=sys.stderr)
+        return 2
     try:
         cfg = load_degradation_config(args.config)
         image = to_tensor(load_rgb(args.image))

@@ -11,6 +11,8 @@ The order of operations is Real-ESRGAN's (``RealESRGANModel.feed_data``):
 Unlike Real-ESRGAN, which draws the resize factor, interpolation and noise type once per batch,
 every random choice here is drawn per sample from a ``torch.Generator`` seeded with that sample's
 seed (on the CPU), so one seed gives one degradation whatever the batch and whatever the device.
+The arithmetic is float64, so device differences stay far below the 8-bit roundings (before
+JPEG, Poisson noise and at the end) and do not change the result.
 ``RealESRGANDegradation.describe(seed)`` returns the parameters a seed gives.
 
 JPEG goes through a real codec (Pillow's libjpeg) by default; ``jpeg_backend: torch`` selects a
@@ -30,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from sfd.data.kernels import KERNEL_TYPES, KernelSpec, choice, sample_kernel, sample_sinc, uniform
+from sfd.data.kernels import KERNEL_TYPES, KernelSpec, choice, gaussian_kernel, sample_kernel, sample_sinc, uniform
 
 __all__ = [
     "DegradationConfig",
@@ -246,13 +248,17 @@ def _pad(x: torch.Tensor, pad: int) -> torch.Tensor:
 
 
 def filter2d(img: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
-    """Convolve each image of ``img`` (B, C, H, W) with its own kernel ``kernels`` (B, k, k) or one
-    shared kernel (k, k): a grouped convolution, one group per image channel. Same-size output."""
-    b, c, h, w = img.shape
+    """Filter each image of ``img`` (B, C, H, W) with its own kernel ``kernels`` (B, k, k), or one
+    shared kernel (k, k), as ``F.conv2d`` would (correlation, reflect padding, same size out).
+    Done by FFT: exact in float64 (which the pipeline uses) and much faster there than a
+    direct float64 convolution on the CPU; batched over samples and channels."""
     k = kernels.shape[-1]
-    weight = kernels.to(img).reshape(-1, 1, 1, k, k).expand(b, c, 1, k, k).reshape(b * c, 1, k, k)
-    out = F.conv2d(_pad(img, k // 2).reshape(1, b * c, h + k - 1, w + k - 1), weight, groups=b * c)
-    return out.reshape(b, c, h, w)
+    x = _pad(img, k // 2)
+    size = x.shape[-2:]
+    kernels = kernels.to(img).reshape(-1, 1, k, k).flip(-2, -1)  # flipped: correlation
+    spectrum = torch.fft.rfft2(x) * torch.fft.rfft2(kernels, s=size)
+    # Circular convolution of the padded image: the last H x W outputs never wrap around.
+    return torch.fft.irfft2(spectrum, s=size)[..., k - 1 :, k - 1 :]
 
 
 def _resize(img: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
@@ -337,21 +343,23 @@ def jpeg_quant_tables(quality: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _dct_basis(device, dtype) -> torch.Tensor:
-    """The 64 orthonormal 8x8 DCT-II basis images as conv filters (64, 1, 8, 8); orthonormal
-    DCT is JPEG's 1/4 C(u) C(v) normalisation."""
+    """The 64 orthonormal 8x8 DCT-II basis images, flattened (64, 64): row 8u+v is basis (u, v).
+    Orthonormal DCT is JPEG's 1/4 C(u) C(v) normalisation, and its inverse is the transpose."""
     n = torch.arange(8, dtype=torch.float64)
     d = torch.cos((2 * n[None] + 1) * n[:, None] * math.pi / 16) * math.sqrt(2 / 8)
     d[0] /= math.sqrt(2)
-    return (d[:, None, :, None] * d[None, :, None, :]).reshape(64, 1, 8, 8).to(device, dtype)
+    return (d[:, None, :, None] * d[None, :, None, :]).reshape(64, 64).to(device, dtype)
 
 
 def _block_codec(plane: torch.Tensor, tables: torch.Tensor, rnd) -> torch.Tensor:
     """DCT, quantise with ``tables`` (B, 8, 8), dequantise and inverse-DCT every 8x8 block of
-    ``plane`` (B, H, W), H and W multiples of 8. A stride-8 convolution computes the DCT."""
+    ``plane`` (B, H, W), H and W multiples of 8."""
+    b, h, w = plane.shape
     basis = _dct_basis(plane.device, plane.dtype)
-    coef = F.conv2d(plane[:, None] - 128, basis, stride=8)  # (B, 64, H/8, W/8)
-    q = tables.reshape(-1, 64, 1, 1)
-    return F.conv_transpose2d(rnd(coef / q) * q, basis, stride=8)[:, 0] + 128
+    blocks = (plane - 128).reshape(b, h // 8, 8, w // 8, 8).transpose(2, 3).reshape(b, h // 8, w // 8, 64)
+    q = tables.reshape(b, 1, 1, 64)
+    blocks = (rnd(blocks @ basis.T / q) * q) @ basis
+    return blocks.reshape(b, h // 8, w // 8, 8, 8).transpose(2, 3).reshape(b, h, w) + 128
 
 
 def jpeg_torch(img: torch.Tensor, quality: Sequence[int], differentiable: bool = False) -> torch.Tensor:
@@ -392,24 +400,15 @@ def jpeg(img: torch.Tensor, quality: Sequence[int], backend: str = "pillow") -> 
 # ---------------------------------------------------------------- unsharp masking
 
 
-def _gaussian_blur_separable(img: torch.Tensor, size: int, sigma: float) -> torch.Tensor:
-    ax = torch.arange(size, dtype=torch.float64) - size // 2
-    k = torch.exp(-0.5 * (ax / sigma) ** 2)
-    k = (k / k.sum()).to(img)
-    c = img.shape[1]
-    x = _pad(img, size // 2)
-    x = F.conv2d(x, k.view(1, 1, 1, size).expand(c, 1, 1, size), groups=c)
-    return F.conv2d(x, k.view(1, 1, size, 1).expand(c, 1, size, 1), groups=c)
-
-
 def usm_sharp(img: torch.Tensor, weight: float = 0.5, radius: int = 50, threshold: float = 10.0) -> torch.Tensor:
     """Real-ESRGAN's unsharp masking: ``img + weight * (img - blur)`` where the residual exceeds
     ``threshold``/255, blended in through a blurred mask so no hard edges appear."""
     size = radius + 1 if radius % 2 == 0 else radius
     sigma = 0.3 * ((size - 1) * 0.5 - 1) + 0.8  # OpenCV's getGaussianKernel(size, 0)
-    residual = img - _gaussian_blur_separable(img, size, sigma)
+    kernel = gaussian_kernel(size, sigma)
+    residual = img - filter2d(img, kernel)
     mask = ((residual.abs() * 255) > threshold).to(img)
-    soft_mask = _gaussian_blur_separable(mask, size, sigma)
+    soft_mask = filter2d(mask, kernel)
     sharp = (img + weight * residual).clamp(0, 1)
     return soft_mask * sharp + (1 - soft_mask) * img
 

@@ -1,7 +1,14 @@
-"""Finding and reading images: folders or files, any case of extension."""
+"""Finding, reading and writing images: folders or files, any case of extension.
+
+``load_rgb``/``to_tensor``/``save_png`` are the simple 8-bit RGB path used for datasets.
+``read_image``/``save_image`` are what ``sfd sr`` uses on users' files: grayscale, palette,
+RGBA (alpha kept apart), 16-bit and EXIF orientation all survive the round trip.
+Pillow reads 16-bit colour PNG/TIFF as 8-bit without warning, so those go through OpenCV.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
@@ -11,7 +18,7 @@ from PIL import Image, ImageOps
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 
-__all__ = ["IMAGE_EXTENSIONS", "list_images", "load_rgb", "to_tensor", "save_png"]
+__all__ = ["IMAGE_EXTENSIONS", "ImageData", "list_images", "load_rgb", "to_tensor", "save_png", "read_image", "save_image"]
 
 
 def list_images(inputs: str | Path | Iterable[str | Path]) -> list[Path]:
@@ -50,3 +57,132 @@ def save_png(img: torch.Tensor, path: str | Path) -> None:
     arr = (img.detach().float().clamp(0, 1) * 255.0).round().byte().permute(1, 2, 0).cpu().numpy()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(arr.squeeze(-1) if arr.shape[-1] == 1 else arr).save(path)
+
+
+@dataclass
+class ImageData:
+    """An image as the model sees it, plus what is needed to write the result back alike."""
+
+    rgb: torch.Tensor  # (3, H, W) float32 in [0, 1]; grayscale is replicated to 3 channels
+    alpha: torch.Tensor | None  # (1, H, W) float32 in [0, 1], or None
+    bit_depth: int  # 8 or 16
+    grayscale: bool  # the source had no colour: write the result as grayscale
+
+
+_OPENCV_HINT = "16-bit colour images need OpenCV: pip install opencv-python-headless"
+
+
+def _png_16bit_colour(path: Path) -> bool:
+    """True for a 16-bit PNG with colour or alpha, which Pillow would truncate to 8 bits."""
+    with open(path, "rb") as f:
+        head = f.read(26)
+    # signature (8) + chunk length (4) + b"IHDR" (4) + width (4) + height (4), then depth, colour type
+    return head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR" and head[24] == 16 and head[25] in (2, 4, 6)
+
+
+def _tiff_16bit_colour(im: Image.Image) -> bool:
+    bits = getattr(im, "tag_v2", {}).get(258) if im.format == "TIFF" else None
+    return bits is not None and len(bits) >= 2 and all(b == 16 for b in bits)
+
+
+# EXIF orientation -> the Pillow transpose that undoes it (as ImageOps.exif_transpose).
+_ORIENTATION = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def _exif_orient(arr: np.ndarray, im: Image.Image) -> np.ndarray:
+    """Apply ``im``'s EXIF orientation to ``arr`` (H, W, ...) exactly as Pillow would."""
+    method = _ORIENTATION.get(im.getexif().get(0x0112, 1))
+    if method is None:
+        return arr
+    h, w = arr.shape[:2]
+    # Let Pillow move an image of pixel indices, then gather: any dtype, any channel count.
+    index = np.asarray(Image.fromarray(np.arange(h * w, dtype=np.int32).reshape(h, w)).transpose(method))
+    return arr.reshape(h * w, *arr.shape[2:])[index]
+
+
+def _read_16bit_colour(path: Path, im: Image.Image) -> np.ndarray:
+    try:
+        import cv2
+    except ImportError as err:
+        raise ImportError(f"{path}: {_OPENCV_HINT}") from err
+    arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if arr is None:
+        raise ValueError(f"{path}: OpenCV could not read this 16-bit image")
+    if arr.ndim == 3 and arr.shape[2] >= 3:  # OpenCV keeps BGR(A)
+        arr = arr[..., [2, 1, 0] + list(range(3, arr.shape[2]))]
+    return _exif_orient(arr, im)
+
+
+def read_image(path: str | Path) -> ImageData:
+    """Read any supported image for super-resolution (see ``ImageData``)."""
+    path = Path(path)
+    with Image.open(path) as im:
+        if _png_16bit_colour(path) or _tiff_16bit_colour(im):
+            arr = _read_16bit_colour(path, im).astype(np.float32) / 65535.0
+            bit_depth = 16
+        else:
+            im = ImageOps.exif_transpose(im)
+            if im.mode == "P":
+                im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+                arr, bit_depth = np.asarray(im).astype(np.float32) / 65535.0, 16
+            else:
+                if im.mode not in ("L", "LA", "RGB", "RGBA"):
+                    im = im.convert("RGBA" if "A" in im.getbands() else ("L" if im.mode == "1" else "RGB"))
+                arr, bit_depth = np.asarray(im).astype(np.float32) / 255.0, 8
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    grayscale = arr.shape[2] in (1, 2)
+    colour, alpha = (arr[..., :1], arr[..., 1:]) if grayscale else (arr[..., :3], arr[..., 3:])
+    rgb = torch.from_numpy(np.ascontiguousarray(colour)).permute(2, 0, 1).clip(0, 1)
+    rgb = rgb.expand(3, -1, -1).contiguous() if grayscale else rgb
+    a = torch.from_numpy(np.ascontiguousarray(alpha)).permute(2, 0, 1).clip(0, 1) if alpha.shape[2] else None
+    return ImageData(rgb, a, bit_depth, grayscale)
+
+
+def _quantise(img: torch.Tensor, bit_depth: int) -> np.ndarray:
+    top = 65535.0 if bit_depth == 16 else 255.0
+    if img.is_floating_point():
+        img = (img.detach().float().clamp(0, 1) * top).round()
+    return img.cpu().numpy().astype(np.uint16 if bit_depth == 16 else np.uint8)
+
+
+def save_image(
+    rgb: torch.Tensor,
+    path: str | Path,
+    alpha: torch.Tensor | None = None,
+    bit_depth: int = 8,
+    grayscale: bool = False,
+) -> None:
+    """Write (3, H, W) ``rgb`` (+ (1, H, W) ``alpha``) as PNG with ``bit_depth`` 8 or 16 bits.
+
+    Floats in [0, 1] are rounded; uint8/uint16 tensors are written as they are. ``grayscale``
+    writes the mean of the channels (a grayscale input's result is near-gray anyway).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    colour = rgb.float().mean(0, keepdim=True) if grayscale else rgb
+    planes = [_quantise(colour, bit_depth)]
+    if alpha is not None:
+        planes.append(_quantise(alpha, bit_depth))
+    arr = np.concatenate(planes, axis=0).transpose(1, 2, 0)
+    if bit_depth == 8 or arr.shape[2] == 1:
+        arr = arr[..., 0] if arr.shape[2] == 1 else arr
+        Image.fromarray(arr).save(path)  # uint16 2-D arrays become 16-bit grayscale PNGs
+        return
+    try:
+        import cv2
+    except ImportError as err:
+        raise ImportError(f"writing {path}: {_OPENCV_HINT}") from err
+    if arr.shape[2] >= 3:
+        arr = arr[..., [2, 1, 0] + list(range(3, arr.shape[2]))]
+    if not cv2.imwrite(str(path), np.ascontiguousarray(arr)):
+        raise OSError(f"OpenCV could not write {path}")
