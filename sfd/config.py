@@ -191,7 +191,7 @@ class Config:
             raise ConfigError("image_d.type is set: disable feat_d.enabled and tg_d.enabled (one D family per run)")
         if self.clip.model != "RN50" and self.feat_d.enabled:
             raise ConfigError(f"feat_d needs CLIP RN50's pixel-wise features; clip.model={self.clip.model} is TG-D only")
-        if self.data.patch_size % (32 * 1) or self.data.patch_size % self.generator.scale:
+        if self.data.patch_size % 32 or self.data.patch_size % self.generator.scale:
             raise ConfigError(f"data.patch_size={self.data.patch_size} must be a multiple of 32 (CLIP's stride)")
         if self.image_d.type == "vgg" and self.image_d.input_size != self.data.patch_size:
             raise ConfigError("image_d.input_size must equal data.patch_size for the VGG-style discriminator")

@@ -364,6 +364,7 @@ def train(cfg: Config | None, resume: str | None = None, progress: bool = True) 
             raise ValueError("--resume auto needs the config, to find its run folder")
         resume = find_latest_checkpoint(run_dir_for(cfg))
     if resume:
+        tqdm.write(f"resuming from {resume}")
         ckpt = load_checkpoint(resume)
         if cfg is None:  # resuming a path alone: the checkpoint carries its config
             cfg = config_from_dict(ckpt["config"]).validate()
