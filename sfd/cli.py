@@ -9,6 +9,7 @@ import sys
 # Modules with a ``register(subparsers)`` function, in the order of ``sfd --help``.
 COMMAND_MODULES = [
     "sfd.commands",  # train, inspect, demo
+    "sfd.evaluate.commands",  # sr, eval, export
     "sfd.data.commands",  # degrade-preview
 ]
 

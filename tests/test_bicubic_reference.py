@@ -9,6 +9,16 @@ from sfd.data.resize import imresize, mod_crop
 from sfd.evaluate.metrics import psnr, ssim, to_uint8_values
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # Many small float64 ops per image: OpenMP hand-offs between threads cost more than they
+    # save, and far more on a busy 2-core machine (this file took ~45 s with 2 threads).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def bicubic_scores(folder, scale):
     psnrs, ssims = [], []
     for path in list_images(folder):

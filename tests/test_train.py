@@ -174,3 +174,37 @@ def test_degraded_pairs_keep_the_plain_hr_for_the_discriminators(photos, tmp_pat
     assert not torch.equal(target, real)  # unsharp-masked target (use_usm defaults to true)
     lr2, _, _ = make_pair(run, batch)
     assert torch.equal(lr, lr2)  # degradations come from each sample's seed
+
+
+def test_generator_initialises_from_the_authors_rrdbnet_layout(photos, tmp_path):
+    """generator.pretrained accepts the key layout of the authors' released rrdbnet_arch.py."""
+    nf, gc, nb = 8, 32, 1
+    g = torch.Generator().manual_seed(0)
+
+    def conv(c_out, c_in):
+        return {"weight": torch.randn(c_out, c_in, 3, 3, generator=g) * 0.05, "bias": torch.randn(c_out, generator=g) * 0.01}
+
+    layers = {"conv_first": conv(nf, 3), "trunk_conv": conv(nf, nf), "upconv1": conv(nf, nf), "upconv2": conv(nf, nf),
+              "HRconv": conv(nf, nf), "conv_last": conv(3, nf)}  # fmt: skip
+    for b in range(nb):
+        for r in (1, 2, 3):
+            for i in range(1, 6):
+                c_out = nf if i == 5 else gc
+                layers[f"RRDB_trunk.{b}.RDB{r}.conv{i}"] = conv(c_out, nf + (i - 1) * gc)
+    state = {f"{name}.{k}": v for name, p in layers.items() for k, v in p.items()}
+    path = tmp_path / "RRDB_authors_layout.pth"
+    torch.save(state, path)
+
+    cfg = tiny_config(photos, tmp_path, [f"generator.pretrained={path}"])
+    run = build_run(cfg)
+    assert str(path) in run.meta["generator"]["init"]
+    import spandrel
+
+    ref = spandrel.ModelLoader().load_from_file(path).model.eval()
+    x = torch.rand(1, 3, 12, 12)
+    with torch.no_grad():
+        assert torch.equal(run.generator.eval()(x), ref(x))
+    assert torch.equal(run.generator.state_dict()["model.0.weight"], state["conv_first.weight"])
+
+    with pytest.raises(ValueError, match="does not fit"):
+        build_run(tiny_config(photos, tmp_path, [f"generator.pretrained={path}", "generator.num_feat=16"]))

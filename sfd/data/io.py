@@ -151,7 +151,7 @@ def read_image(path: str | Path) -> ImageData:
 def _quantise(img: torch.Tensor, bit_depth: int) -> np.ndarray:
     top = 65535.0 if bit_depth == 16 else 255.0
     if img.is_floating_point():
-        img = (img.detach().float().clamp(0, 1) * top).round()
+        img = torch.floor(img.detach().float().clamp(0, 1) * top + 0.5)  # half up, as MATLAB
     return img.cpu().numpy().astype(np.uint16 if bit_depth == 16 else np.uint8)
 
 
@@ -169,7 +169,10 @@ def save_image(
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    colour = rgb.float().mean(0, keepdim=True) if grayscale else rgb
+    colour = rgb
+    if grayscale:
+        mean = rgb.float().mean(0, keepdim=True)
+        colour = mean if rgb.is_floating_point() else torch.floor(mean + 0.5).to(rgb.dtype)
     planes = [_quantise(colour, bit_depth)]
     if alpha is not None:
         planes.append(_quantise(alpha, bit_depth))

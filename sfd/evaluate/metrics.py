@@ -8,7 +8,6 @@ Both are quantised to 8 bits, converted to BT.601 luma rounded to integers (MATL
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 __all__ = ["to_uint8_values", "rgb_to_y", "psnr", "ssim"]
 
@@ -54,11 +53,29 @@ def psnr(sr: torch.Tensor, hr: torch.Tensor, border: int = 0, y_channel: bool = 
     return 10.0 * torch.log10(255.0**2 / mse)  # inf for identical images, as MATLAB
 
 
-def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+def _gaussian_1d(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
     coords = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
     g = torch.exp(-(coords**2) / (2 * sigma**2))
-    g = g / g.sum()
-    return (g[:, None] * g[None, :])[None, None]
+    return g / g.sum()
+
+
+def _valid_filter_matrix(n: int, taps: torch.Tensor) -> torch.Tensor:
+    """(n - k + 1, n) banded matrix whose product with a signal is its 'valid' correlation."""
+    k = taps.numel()
+    rows = torch.arange(n - k + 1, device=taps.device)
+    matrix = torch.zeros(n - k + 1, n, dtype=taps.dtype, device=taps.device)
+    matrix.scatter_(1, rows[:, None] + torch.arange(k, device=taps.device), taps.expand(n - k + 1, k).contiguous())
+    return matrix
+
+
+def _gaussian_filter_valid(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """'valid' 2-D Gaussian filtering of every (H, W) plane of ``x``, as two banded matmuls.
+
+    The 11x11 window is separable. A dense float64 conv2d builds a huge im2col buffer and is
+    ~20x slower (mostly page faults); the matmuls use BLAS and agree with it to 1e-13.
+    """
+    h, w = x.shape[-2:]
+    return _valid_filter_matrix(h, g) @ x @ _valid_filter_matrix(w, g).T
 
 
 def ssim(sr: torch.Tensor, hr: torch.Tensor, border: int = 0, y_channel: bool = True) -> torch.Tensor:
@@ -68,15 +85,9 @@ def ssim(sr: torch.Tensor, hr: torch.Tensor, border: int = 0, y_channel: bool = 
     """
     sr, hr = _prepare(sr, hr, border, y_channel)
     c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
-    channels = sr.shape[1]
-    window = _gaussian_window().to(sr.device).expand(channels, 1, 11, 11)
-
-    def filt(x):
-        return F.conv2d(x, window, groups=channels)
-
-    mu1, mu2 = filt(sr), filt(hr)
-    s11 = filt(sr * sr) - mu1**2
-    s22 = filt(hr * hr) - mu2**2
-    s12 = filt(sr * hr) - mu1 * mu2
+    # Filter the five maps in one call: means, second moments and the cross moment.
+    stacked = torch.stack([sr, hr, sr * sr, hr * hr, sr * hr], dim=1)  # (N, 5, C, H, W)
+    mu1, mu2, e11, e22, e12 = _gaussian_filter_valid(stacked, _gaussian_1d().to(sr.device)).unbind(1)
+    s11, s22, s12 = e11 - mu1**2, e22 - mu2**2, e12 - mu1 * mu2
     ssim_map = ((2 * mu1 * mu2 + c1) * (2 * s12 + c2)) / ((mu1**2 + mu2**2 + c1) * (s11 + s22 + c2))
     return ssim_map.mean(dim=(-3, -2, -1))
