@@ -30,7 +30,7 @@ from sfd.train import describe_weights, load_checkpoint, train  # noqa: E402
 
 TRAIN_PHOTOS = ["astronaut.png", "coffee.png", "rocket.jpg", "motorcycle_left.png", "hubble_deep_field.jpg", "ihc.png"]
 HELD_OUT = "chelsea.png"
-WARMUP = 500
+WARMUP = 600
 
 DEMO_SETTINGS = [
     "generator.num_feat=32",
@@ -42,7 +42,7 @@ DEMO_SETTINGS = [
     "loss.vgg_weights=auto",
     "loss.perceptual_layers={conv3_4: 1.0, conv4_4: 1.0, conv5_4: 1.0}",
     "data.patch_size=64",
-    "data.batch_size=8",
+    "data.batch_size=4",
     "data.num_workers=1",
     "optim.lr_g=2.0e-4",
     "optim.ema_decay=0.99",
