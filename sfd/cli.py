@@ -11,6 +11,7 @@ COMMAND_MODULES = [
     "sfd.commands",  # train, inspect, demo
     "sfd.evaluate.commands",  # sr, eval, export
     "sfd.data.commands",  # degrade-preview
+    "sfd.iqa.commands",  # iqa, iqa-eval, tsne, features
 ]
 
 

@@ -30,7 +30,7 @@ from sfd.train import describe_weights, load_checkpoint, train  # noqa: E402
 
 TRAIN_PHOTOS = ["astronaut.png", "coffee.png", "rocket.jpg", "motorcycle_left.png", "hubble_deep_field.jpg", "ihc.png"]
 HELD_OUT = "chelsea.png"
-WARMUP = 600
+WARMUP = 400
 
 DEMO_SETTINGS = [
     "generator.num_feat=32",
@@ -76,7 +76,7 @@ def _loss_plot(log_path: Path, out: Path, warmup: int) -> None:
         ax.axvline(warmup, color="gray", ls="--", lw=0.8)
         ax.set_title(title)
         ax.set_xlabel("iteration")
-        ax.set_yscale("log")
+        ax.set_yscale("log" if title.startswith("generator") else "linear")
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out, dpi=110)

@@ -143,8 +143,10 @@ def load_clip(name: str = "RN50", weights: str = "openai", seed: int = 0) -> Loa
             model = open_clip.create_model(arch, pretrained=None)
         identity, pretrained = f"random(seed={seed})", False
     elif weights == "openai":
+        # Already in open_clip's cache: load the file directly (no network round trip, no retries).
+        source = _cached_openai_file(name) or "openai"
         try:
-            model = open_clip.create_model(arch, pretrained="openai")
+            model = open_clip.create_model(arch, pretrained=source)
         except Exception as err:  # download or cache failure: one clear error
             raise CLIPWeightsError(f"Could not load OpenAI CLIP {name} weights ({err}).\n" + _how_to_provide(name)) from err
         identity, pretrained = "openai", True

