@@ -91,8 +91,10 @@ def _zoom(img: torch.Tensor, box: tuple[int, int, int], factor: int = 4) -> torc
 
 def run_demo(out_dir: str | Path = "runs/demo", iterations: int | None = None) -> Path:
     out = Path(out_dir)
-    if out.exists():
-        shutil.rmtree(out)  # a demo starts fresh
+    if out.exists() and any(out.iterdir()):
+        if not (out / "report.html").exists() and not (out / "train_photos").exists():
+            raise FileExistsError(f"{out} is not empty and is not an earlier demo folder: choose another --out")
+        shutil.rmtree(out)  # an earlier demo: start fresh
     photos = Path(skimage.__file__).parent / "data"
     train_dir = out / "train_photos"
     train_dir.mkdir(parents=True)
