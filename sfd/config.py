@@ -164,6 +164,8 @@ class TrainConfig:
     iterations: int = 400_000
     seed: int = 0
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1"
+    # bf16: forward passes under torch.autocast (weights, optimizer states and EMA stay fp32).
+    precision: Literal["fp32", "bf16"] = "fp32"
     output_dir: str = "runs"
     log_every: int = 100
     val_every: int = 5000

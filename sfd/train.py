@@ -169,6 +169,8 @@ def train_step(run: Run, lr: torch.Tensor, hr: torch.Tensor, hr_real: torch.Tens
     discriminators see as real.
     """
     hr_real = hr if hr_real is None else hr_real
+    bf16 = run.cfg.train.precision == "bf16"
+    amp = lambda: torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=bf16)  # noqa: E731
     cfg, lam, gan = run.cfg, run.cfg.loss, run.cfg.loss.gan_type
     adversarial = run.iteration >= cfg.train.pixel_warmup
     logs: dict[str, float] = {}
@@ -177,7 +179,55 @@ def train_step(run: Run, lr: torch.Tensor, hr: torch.Tensor, hr_real: torch.Tens
     for d in discs.values():
         d.train().requires_grad_(False)  # G step: no gradients into D parameters
 
-    # ---- generator step
+    # ---- generator step (forward under autocast for bf16; backward and optimizer steps outside it)
+    with amp():
+        sr, loss_g, f_sr, f_hr = _generator_losses(run, lr, hr, hr_real, adversarial, logs)
+    logs["l_g_total"] = loss_g.item()
+    _step(run.optimizers["g"], loss_g, run.generator.parameters(), cfg.optim.grad_clip)
+    if run.generator_ema is not None:
+        _update_ema(run.generator_ema, run.generator, cfg.optim.ema_decay)
+
+    # ---- discriminator step (reuses the detached SR features: no second CLIP forward)
+    if adversarial and discs:
+        for d in discs.values():
+            d.requires_grad_(True)
+        if "feat_d" in discs:
+            with amp():
+                fake_feats = {k: v.detach() for k, v in f_sr.items()}
+                real, fake = discs["feat_d"](f_hr), discs["feat_d"](fake_feats)
+                loss = d_adversarial_loss(real, fake, gan)
+            logs.update(l_d_feat_d=loss.item(), d_feat_real=real.mean().item(), d_feat_fake=fake.mean().item())
+            _step(run.optimizers["feat_d"], loss, discs["feat_d"].parameters(), cfg.optim.grad_clip)
+        if "lpp" in discs:
+            with amp():
+                text = discs["lpp"].text_features(run.clip_text)
+                scale = run.clip_text.logit_scale
+                real, fake = tgd_logits(f_hr["out"], text, scale), tgd_logits(f_sr["out"].detach(), text, scale)
+                loss = d_adversarial_loss(real, fake, gan)
+            logs.update(l_d_tg_d=loss.item(), d_text_real=real.mean().item(), d_text_fake=fake.mean().item())
+            _step(run.optimizers["lpp"], loss, discs["lpp"].parameters(), cfg.optim.grad_clip)
+        if "image_d" in discs:
+            with amp():
+                real, fake = discs["image_d"](hr_real), discs["image_d"](sr.detach())
+                loss = d_adversarial_loss(real, fake, gan)
+            logs.update(l_d_image_d=loss.item(), d_image_real=real.mean().item(), d_image_fake=fake.mean().item())
+            _step(run.optimizers["image_d"], loss, discs["image_d"].parameters(), cfg.optim.grad_clip)
+
+    with warnings.catch_warnings():  # D optimizers do not step during the pixel warm-up; schedules still count
+        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()`")
+        for sched in run.schedulers.values():
+            sched.step()
+    run.iteration += 1
+    logs["lr_g"] = run.optimizers["g"].param_groups[0]["lr"]
+    if len(run.optimizers) > 1:
+        logs["lr_d"] = next(opt for k, opt in run.optimizers.items() if k != "g").param_groups[0]["lr"]
+    return logs
+
+
+def _generator_losses(run: Run, lr, hr, hr_real, adversarial: bool, logs: dict):
+    """SR and the generator's total loss; also the CLIP features of SR (with gradient) and HR."""
+    cfg, lam, gan = run.cfg, run.cfg.loss, run.cfg.loss.gan_type
+    discs = run.discriminators
     sr = run.generator(lr)
     loss_g = torch.zeros((), device=run.device)
     if lam.l1:
@@ -187,7 +237,6 @@ def train_step(run: Run, lr: torch.Tensor, hr: torch.Tensor, hr_real: torch.Tens
         logs["l_g_percep"] = (l := run.perceptual(sr, hr)).item()
         loss_g = loss_g + lam.perceptual * l
     f_sr = f_hr = None
-    text = None
     if adversarial and run.clip_image is not None:
         need = ("m1", "m2", "m3", "out") if run.clip_image.has_pixel_features else ("out",)
         if "feat_d" in discs and "lpp" not in discs and not cfg.loss.clipiqa_loss.variant:
@@ -220,43 +269,7 @@ def train_step(run: Run, lr: torch.Tensor, hr: torch.Tensor, hr_real: torch.Tens
         real = discs["image_d"](hr_real) if gan == "ragan" else None
         logs["l_g_image_d"] = (l := g_adversarial_loss(fake, real, gan)).item()
         loss_g = loss_g + lam.image_d * l
-    logs["l_g_total"] = loss_g.item()
-    _step(run.optimizers["g"], loss_g, run.generator.parameters(), cfg.optim.grad_clip)
-    if run.generator_ema is not None:
-        _update_ema(run.generator_ema, run.generator, cfg.optim.ema_decay)
-
-    # ---- discriminator step (reuses the detached SR features: no second CLIP forward)
-    if adversarial and discs:
-        for d in discs.values():
-            d.requires_grad_(True)
-        if "feat_d" in discs:
-            fake_feats = {k: v.detach() for k, v in f_sr.items()}
-            real, fake = discs["feat_d"](f_hr), discs["feat_d"](fake_feats)
-            loss = d_adversarial_loss(real, fake, gan)
-            logs.update(l_d_feat_d=loss.item(), d_feat_real=real.mean().item(), d_feat_fake=fake.mean().item())
-            _step(run.optimizers["feat_d"], loss, discs["feat_d"].parameters(), cfg.optim.grad_clip)
-        if "lpp" in discs:
-            text = discs["lpp"].text_features(run.clip_text)
-            scale = run.clip_text.logit_scale
-            real, fake = tgd_logits(f_hr["out"], text, scale), tgd_logits(f_sr["out"].detach(), text, scale)
-            loss = d_adversarial_loss(real, fake, gan)
-            logs.update(l_d_tg_d=loss.item(), d_text_real=real.mean().item(), d_text_fake=fake.mean().item())
-            _step(run.optimizers["lpp"], loss, discs["lpp"].parameters(), cfg.optim.grad_clip)
-        if "image_d" in discs:
-            real, fake = discs["image_d"](hr_real), discs["image_d"](sr.detach())
-            loss = d_adversarial_loss(real, fake, gan)
-            logs.update(l_d_image_d=loss.item(), d_image_real=real.mean().item(), d_image_fake=fake.mean().item())
-            _step(run.optimizers["image_d"], loss, discs["image_d"].parameters(), cfg.optim.grad_clip)
-
-    with warnings.catch_warnings():  # D optimizers do not step during the pixel warm-up; schedules still count
-        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()`")
-        for sched in run.schedulers.values():
-            sched.step()
-    run.iteration += 1
-    logs["lr_g"] = run.optimizers["g"].param_groups[0]["lr"]
-    if len(run.optimizers) > 1:
-        logs["lr_d"] = next(opt for k, opt in run.optimizers.items() if k != "g").param_groups[0]["lr"]
-    return logs
+    return sr, loss_g, f_sr, f_hr
 
 
 # ---------------------------------------------------------------- checkpoints

@@ -68,6 +68,17 @@ def test_baselines_and_ablations_run_from_config_alone(photos, tmp_path, extra, 
     assert expect in logs and all(torch.isfinite(torch.tensor(v)) for v in logs.values())
 
 
+def test_bf16_autocast_step_keeps_fp32_weights(photos, tmp_path):
+    cfg = tiny_config(photos, tmp_path, ["train.precision=bf16"])
+    run = build_run(cfg)
+    before = [p.clone() for p in run.generator.parameters()]
+    logs = train_step(run, *_batch(cfg))
+    assert all(torch.isfinite(torch.tensor(v)) for v in logs.values())
+    assert all(p.dtype == torch.float32 for p in run.generator.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(run.generator.parameters(), before))
+    assert "l_d_feat_d" in logs and "l_d_tg_d" in logs
+
+
 def test_swinir_generator_trains(photos, tmp_path):
     extra = ["generator.arch=swinir", "generator.embed_dim=12", "generator.depths=[1]", "generator.num_heads=[2]",
              "generator.img_size=16"]  # fmt: skip
