@@ -23,7 +23,8 @@ import torch  # noqa: E402
 
 from sfd.config import load_config  # noqa: E402
 from sfd.data.io import load_rgb, save_png, to_tensor  # noqa: E402
-from sfd.data.resize import imresize, mod_crop  # noqa: E402
+from sfd.data.resize import bicubic_lr, imresize, mod_crop  # noqa: E402
+from sfd.device import resolve_device  # noqa: E402
 from sfd.evaluate.metrics import psnr, ssim  # noqa: E402
 from sfd.models.generators import build_generator  # noqa: E402
 from sfd.train import describe_weights, load_checkpoint, train  # noqa: E402
@@ -46,10 +47,8 @@ DEMO_SETTINGS = [
     "data.num_workers=1",
     "optim.lr_g=2.0e-4",
     "optim.ema_decay=0.99",
-    f"train.pixel_warmup={WARMUP}",
     "train.log_every=10",
     "train.val_every=100000",
-    f"train.save_every={WARMUP}",
     "train.device=auto",
 ]
 
@@ -102,7 +101,7 @@ def run_demo(out_dir: str | Path = "runs/demo", iterations: int | None = None) -
         shutil.copy(photos / name, train_dir / name)
     total = iterations or WARMUP + 400
     cfg = load_config(None, DEMO_SETTINGS + [
-        f"name=run", f"data.train=[{train_dir}]", f"train.output_dir={out}", f"train.iterations={total}",
+        "name=run", f"data.train=[{train_dir}]", f"train.output_dir={out}", f"train.iterations={total}",
         f"train.pixel_warmup={min(WARMUP, total // 2)}", f"train.save_every={min(WARMUP, total // 2)}",
     ])  # fmt: skip
 
@@ -115,7 +114,7 @@ def run_demo(out_dir: str | Path = "runs/demo", iterations: int | None = None) -
 
     s = cfg.generator.scale
     hr = mod_crop(to_tensor(load_rgb(photos / HELD_OUT)), s)
-    lr = (imresize(hr.double(), 1 / s).clamp(0, 1) * 255).round().float() / 255
+    lr = bicubic_lr(hr, s)
     images = {
         "Bicubic": imresize(lr.double(), s).clamp(0, 1).float(),
         f"L1 warm-up (iter {cfg.train.pixel_warmup})": _sr(warm_ckpt, lr, cfg),
@@ -158,7 +157,7 @@ image-rendering:pixelated}} .warn{{background:#fee;border:1px solid #c00;padding
 <p>{"<br>".join(html.escape(n) for n in notes)}</p>{warning}
 <p>Trained for {total} iterations ({cfg.train.pixel_warmup} L1 warm-up, then SFD: L1 + perceptual + Feat-D +
 TG-D) on {len(TRAIN_PHOTOS)} photos bundled with scikit-image ({", ".join(TRAIN_PHOTOS)}), {minutes:.1f} minutes on
-{cfg.train.device if cfg.train.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")}.
+{resolve_device(cfg.train.device)}.
 Held out: <code>{HELD_OUT}</code>, LR made by MATLAB-compatible bicubic. PSNR/SSIM on the Y channel, border {s}.
 Zoomed crops are nearest-neighbour x4.</p>
 {cells}

@@ -12,6 +12,8 @@ import torch.nn.functional as F
 from torchvision.models import VGG19_Weights
 from torchvision.models.vgg import cfgs, make_layers
 
+from sfd.models import FrozenModule
+
 __all__ = [
     "VGGWeightsError",
     "PerceptualLoss",
@@ -81,7 +83,7 @@ def _vgg_state_dict(weights: str, seed: int = 0) -> tuple[dict | None, str]:
     return state, f"file:{path}"
 
 
-class PerceptualLoss(nn.Module):
+class PerceptualLoss(FrozenModule):
     """Weighted L1 distance between VGG19 features of SR and HR (inputs RGB in [0, 1]).
 
     ``layers`` maps layer names (e.g. ``conv5_4``: before activation, as ESRGAN) to weights.
@@ -107,9 +109,6 @@ class PerceptualLoss(nn.Module):
         self.index = {names.index(n): w for n, w in layers.items()}
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
-
-    def train(self, mode: bool = True):
-        return super().train(False)  # frozen: never leave eval mode
 
     def _features(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
         x = (x - self.mean) / self.std

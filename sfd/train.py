@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import random
 import time
 import warnings
@@ -28,9 +27,10 @@ from tqdm import tqdm
 
 import sfd
 from sfd.config import Config, config_from_dict, config_to_dict
-from sfd.data.datasets import HRPatches, IterationSampler, quantize
+from sfd.data.datasets import HRPatches, IterationSampler
 from sfd.data.io import list_images, load_rgb, to_tensor
-from sfd.data.resize import imresize, mod_crop
+from sfd.data.resize import bicubic_lr, mod_crop
+from sfd.device import resolve_device
 from sfd.evaluate.metrics import psnr, ssim
 from sfd.losses import PerceptualLoss, clipiqa_loss, d_adversarial_loss, g_adversarial_loss
 from sfd.models.clip import ImageFeatures, TextEncoder, load_clip
@@ -61,15 +61,6 @@ class Run:
     pool: object | None = None  # Real-ESRGAN's training-pair pool (decorrelates a batch)
     meta: dict = field(default_factory=dict)
     iteration: int = 0
-
-
-def resolve_device(name: str) -> torch.device:
-    """"auto": the GPU of this process (``$LOCAL_RANK`` under torchrun) when CUDA is available, else the CPU."""
-    if name == "auto":
-        if not torch.cuda.is_available():
-            return torch.device("cpu")
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    return torch.device(name)
 
 
 def build_run(cfg: Config) -> Run:
@@ -171,7 +162,7 @@ def train_step(run: Run, lr: torch.Tensor, hr: torch.Tensor, hr_real: torch.Tens
     hr_real = hr if hr_real is None else hr_real
     bf16 = run.cfg.train.precision == "bf16"
     amp = lambda: torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=bf16)  # noqa: E731
-    cfg, lam, gan = run.cfg, run.cfg.loss, run.cfg.loss.gan_type
+    cfg, gan = run.cfg, run.cfg.loss.gan_type
     adversarial = run.iteration >= cfg.train.pixel_warmup
     logs: dict[str, float] = {}
     discs = run.discriminators
@@ -191,27 +182,15 @@ def train_step(run: Run, lr: torch.Tensor, hr: torch.Tensor, hr_real: torch.Tens
     if adversarial and discs:
         for d in discs.values():
             d.requires_grad_(True)
-        if "feat_d" in discs:
+        for name, loss_key, tag in (("feat_d", "feat_d", "feat"), ("lpp", "tg_d", "text"), ("image_d", "image_d", "image")):
+            if name not in discs:
+                continue
             with amp():
-                fake_feats = {k: v.detach() for k, v in f_sr.items()}
-                real, fake = discs["feat_d"](f_hr), discs["feat_d"](fake_feats)
+                real, fake = _discriminator_logits(run, name, sr, f_sr, f_hr, hr_real)
                 loss = d_adversarial_loss(real, fake, gan)
-            logs.update(l_d_feat_d=loss.item(), d_feat_real=real.mean().item(), d_feat_fake=fake.mean().item())
-            _step(run.optimizers["feat_d"], loss, discs["feat_d"].parameters(), cfg.optim.grad_clip)
-        if "lpp" in discs:
-            with amp():
-                text = discs["lpp"].text_features(run.clip_text)
-                scale = run.clip_text.logit_scale
-                real, fake = tgd_logits(f_hr["out"], text, scale), tgd_logits(f_sr["out"].detach(), text, scale)
-                loss = d_adversarial_loss(real, fake, gan)
-            logs.update(l_d_tg_d=loss.item(), d_text_real=real.mean().item(), d_text_fake=fake.mean().item())
-            _step(run.optimizers["lpp"], loss, discs["lpp"].parameters(), cfg.optim.grad_clip)
-        if "image_d" in discs:
-            with amp():
-                real, fake = discs["image_d"](hr_real), discs["image_d"](sr.detach())
-                loss = d_adversarial_loss(real, fake, gan)
-            logs.update(l_d_image_d=loss.item(), d_image_real=real.mean().item(), d_image_fake=fake.mean().item())
-            _step(run.optimizers["image_d"], loss, discs["image_d"].parameters(), cfg.optim.grad_clip)
+            logs[f"l_d_{loss_key}"] = loss.item()
+            logs[f"d_{tag}_real"], logs[f"d_{tag}_fake"] = real.mean().item(), fake.mean().item()
+            _step(run.optimizers[name], loss, discs[name].parameters(), cfg.optim.grad_clip)
 
     with warnings.catch_warnings():  # D optimizers do not step during the pixel warm-up; schedules still count
         warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()`")
@@ -270,6 +249,18 @@ def _generator_losses(run: Run, lr, hr, hr_real, adversarial: bool, logs: dict):
         logs["l_g_image_d"] = (l := g_adversarial_loss(fake, real, gan)).item()
         loss_g = loss_g + lam.image_d * l
     return sr, loss_g, f_sr, f_hr
+
+
+def _discriminator_logits(run: Run, name: str, sr, f_sr, f_hr, hr_real) -> tuple[torch.Tensor, torch.Tensor]:
+    """D logits on real (HR) and fake (SR, detached) for the D step; CLIP features are reused, not recomputed."""
+    d = run.discriminators[name]
+    if name == "feat_d":
+        return d(f_hr), d({k: v.detach() for k, v in f_sr.items()})
+    if name == "lpp":
+        text = d.text_features(run.clip_text)  # once per D step, with gradient to the contexts
+        scale = run.clip_text.logit_scale
+        return tgd_logits(f_hr["out"], text, scale), tgd_logits(f_sr["out"].detach(), text, scale)
+    return d(hr_real), d(sr.detach())
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -355,7 +346,7 @@ def validate(run: Run) -> dict[str, float]:
     psnrs, ssims = [], []
     for path in list_images(run.cfg.data.val)[: run.cfg.data.val_max_images]:
         hr = mod_crop(to_tensor(load_rgb(path)), s)
-        lr = quantize(imresize(hr.double(), 1 / s).float())
+        lr = bicubic_lr(hr, s)
         sr = model(lr[None].to(run.device)).clamp(0, 1)[0].cpu()
         psnrs.append(float(psnr(sr, hr, border=s)))
         ssims.append(float(ssim(sr, hr, border=s)))
@@ -389,7 +380,9 @@ def train(cfg: Config | None, resume: str | None = None, progress: bool = True) 
         restore(run, ckpt)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=2))
-    for note in describe_weights(run.meta):
+    notes = describe_weights(run.meta)
+    (out / "meta.json").write_text(json.dumps({**run.meta, "notes": notes}, indent=2))
+    for note in notes:
         tqdm.write(note)
 
     data = cfg.data

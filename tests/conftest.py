@@ -2,6 +2,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -20,3 +21,13 @@ def shared_data():
         return path
 
     return get
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for modules of many small CPU ops: on a busy 2-core machine two threads
+    spend more on OpenMP hand-offs than they save (up to 40x slower for small RN50 forwards)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

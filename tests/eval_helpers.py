@@ -2,19 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 from spandrel.architectures.ESRGAN import ESRGAN as RRDBNet
 from spandrel.architectures.SwinIR import SwinIR
-
-
-@pytest.fixture(scope="module")
-def one_thread():
-    # Small CPU workloads: OpenMP hand-offs cost more than they save on a busy 2-core machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _perturbed(model: torch.nn.Module, seed: int) -> torch.nn.Module:

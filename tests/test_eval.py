@@ -13,7 +13,7 @@ import torch
 import torchvision
 from PIL import Image
 
-from eval_helpers import one_thread, tiny_rrdbnet  # noqa: F401  (fixture)
+from eval_helpers import tiny_rrdbnet  # noqa: F401  (fixture)
 from sfd.cli import main
 from sfd.data.io import list_images, to_tensor
 from sfd.data.resize import imresize, mod_crop

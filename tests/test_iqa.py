@@ -36,7 +36,10 @@ from sfd.models.feat_d import FeatD
 from sfd.train import build_run, load_checkpoint, save_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.filterwarnings("ignore:.*RANDOM CLIP weights.*", "ignore:.*RANDOM weights.*")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:.*RANDOM CLIP weights.*", "ignore:.*RANDOM weights.*"),
+    pytest.mark.usefixtures("one_thread"),
+]
 
 
 # ---------------------------------------------------------------- shared fixtures
@@ -60,16 +63,6 @@ def train_feat_d(fd: FeatD, opt: torch.optim.Optimizer, real: dict, fake: dict, 
         opt.zero_grad()
         loss.backward()
         opt.step()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These tests push many small tensors through RN50; on a busy 2-core machine two threads were
-    up to 40x slower than one (thread synchronisation), so this module runs on one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from eval_helpers import one_thread, tiny_rrdbnet  # noqa: F401  (fixture)
+from eval_helpers import tiny_rrdbnet  # noqa: F401  (fixture)
 from sfd.data.io import to_tensor
 from sfd.data.resize import imresize, mod_crop
 from sfd.evaluate.metrics import psnr, to_uint8_values

@@ -14,7 +14,6 @@ import scipy.io
 import torch
 from PIL import Image
 
-from eval_helpers import one_thread  # noqa: F401  (fixture)
 from sfd.cli import main
 from sfd.data.io import to_tensor
 from sfd.evaluate import niqe as niqe_mod

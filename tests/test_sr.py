@@ -10,7 +10,7 @@ import spandrel
 import torch
 from PIL import Image, ImageOps
 
-from eval_helpers import one_thread, sfd_checkpoint, tiny_rrdbnet, tiny_swinir  # noqa: F401  (fixture)
+from eval_helpers import sfd_checkpoint, tiny_rrdbnet, tiny_swinir  # noqa: F401  (fixture)
 from sfd.cli import main
 from sfd.data.io import read_image, save_image
 from sfd.evaluate.tiling import bicubic_upscale, run_model, tiled_upscale

@@ -108,6 +108,8 @@ def test_training_on_real_photos_writes_checkpoints_and_resumes_exactly(shared_d
     log = [json.loads(line) for line in (ckpt_dir.parent / "log.jsonl").read_text().splitlines()]
     assert [r["iter"] for r in log] == [1, 2, 3, 4] and "val_psnr" in log[-1]
     assert any((ckpt_dir.parent / "tensorboard").iterdir())
+    meta = json.loads((ckpt_dir.parent / "meta.json").read_text())
+    assert meta["clip"]["pretrained"] is False and any("RANDOM" in n for n in meta["notes"])
 
     cfg_b = tiny_config(photos, tmp_path / "b", ["data.val=" + str(photos), "data.val_max_images=1",
                                                  "train.val_every=4"])  # fmt: skip

@@ -15,14 +15,9 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from sfd.data.io import list_images, load_rgb
-from sfd.data.resize import imresize, mod_crop
+from sfd.data.resize import bicubic_lr, mod_crop
 
-__all__ = ["HRPatches", "IterationSampler", "quantize"]
-
-
-def quantize(x: torch.Tensor) -> torch.Tensor:
-    """Round to 8-bit levels, as an LR image stored as PNG would be."""
-    return (x.clamp(0, 1) * 255.0).round() / 255.0
+__all__ = ["HRPatches", "IterationSampler"]
 
 
 class HRPatches(Dataset):
@@ -63,7 +58,7 @@ class HRPatches(Dataset):
                 raise ValueError(f"{self.files[idx]} ({hr.shape[2]}x{hr.shape[1]}) is smaller than the {self.patch} patch")
             lr = None
             if self.bicubic:
-                lr = (imresize(hr.double() / 255.0, 1 / self.scale).clamp(0, 1) * 255).round().to(torch.uint8)
+                lr = (bicubic_lr(hr.double() / 255.0, self.scale) * 255).round().to(torch.uint8)
             self._cache[idx] = (hr, lr)
         return self._cache[idx]
 

@@ -12,7 +12,7 @@ import math
 
 import torch
 
-__all__ = ["imresize", "mod_crop"]
+__all__ = ["imresize", "mod_crop", "quantize_8bit", "bicubic_lr"]
 
 
 def _cubic(x: torch.Tensor) -> torch.Tensor:
@@ -92,3 +92,16 @@ def mod_crop(img: torch.Tensor, scale: int) -> torch.Tensor:
     """Crop the bottom/right so that H and W are multiples of ``scale`` (the SR convention)."""
     h, w = img.shape[-2:]
     return img[..., : h - h % scale, : w - w % scale]
+
+
+def quantize_8bit(img: torch.Tensor) -> torch.Tensor:
+    """[0, 1] floats rounded to 8-bit levels (half up, as MATLAB's im2uint8), still floats in [0, 1]."""
+    return torch.floor(img.clamp(0, 1) * 255.0 + 0.5) / 255.0
+
+
+def bicubic_lr(hr: torch.Tensor, scale: int) -> torch.Tensor:
+    """The SR convention's LR: MATLAB bicubic (antialiased) in float64, stored as 8 bits.
+
+    ``hr`` in [0, 1], already mod-cropped; the result has ``hr``'s dtype.
+    """
+    return quantize_8bit(imresize(hr.double(), 1 / scale)).to(hr.dtype)

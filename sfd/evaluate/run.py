@@ -25,7 +25,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from sfd.data.io import list_images, save_png, to_tensor
-from sfd.data.resize import imresize, mod_crop
+from sfd.data.resize import bicubic_lr, imresize, mod_crop, quantize_8bit
 from sfd.evaluate import metrics as fr
 from sfd.evaluate.tiling import PRECISIONS, run_model, tiled_upscale
 
@@ -163,12 +163,8 @@ class Method:
     folder: Path | None = None
 
 
-def _as_8bit(img: torch.Tensor) -> torch.Tensor:
-    return fr.to_uint8_values(img) / 255.0
-
-
 def bicubic_method(scale: int) -> Method:
-    return Method("bicubic", "MATLAB-compatible bicubic", lambda lr: _as_8bit(imresize(lr.double(), scale)))
+    return Method("bicubic", "MATLAB-compatible bicubic", lambda lr: quantize_8bit(imresize(lr.double(), scale)))
 
 
 def model_method(
@@ -344,7 +340,7 @@ def evaluate(
             raise FileNotFoundError(f"dataset {folder} has no images")
         for path in tqdm(images, desc=f"{name} x{scale}", unit="img"):
             hr = mod_crop(_load_rgb64(path), scale)
-            lr = _as_8bit(imresize(hr, 1 / scale))
+            lr = bicubic_lr(hr, scale)
             if keep_crops:
                 box = result.crop_boxes[(name, path.stem)] = _new_crop_box(hr, scale)
                 crops = result.crops[(name, path.stem)] = {"HR": _crop_u8(hr, box)}

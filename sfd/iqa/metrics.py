@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import re
+from abc import ABC, abstractmethod
 import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -30,19 +31,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from sfd.data.io import load_rgb, to_tensor
+from sfd.device import resolve_device
 from sfd.models.clip import CLIPWeightsError, ImageFeatures, LoadedCLIP, TextEncoder, load_clip
 from sfd.models.feat_d import FeatD
 from sfd.models.prompts import PromptPairs, tgd_logits
 
-__all__ = ["ImageProtocol", "IQAMetric", "SFDIQA", "CLIPIQA", "NIQE", "Inputs", "load_inputs", "resolve_device"]
+__all__ = ["ImageProtocol", "IQAMetric", "SFDIQA", "CLIPIQA", "NIQE", "Inputs", "load_inputs"]
 
 Inputs = torch.Tensor | str | Path | Sequence[torch.Tensor | str | Path]
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 # ---------------------------------------------------------------- inputs
@@ -134,7 +130,7 @@ def _starts(length: int, crop: int) -> list[int]:
 # ---------------------------------------------------------------- base class
 
 
-class IQAMetric(nn.Module):
+class IQAMetric(nn.Module, ABC):
     """Common calling convention; subclasses implement ``score_one`` for one (3, H, W) image."""
 
     name: str = ""
@@ -146,9 +142,9 @@ class IQAMetric(nn.Module):
         self.device = resolve_device(device)
         self.as_loss = as_loss
 
+    @abstractmethod
     def score_one(self, img: torch.Tensor) -> dict[str, torch.Tensor]:
         """Scores of one image on the device: ``{"score": ..., other components}``, 0-d tensors."""
-        raise NotImplementedError
 
     def describe(self) -> dict[str, Any]:
         """What produced the scores (for output files): name, direction, weights, options."""

@@ -307,7 +307,7 @@ def feature_maps(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from sfd.data.resize import imresize
+    from sfd.data.resize import bicubic_lr
     from sfd.models.loading import load_generator
 
     if len(generators) < 2:
@@ -318,7 +318,7 @@ def feature_maps(
     rows = []
     for spec, label in zip(generators, labels):
         loaded = load_generator(spec)
-        lr = imresize(img.double(), 1 / loaded.scale).float().clamp(0, 1) if from_hr else img
+        lr = bicubic_lr(img, loaded.scale) if from_hr else img
         x = center_crop(lr, crop)
         names = layers or DEFAULT_LAYERS.get(loaded.architecture)
         if names is None:

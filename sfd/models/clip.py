@@ -20,6 +20,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from sfd.models import FrozenModule
+
 log = logging.getLogger(__name__)
 
 __all__ = [
@@ -167,14 +169,7 @@ def load_clip(name: str = "RN50", weights: str = "openai", seed: int = 0) -> Loa
     return LoadedCLIP(model=model, name=name, identity=identity, pretrained=pretrained)
 
 
-class _Frozen(nn.Module):
-    """Keeps itself in eval mode, whatever ``.train()`` a parent calls."""
-
-    def train(self, mode: bool = True):
-        return super().train(False)
-
-
-class ImageFeatures(_Frozen):
+class ImageFeatures(FrozenModule):
     """CLIP image tower -> {"m1", "m2", "m3", "out"} (RN50) or {"out"} (ViT-B/16).
 
     Input: RGB in [0, 1], (N, 3, H, W) with H and W multiples of 32, fed at native size (no
@@ -266,7 +261,7 @@ class ImageFeatures(_Frozen):
         return pooled @ v.proj if v.proj is not None else pooled
 
 
-class TextEncoder(_Frozen):
+class TextEncoder(FrozenModule):
     """CLIP's text tower, taking token embeddings so that prompt contexts can be learned (CoOp)."""
 
     def __init__(self, clip: LoadedCLIP):
