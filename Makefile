@@ -24,7 +24,7 @@ test: install
 	$(PY) -m pytest -q
 
 demo: install
-	$(VENV)/bin/sfd demo --out runs/demo
+	$(VENV)/bin/sfd demo -o runs/demo
 
 clean:
 	rm -rf $(VENV) runs

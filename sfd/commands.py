@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
-import torch
+from sfd.errors import UsageError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a generator with SFD (or a baseline) from a YAML config")
-    p.add_argument("-c", "--config", help="YAML config (optional when resuming a checkpoint path)")
+    p.add_argument("-c", "--config", help="YAML config: a path, or a shipped config's name such as classic_rrdb_x4 "
+                   "(optional when resuming a checkpoint path)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. --set data.batch_size=16 (repeatable)")  # fmt: skip
     p.add_argument("--resume", metavar="PATH|auto", help="continue from a checkpoint, or the newest of the run folder")
+    p.add_argument("--overwrite", action="store_true", help="start the run over, deleting its earlier checkpoints")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs still written)")
     p.set_defaults(func=cmd_train)
 
@@ -24,51 +25,49 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("demo", help="train a small SFD model on bundled photos and write an HTML report")
-    p.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
+    p.add_argument("-o", "--output", default="runs/demo", help="output folder (default: runs/demo)")
     p.add_argument("--iterations", type=int, default=None, help="override the demo's iteration count")
     p.set_defaults(func=cmd_demo)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from sfd.config import ConfigError, load_config
+    from sfd.config import load_config
     from sfd.train import train
 
     if not args.config and not (args.resume and args.resume != "auto"):
-        print("sfd train: give -c CONFIG (or --resume PATH to continue a checkpoint with its own config)", file=sys.stderr)
-        return 2
-    try:
-        cfg = load_config(args.config, args.overrides) if args.config else None
-    except ConfigError as err:
-        print(f"sfd train: config error: {err}", file=sys.stderr)
-        return 2
-    path = train(cfg, resume=args.resume, progress=not args.no_progress)
+        raise UsageError("give -c CONFIG (a file or a shipped config name), or --resume CHECKPOINT to continue a run")
+    cfg = load_config(args.config, args.overrides) if args.config else None
+    path = train(cfg, resume=args.resume, progress=not args.no_progress, overrides=args.overrides,
+                 overwrite=args.overwrite)  # fmt: skip
     print(f"final checkpoint: {path}")
     return 0
 
 
 def inspect_checkpoint(path: str) -> dict:
-    from sfd.models.generators import parameter_sha256
-    from sfd.train import load_checkpoint
+    import torch
 
-    ckpt = load_checkpoint(path)
+    from sfd import checkpoint
+    from sfd.models.generators import parameter_sha256
+
+    ckpt = checkpoint.load(path)
     count = lambda sd: int(sum(t.numel() for t in sd.values() if torch.is_tensor(t)))  # noqa: E731
-    cfg = ckpt["config"]
-    meta = ckpt.get("meta", {})
+    cfg, meta = ckpt.config, ckpt.meta
     return {
         "path": str(path),
-        "name": cfg.get("name"),
-        "iteration": ckpt["iteration"],
-        "generator": {"arch": cfg["generator"]["arch"], "scale": cfg["generator"]["scale"],
+        "name": cfg.name,
+        "kind": ckpt.kind,
+        "iteration": ckpt.iteration,
+        "generator": {"arch": cfg.generator.arch, "scale": cfg.generator.scale,
                       "init": meta.get("generator", {}).get("init")},  # fmt: skip
         "parameters": {
-            "generator": count(ckpt["generator"]),
-            "generator_ema": count(ckpt["generator_ema"]) if ckpt["generator_ema"] else None,
-            **{f"discriminator.{k}": count(v) for k, v in ckpt["discriminators"].items()},
+            "generator": count(ckpt.generator),
+            "generator_ema": count(ckpt.generator_ema) if ckpt.generator_ema else None,
+            **{f"discriminator.{k}": count(v) for k, v in ckpt.discriminators.items()},
         },
         "clip": meta.get("clip"),
         "vgg": meta.get("vgg"),
-        "generator_sha256": parameter_sha256(ckpt["generator"]),
-        "generator_ema_sha256": parameter_sha256(ckpt["generator_ema"]) if ckpt["generator_ema"] else None,
+        "generator_sha256": parameter_sha256(ckpt.generator),
+        "generator_ema_sha256": parameter_sha256(ckpt.generator_ema) if ckpt.generator_ema else None,
         "sfd_version": meta.get("sfd_version"),
     }
 
@@ -99,6 +98,6 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from sfd.demo import run_demo
 
-    report = run_demo(args.out, iterations=args.iterations)
+    report = run_demo(args.output, iterations=args.iterations)
     print(f"report: {report}")
     return 0

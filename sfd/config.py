@@ -7,24 +7,19 @@ silently falls back to a default. ``--set a.b=value`` overrides any field from t
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
-
-import yaml
+from typing import Literal, Optional
 
 from sfd.data.degradations import DegradationConfig
+from sfd.yamlconfig import ConfigError, apply_overrides, config_from_dict, config_to_dict, read_yaml
 
 __all__ = [
     "ConfigError",
     "CLIPConfig",
     "GeneratorConfig",
     "FeatDConfig",
-    "PromptConfig",
+    "TGDConfig",
     "ImageDConfig",
     "CLIPIQALossConfig",
     "LossConfig",
@@ -33,19 +28,17 @@ __all__ = [
     "TrainConfig",
     "Config",
     "load_config",
+    "find_config",
+    "list_configs",
     "config_from_dict",
     "config_to_dict",
     "apply_overrides",
 ]
 
 
-class ConfigError(ValueError):
-    """A config that does not validate; the message names the offending key."""
-
-
 @dataclass
 class CLIPConfig:
-    """The frozen CLIP that provides semantic features (DESIGN §1)."""
+    """The frozen CLIP that provides semantic features (docs/method.md)."""
 
     model: Literal["RN50", "ViT-B-16"] = "RN50"
     # "openai" (open_clip's download/cache, or the file in $SFD_CLIP_WEIGHTS), a file path,
@@ -88,7 +81,7 @@ class FeatDConfig:
 
 
 @dataclass
-class PromptConfig:
+class TGDConfig:
     """TG-D: learnable prompt pairs on CLIP's F_out (supplement §4-5)."""
 
     enabled: bool = True
@@ -181,7 +174,7 @@ class Config:
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     clip: CLIPConfig = field(default_factory=CLIPConfig)
     feat_d: FeatDConfig = field(default_factory=FeatDConfig)
-    tg_d: PromptConfig = field(default_factory=PromptConfig)
+    tg_d: TGDConfig = field(default_factory=TGDConfig)
     image_d: ImageDConfig = field(default_factory=ImageDConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -213,84 +206,32 @@ class Config:
         return self.feat_d.enabled or self.tg_d.enabled or bool(self.loss.clipiqa_loss.variant)
 
 
-# ---------------------------------------------------------------- YAML <-> dataclasses
+CONFIG_DIR = Path(__file__).parent / "configs"  # the shipped configs (a link to the repository's configs/)
 
 
-def _check_type(value: Any, tp: Any, key: str) -> Any:
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _check_type(value, inner[0], key)
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ConfigError(f"'{key}' must be a mapping, got {value!r}")
-        return config_from_dict(value, tp, prefix=key + ".")
-    if origin is Literal:
-        if value not in args:
-            raise ConfigError(f"'{key}' must be one of {list(args)}, got {value!r}")
-        return value
-    if origin is list:
-        if not isinstance(value, list):
-            raise ConfigError(f"'{key}' must be a list, got {value!r}")
-        return [_check_type(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"'{key}' must be a mapping, got {value!r}")
-        return {str(k): _check_type(v, args[1], f"{key}.{k}") for k, v in value.items()}
-    if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if tp in (int, float, str, bool) and not (isinstance(value, tp) and not (tp is int and isinstance(value, bool))):
-        raise ConfigError(f"'{key}' must be {tp.__name__}, got {value!r}")
-    return value
+def list_configs() -> list[str]:
+    """Names of the configs shipped with the package (``sfd train -c NAME``)."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yml"))
 
 
-def config_from_dict(data: dict, cls: type = Config, prefix: str = "") -> Any:
-    """Build dataclass ``cls`` from a nested dict, rejecting unknown keys and wrong types."""
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    kwargs = {}
-    for key, value in data.items():
-        if key not in names:
-            close = difflib.get_close_matches(key, names, n=1)
-            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
-            raise ConfigError(f"unknown config key '{prefix}{key}'{hint}")
-        kwargs[key] = _check_type(value, hints[key], prefix + key)
-    return cls(**kwargs)
-
-
-def config_to_dict(cfg: Any) -> dict:
-    return dataclasses.asdict(cfg)
-
-
-def apply_overrides(data: dict, overrides: list[str]) -> dict:
-    """Apply ``a.b.c=value`` strings (values parsed as YAML) to a nested dict."""
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"--set expects key=value, got '{item}'")
-        key, raw = item.split("=", 1)
-        node = data
-        parts = key.strip().split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"--set {key}: '{part}' is not a section")
-        node[parts[-1]] = yaml.safe_load(raw)
-    return data
+def find_config(spec: str | Path) -> Path:
+    """A config file: an existing path, else a shipped config by name (``classic_rrdb_x4``, with or
+    without ``configs/`` and ``.yml``), so that the documented commands work from any folder."""
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return path
+    shipped = CONFIG_DIR / (path.stem + ".yml")
+    if path.suffix in ("", ".yml", ".yaml") and shipped.is_file():
+        return shipped
+    raise ConfigError(f"config file not found: {spec} (nor a shipped config of that name: {', '.join(list_configs())})")
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Load a YAML config (``None``: all defaults), apply ``--set`` overrides, validate."""
+    """Load a YAML config by path or shipped name (``None``: all defaults), apply ``--set`` overrides, validate."""
     data: dict = {}
     if path is not None:
-        path = Path(path)
-        if not path.exists():
-            raise ConfigError(f"config file not found: {path}")
-        data = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: a config must be a YAML mapping")
+        path = find_config(path)
+        data = read_yaml(path)
         data.setdefault("name", path.stem)
     apply_overrides(data, overrides or [])
-    return config_from_dict(data).validate()
+    return config_from_dict(data, Config).validate()

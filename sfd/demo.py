@@ -27,7 +27,9 @@ from sfd.data.resize import bicubic_lr, imresize, mod_crop  # noqa: E402
 from sfd.device import resolve_device  # noqa: E402
 from sfd.evaluate.metrics import psnr, ssim  # noqa: E402
 from sfd.models.generators import build_generator  # noqa: E402
-from sfd.train import describe_weights, load_checkpoint, train  # noqa: E402
+from sfd import checkpoint  # noqa: E402
+from sfd.train import train  # noqa: E402
+from sfd.weights import describe_weights  # noqa: E402
 
 TRAIN_PHOTOS = ["astronaut.png", "coffee.png", "rocket.jpg", "motorcycle_left.png", "hubble_deep_field.jpg", "ihc.png"]
 HELD_OUT = "chelsea.png"
@@ -54,9 +56,8 @@ DEMO_SETTINGS = [
 
 
 def _sr(ckpt_path: Path, lr: torch.Tensor, cfg) -> torch.Tensor:
-    ckpt = load_checkpoint(ckpt_path)
     g = build_generator(cfg.generator)
-    g.load_state_dict(ckpt["generator_ema"] or ckpt["generator"])
+    g.load_state_dict(checkpoint.load(ckpt_path).inference_generator)
     with torch.no_grad():
         return g.eval()(lr[None]).clamp(0, 1)[0]
 
@@ -110,7 +111,7 @@ def run_demo(out_dir: str | Path = "runs/demo", iterations: int | None = None) -
     minutes = (time.perf_counter() - start) / 60
     run_dir = final.parent.parent
     warm_ckpt = run_dir / "checkpoints" / f"iter_{cfg.train.pixel_warmup:08d}.pth"
-    meta = load_checkpoint(final)["meta"]
+    meta = checkpoint.load(final).meta
 
     s = cfg.generator.scale
     hr = mod_crop(to_tensor(load_rgb(photos / HELD_OUT)), s)

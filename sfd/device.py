@@ -15,4 +15,7 @@ def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
         if not torch.cuda.is_available():
             return torch.device("cpu")
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name}: torch sees no CUDA device here (use auto or cpu)")
+    return device

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import warnings
-from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torchvision.models import VGG19_Weights
 from torchvision.models.vgg import cfgs, make_layers
 
 from sfd.models import FrozenModule
+from sfd.weights import WeightsNotFoundError, imagenet_cache_path, imagenet_weights_path, random_weights_notice, seeded
 
 __all__ = [
     "VGGWeightsError",
@@ -23,13 +21,12 @@ __all__ = [
     "clipiqa_loss",
 ]
 
-ENV_VGG = "SFD_VGG_WEIGHTS"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-class VGGWeightsError(RuntimeError):
-    """ImageNet VGG19 weights are not available; the message says how to provide them."""
+class VGGWeightsError(WeightsNotFoundError):
+    """ImageNet VGG19 weights for the perceptual loss are not on this machine."""
 
 
 def _vgg19_features() -> nn.Sequential:
@@ -53,34 +50,18 @@ def vgg19_layer_names() -> list[str]:
 
 
 def _vgg_state_dict(weights: str, seed: int = 0) -> tuple[dict | None, str]:
-    """(state dict or None for random, identity string)."""
+    """(state dict or None for random, identity string). Never downloads: see ``sfd.weights``."""
     if weights == "auto":  # demos: pretrained when on this machine, else random (and said so)
-        cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(VGG19_Weights.IMAGENET1K_V1.url).name
-        weights = "imagenet" if os.environ.get(ENV_VGG) or cached.is_file() else "random"
+        try:
+            weights = str(imagenet_weights_path("vgg19", error=VGGWeightsError))
+        except VGGWeightsError:
+            weights = "random"
     if weights == "random":
         return None, f"random(seed={seed})"
-    if weights == "imagenet":
-        env = os.environ.get(ENV_VGG)
-        if env:
-            weights = env
-        else:
-            url = VGG19_Weights.IMAGENET1K_V1.url
-            cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
-            try:
-                state = torch.hub.load_state_dict_from_url(url, progress=False, map_location="cpu")
-            except Exception as err:
-                raise VGGWeightsError(
-                    f"ImageNet VGG19 weights are not available ({err}). Provide them in one of these ways:\n"
-                    f"  * put torchvision's file {Path(url).name} at {cached} (from {url}), or\n"
-                    f"  * set ${ENV_VGG} (or loss.vgg_weights in the config) to a local copy of it, or\n"
-                    f"  * for tests and demos only: loss.vgg_weights=random (the perceptual loss is then not perceptual)"
-                ) from err
-            return state, "torchvision:IMAGENET1K_V1"
-    path = Path(weights).expanduser()
-    if not path.is_file():
-        raise VGGWeightsError(f"VGG19 weights file not found: {path} (set loss.vgg_weights or ${ENV_VGG})")
+    path = imagenet_weights_path("vgg19", None if weights == "imagenet" else weights, error=VGGWeightsError)
     state = torch.load(path, map_location="cpu", weights_only=True)
-    return state, f"file:{path}"
+    identity = "torchvision:IMAGENET1K_V1" if path == imagenet_cache_path("vgg19") else f"file:{path}"
+    return state, identity
 
 
 class PerceptualLoss(FrozenModule):
@@ -97,13 +78,13 @@ class PerceptualLoss(FrozenModule):
             raise ValueError(f"unknown VGG19 layers {unknown}; valid: {names}")
         state, self.identity = _vgg_state_dict(weights, seed)
         self.pretrained = state is not None
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with seeded(seed):
             features = _vgg19_features()
         if state is not None:
             features.load_state_dict({k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")})
         else:
-            warnings.warn("VGG19 perceptual loss uses RANDOM weights (loss.vgg_weights=random)", stacklevel=2)
+            notice = random_weights_notice("the VGG19 perceptual loss", "it is not perceptual", f"loss.vgg_weights={weights}")
+            warnings.warn(notice, stacklevel=2)
         last = max(names.index(n) for n in layers)
         self.features = features[: last + 1].eval().requires_grad_(False)
         self.index = {names.index(n): w for n, w in layers.items()}

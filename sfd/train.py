@@ -1,6 +1,6 @@
 """SFD training, top to bottom: build everything from a Config, then alternate G and D steps.
 
-Per iteration (DESIGN §1):
+Per iteration (docs/method.md):
   G step: SR = G(LR); loss = l1*L1 + perceptual*VGG + feat_d*adv(Feat-D) + tg_d*adv(TG-D)
           (or image_d*adv(pixel D) for the L_GAN baselines, + clipiqa*CLIPIQA-loss for that ablation)
   D step: Feat-D and the prompt contexts (or the pixel D) learn HR = real vs SR = fake.
@@ -26,7 +26,10 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 import sfd
-from sfd.config import Config, config_from_dict, config_to_dict
+from sfd import checkpoint
+from sfd.config import Config, config_to_dict
+from sfd.errors import UsageError
+from sfd.yamlconfig import ConfigError, apply_overrides, config_from_dict
 from sfd.data.datasets import HRPatches, IterationSampler
 from sfd.data.io import list_images, load_rgb, to_tensor
 from sfd.data.resize import bicubic_lr, mod_crop
@@ -34,12 +37,12 @@ from sfd.device import resolve_device
 from sfd.evaluate.metrics import psnr, ssim
 from sfd.losses import PerceptualLoss, clipiqa_loss, d_adversarial_loss, g_adversarial_loss
 from sfd.models.clip import ImageFeatures, TextEncoder, load_clip
-from sfd.models.feat_d import FeatD
+from sfd.models.discriminators import build_discriminators
 from sfd.models.generators import build_generator, init_generator, parameter_sha256
-from sfd.models.prompts import PromptPairs, tgd_logits
-from sfd.models.vgg_d import VGGStyleDiscriminator
+from sfd.models.tg_d import tg_d_logits
+from sfd.weights import describe_weights
 
-__all__ = ["Run", "build_run", "train_step", "train", "save_checkpoint", "load_checkpoint", "find_latest_checkpoint"]
+__all__ = ["Run", "build_run", "train_step", "train", "save_checkpoint", "restore"]
 
 
 @dataclass
@@ -50,7 +53,7 @@ class Run:
     device: torch.device
     generator: nn.Module
     generator_ema: nn.Module | None
-    discriminators: dict[str, nn.Module]  # "feat_d", "lpp" (prompt contexts) or "image_d"
+    discriminators: dict[str, nn.Module]  # "feat_d", "tg_d" (its prompt contexts) or "image_d"
     optimizers: dict[str, torch.optim.Optimizer]  # "g" and one per discriminator
     schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler]
     clip_image: ImageFeatures | None = None
@@ -74,29 +77,17 @@ def build_run(cfg: Config) -> Run:
     g_ema = copy.deepcopy(g).eval().requires_grad_(False) if cfg.optim.ema_decay else None
 
     run_kw: dict = {}
-    discs: dict[str, nn.Module] = {}
     if cfg.uses_clip:
         clip = load_clip(cfg.clip.model, cfg.clip.weights, seed=cfg.clip.seed)
         meta["clip"] = {"model": clip.name, "weights": clip.identity, "pretrained": clip.pretrained}
         run_kw["clip_image"] = ImageFeatures(clip, cfg.clip.pos_embed).to(device)
         if cfg.tg_d.enabled or cfg.loss.clipiqa_loss.variant:
             run_kw["clip_text"] = TextEncoder(clip).to(device)
-        if cfg.feat_d.enabled:
-            discs["feat_d"] = FeatD(widths=cfg.feat_d.widths, kernel_size=cfg.feat_d.kernel_size,
-                                    negative_slope=cfg.feat_d.negative_slope)  # fmt: skip
-        if cfg.tg_d.enabled:
-            p = cfg.tg_d
-            discs["lpp"] = PromptPairs(run_kw["clip_text"], p.n_pairs, p.length, p.init_std, p.init_words, p.seed)
         if cfg.loss.clipiqa_loss.variant:
             with torch.no_grad():
                 t = run_kw["clip_text"].encode_text(cfg.loss.clipiqa_loss.prompts)
             run_kw["clipiqa_text"] = F.normalize(t, dim=-1)[None]
-    if cfg.image_d.type == "vgg":
-        discs["image_d"] = VGGStyleDiscriminator(num_feat=cfg.image_d.num_feat, input_size=cfg.image_d.input_size)
-    elif cfg.image_d.type == "unet":
-        from sfd.models.unet_d import UNetDiscriminatorSN
-
-        discs["image_d"] = UNetDiscriminatorSN(num_in_ch=3, num_feat=cfg.image_d.num_feat)
+    discs = build_discriminators(cfg, run_kw.get("clip_text"))
     for d in discs.values():
         d.to(device)
 
@@ -182,14 +173,14 @@ def train_step(run: Run, lr: torch.Tensor, hr: torch.Tensor, hr_real: torch.Tens
     if adversarial and discs:
         for d in discs.values():
             d.requires_grad_(True)
-        for name, loss_key, tag in (("feat_d", "feat_d", "feat"), ("lpp", "tg_d", "text"), ("image_d", "image_d", "image")):
+        for name in ("feat_d", "tg_d", "image_d"):
             if name not in discs:
                 continue
             with amp():
                 real, fake = _discriminator_logits(run, name, sr, f_sr, f_hr, hr_real)
                 loss = d_adversarial_loss(real, fake, gan)
-            logs[f"l_d_{loss_key}"] = loss.item()
-            logs[f"d_{tag}_real"], logs[f"d_{tag}_fake"] = real.mean().item(), fake.mean().item()
+            logs[f"l_d_{name}"] = loss.item()
+            logs[f"{name}_real"], logs[f"{name}_fake"] = real.mean().item(), fake.mean().item()
             _step(run.optimizers[name], loss, discs[name].parameters(), cfg.optim.grad_clip)
 
     with warnings.catch_warnings():  # D optimizers do not step during the pixel warm-up; schedules still count
@@ -218,7 +209,7 @@ def _generator_losses(run: Run, lr, hr, hr_real, adversarial: bool, logs: dict):
     f_sr = f_hr = None
     if adversarial and run.clip_image is not None:
         need = ("m1", "m2", "m3", "out") if run.clip_image.has_pixel_features else ("out",)
-        if "feat_d" in discs and "lpp" not in discs and not cfg.loss.clipiqa_loss.variant:
+        if "feat_d" in discs and "tg_d" not in discs and not cfg.loss.clipiqa_loss.variant:
             need = ("m1", "m2", "m3")
         f_sr = run.clip_image(sr, need)
         with torch.no_grad():
@@ -228,18 +219,18 @@ def _generator_losses(run: Run, lr, hr, hr_real, adversarial: bool, logs: dict):
             real = discs["feat_d"](f_hr) if gan == "ragan" else None
             logs["l_g_feat_d"] = (l := g_adversarial_loss(fake, real, gan)).item()
             loss_g = loss_g + lam.feat_d * l
-        if "lpp" in discs:
+        if "tg_d" in discs:
             with torch.no_grad():
-                text = discs["lpp"].text_features(run.clip_text)
+                text = discs["tg_d"].text_features(run.clip_text)
             scale = run.clip_text.logit_scale
-            fake = tgd_logits(f_sr["out"], text, scale)
-            real = tgd_logits(f_hr["out"], text, scale) if gan == "ragan" else None
+            fake = tg_d_logits(f_sr["out"], text, scale)
+            real = tg_d_logits(f_hr["out"], text, scale) if gan == "ragan" else None
             logs["l_g_tg_d"] = (l := g_adversarial_loss(fake, real, gan)).item()
             loss_g = loss_g + lam.tg_d * l
         if cfg.loss.clipiqa_loss.variant:
             scale = run.clip_text.logit_scale
-            s_sr = torch.sigmoid(tgd_logits(f_sr["out"], run.clipiqa_text, scale))
-            s_hr = torch.sigmoid(tgd_logits(f_hr["out"], run.clipiqa_text, scale))
+            s_sr = torch.sigmoid(tg_d_logits(f_sr["out"], run.clipiqa_text, scale))
+            s_hr = torch.sigmoid(tg_d_logits(f_hr["out"], run.clipiqa_text, scale))
             logs["l_g_clipiqa"] = (l := clipiqa_loss(s_sr, s_hr, cfg.loss.clipiqa_loss.variant)).item()
             logs["clipiqa_sr"] = s_sr.mean().item()
             loss_g = loss_g + lam.clipiqa * l
@@ -256,10 +247,10 @@ def _discriminator_logits(run: Run, name: str, sr, f_sr, f_hr, hr_real) -> tuple
     d = run.discriminators[name]
     if name == "feat_d":
         return d(f_hr), d({k: v.detach() for k, v in f_sr.items()})
-    if name == "lpp":
+    if name == "tg_d":
         text = d.text_features(run.clip_text)  # once per D step, with gradient to the contexts
         scale = run.clip_text.logit_scale
-        return tgd_logits(f_hr["out"], text, scale), tgd_logits(f_sr["out"].detach(), text, scale)
+        return tg_d_logits(f_hr["out"], text, scale), tg_d_logits(f_sr["out"].detach(), text, scale)
     return d(hr_real), d(sr.detach())
 
 
@@ -287,9 +278,7 @@ def _set_rng_state(state: dict) -> None:
 
 
 def save_checkpoint(run: Run, path: str | Path) -> Path:
-    """The one checkpoint layout (docs/checkpoints.md): everything needed to resume, score or export."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Everything needed to resume, score or export, in the layout ``sfd.checkpoint`` reads."""
     meta = dict(run.meta, generator_sha256=parameter_sha256(run.generator.state_dict()))
     state = {
         "generator": run.generator.state_dict(),
@@ -302,36 +291,21 @@ def save_checkpoint(run: Run, path: str | Path) -> Path:
         "rng": _rng_state(),
         "meta": meta,
     }
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)  # never leave a half-written checkpoint behind
-    return path
+    return checkpoint.save(state, path)
 
 
-def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
-    ckpt = torch.load(path, map_location=map_location, weights_only=True)  # no pickled code runs
-    if not isinstance(ckpt, dict) or "generator" not in ckpt or "config" not in ckpt:
-        raise ValueError(f"{path} is not an sfd training checkpoint")
-    return ckpt
-
-
-def restore(run: Run, ckpt: dict) -> None:
-    run.generator.load_state_dict(ckpt["generator"])
-    if run.generator_ema is not None and ckpt["generator_ema"] is not None:
-        run.generator_ema.load_state_dict(ckpt["generator_ema"])
+def restore(run: Run, ckpt: checkpoint.Checkpoint) -> None:
+    run.generator.load_state_dict(ckpt.generator)
+    if run.generator_ema is not None and ckpt.generator_ema is not None:
+        run.generator_ema.load_state_dict(ckpt.generator_ema)
     for k, d in run.discriminators.items():
-        d.load_state_dict(ckpt["discriminators"][k])
+        d.load_state_dict(ckpt.discriminators[k])
     for k, o in run.optimizers.items():
-        o.load_state_dict(ckpt["optimizers"][k])
+        o.load_state_dict(ckpt.optimizers[k])
     for k, s in run.schedulers.items():
-        s.load_state_dict(ckpt["schedulers"][k])
-    run.iteration = int(ckpt["iteration"])
-    _set_rng_state(ckpt["rng"])
-
-
-def find_latest_checkpoint(run_dir: str | Path) -> Path | None:
-    found = sorted(Path(run_dir, "checkpoints").glob("iter_*.pth"))
-    return found[-1] if found else None
+        s.load_state_dict(ckpt.schedulers[k])
+    run.iteration = ckpt.iteration
+    _set_rng_state(ckpt.rng)
 
 
 # ---------------------------------------------------------------- validation and the loop
@@ -357,24 +331,63 @@ def run_dir_for(cfg: Config) -> Path:
     return Path(cfg.train.output_dir) / cfg.name
 
 
-def train(cfg: Config | None, resume: str | None = None, progress: bool = True) -> Path:
+def _check_before_work(cfg: Config) -> None:
+    """Mistakes that would otherwise surface minutes later, as one-line config errors."""
+    if not cfg.data.train:
+        raise ConfigError("data.train lists no HR folders: add --set data.train=[DIR] (or set it in the config)")
+    missing = [d for d in cfg.data.train if not Path(d).exists()]
+    if missing:
+        raise ConfigError(f"data.train: no such folder: {', '.join(map(str, missing))}")
+    if str(cfg.train.device).startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"train.device={cfg.train.device}, but torch sees no CUDA device: use train.device=auto or cpu")
+
+
+def _clear_run(out: Path) -> None:
+    """Remove what a run writes (checkpoints, logs), nothing else the folder may hold."""
+    import shutil
+
+    for name in ("checkpoints", "tensorboard"):
+        shutil.rmtree(out / name, ignore_errors=True)
+    for name in ("log.jsonl", "config.json", "meta.json"):
+        (out / name).unlink(missing_ok=True)
+
+
+def train(
+    cfg: Config | None,
+    resume: str | None = None,
+    progress: bool = True,
+    overrides: list[str] | None = None,
+    overwrite: bool = False,
+) -> Path:
     """Train ``cfg`` (resuming from a checkpoint path, or "auto" for the newest in the run folder).
 
-    Returns the path of the final checkpoint.
+    ``overrides`` (``--set`` strings) apply to a resumed checkpoint's own config when ``cfg`` is None.
+    A run folder that already holds checkpoints is continued only with ``resume`` and started over
+    only with ``overwrite``. Returns the path of the final checkpoint.
     """
     ckpt = None
     if resume == "auto":
         if cfg is None:
-            raise ValueError("--resume auto needs the config, to find its run folder")
-        resume = find_latest_checkpoint(run_dir_for(cfg))
+            raise UsageError("--resume auto needs the config (-c), to find its run folder")
+        resume = checkpoint.find_latest(run_dir_for(cfg))
+        if resume is None:
+            tqdm.write(f"starting from scratch: no checkpoint in {run_dir_for(cfg) / 'checkpoints'}")
     if resume:
         tqdm.write(f"resuming from {resume}")
-        ckpt = load_checkpoint(resume)
-        if cfg is None:  # resuming a path alone: the checkpoint carries its config
-            cfg = config_from_dict(ckpt["config"]).validate()
+        ckpt = checkpoint.load(resume)
+        if cfg is None:  # resuming a path alone: the checkpoint carries its config; --set still applies
+            data = apply_overrides(config_to_dict(ckpt.config), overrides or [])
+            cfg = config_from_dict(data, Config).validate()
     out = run_dir_for(cfg)
-    if not cfg.data.train:
-        raise ValueError("data.train lists no HR folders")
+    _check_before_work(cfg)
+    if ckpt is None and (latest := checkpoint.find_latest(out)) is not None:
+        if not overwrite:
+            raise UsageError(
+                f"{out} already holds a run (newest checkpoint {latest.name}): continue it with --resume auto, "
+                "or start over with --overwrite"
+            )
+        tqdm.write(f"--overwrite: removing the earlier run's checkpoints and logs in {out}")
+        _clear_run(out)
     run = build_run(cfg)
     if ckpt is not None:
         restore(run, ckpt)
@@ -427,17 +440,3 @@ def train(cfg: Config | None, resume: str | None = None, progress: bool = True) 
 
 
 _BAR_KEYS = ("l_g_l1", "l_g_percep", "l_g_feat_d", "l_g_tg_d", "l_g_image_d", "l_d_feat_d", "l_d_tg_d", "l_d_image_d")
-
-
-def describe_weights(meta: dict) -> list[str]:
-    """Plain statements of which CLIP/VGG weights a run used (random ones are called out)."""
-    notes = []
-    if "clip" in meta:
-        c = meta["clip"]
-        tag = "pretrained" if c["pretrained"] else "RANDOM (not pretrained: semantic features are meaningless)"
-        notes.append(f"CLIP {c['model']}: {tag}, weights {c['weights']}")
-    if "vgg" in meta:
-        v = meta["vgg"]
-        tag = "pretrained" if v["pretrained"] else "RANDOM (not ImageNet: the perceptual loss is not perceptual)"
-        notes.append(f"VGG19: {tag}, weights {v['weights']}")
-    return notes

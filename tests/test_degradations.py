@@ -150,7 +150,7 @@ def test_config_defaults_are_real_esrgan_x4plus():
 
 
 def test_load_degradation_config_from_training_yaml(tmp_path):
-    from sfd.data.commands import load_degradation_config
+    from sfd.data.preview import load_degradation_config
 
     path = tmp_path / "c.yml"
     path.write_text("data:\n  degradation:\n    jpeg_range: [50, 60]\n    noise_range2: [2, 3]\n")

@@ -8,7 +8,7 @@ from torch.nn.utils.parametrize import is_parametrized
 from sfd.losses import g_adversarial_loss
 from sfd.models.clip import CLIPWeightsError, ImageFeatures, TextEncoder, load_clip
 from sfd.models.feat_d import FeatD
-from sfd.models.prompts import PromptPairs, tgd_logits
+from sfd.models.tg_d import TGD, tg_d_logits
 from sfd.models.vgg_d import VGGStyleDiscriminator
 
 
@@ -81,7 +81,7 @@ def test_clip_stays_frozen_in_eval_mode(image, text):
 
 def test_both_adversarial_terms_reach_the_sr_image(image, text):
     d = FeatD(widths=[32, 16, 16, 8])
-    pairs = PromptPairs(text, n_pairs=2, length=4)
+    pairs = TGD(text, n_pairs=2, length=4)
     for term in ("feat_d", "tg_d"):
         sr = torch.rand(1, 3, 64, 64, requires_grad=True)
         f = image(sr)
@@ -90,18 +90,18 @@ def test_both_adversarial_terms_reach_the_sr_image(image, text):
         else:
             with torch.no_grad():
                 t = pairs.text_features(text)
-            logits = tgd_logits(f["out"], t, text.logit_scale)
+            logits = tg_d_logits(f["out"], t, text.logit_scale)
         g_adversarial_loss(logits, None, "vanilla").backward()
         assert sr.grad is not None and sr.grad.abs().sum() > 0, term
         assert all(p.grad is None for p in image.parameters())
 
 
 def test_tgd_logit_is_the_positive_prompts_softmax_probability(text):
-    pairs = PromptPairs(text, n_pairs=3, length=4, seed=1)
+    pairs = TGD(text, n_pairs=3, length=4, seed=1)
     t = pairs.text_features(text)
     assert t.shape == (3, 2, 1024)
     v = torch.randn(4, 1024)
-    d = tgd_logits(v, t, text.logit_scale)
+    d = tg_d_logits(v, t, text.logit_scale)
     s = text.logit_scale.exp()
     cos = torch.nn.functional.normalize(v, dim=-1) @ t.reshape(6, -1).T
     p = torch.softmax(s * cos.reshape(4, 3, 2), dim=-1)[..., 0]
@@ -109,9 +109,9 @@ def test_tgd_logit_is_the_positive_prompts_softmax_probability(text):
 
 
 def test_prompt_contexts_are_seeded_and_words_init_works(text):
-    a, b = PromptPairs(text, 1, 8, seed=3), PromptPairs(text, 1, 8, seed=3)
+    a, b = TGD(text, 1, 8, seed=3), TGD(text, 1, 8, seed=3)
     assert torch.equal(a.ctx, b.ctx)
-    w = PromptPairs(text, 1, 8, init_words=["a sharp photo", "a blurry photo"])
+    w = TGD(text, 1, 8, init_words=["a sharp photo", "a blurry photo"])
     ids = text.tokenize(["a sharp photo"])[0]
     assert torch.allclose(w.ctx[0, 0, :3], text.token_embedding(ids[1:4]))
 

@@ -8,8 +8,6 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-from tqdm import tqdm
 
 __all__ = ["register", "cmd_sr", "cmd_eval", "cmd_export", "cmd_fetch_niqe_model"]
 
@@ -18,7 +16,7 @@ def _add_runtime_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tile", type=int, default=0, help="tile size in input pixels (0: whole image at once)")
     p.add_argument("--tile-pad", type=int, default=32, help="context pixels around each tile (default 32)")
     p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu, cuda, cuda:1, ...")
+    p.add_argument("--device", default="auto", help="auto (default: CUDA when available), cpu, cuda, cuda:1, ...")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
     p.add_argument("--allow-pickle", action="store_true",
                    help="load .pth files that need full pickle (only for files you trust)")
@@ -83,11 +81,17 @@ def _fail(message: str) -> int:
 
 
 def _setup(args: argparse.Namespace) -> str | None:
-    """Apply --threads and check --device; returns an error message or None."""
+    """Apply --threads and resolve --device; returns an error message or None."""
+    import torch
+
+    from sfd.device import resolve_device
+
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        return "--device cuda, but torch sees no CUDA device (use --device cpu)"
+    try:
+        args.device = str(resolve_device(args.device))
+    except ValueError as err:
+        return str(err)
     return None
 
 
@@ -107,6 +111,9 @@ def _output_paths(images: list[Path], out_dir: Path) -> dict[Path, Path]:
 
 
 def cmd_sr(args: argparse.Namespace) -> int:
+    import torch
+    from tqdm import tqdm
+
     from sfd.data.io import list_images, read_image, save_image
     from sfd.evaluate.tiling import PRECISIONS, bicubic_upscale, run_model, tiled_upscale
     from sfd.models.loading import load_generator

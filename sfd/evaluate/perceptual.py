@@ -17,7 +17,6 @@ for tests only, and every score it gives is flagged (``.random_weights``).
 from __future__ import annotations
 
 import importlib.util
-import os
 from pathlib import Path
 
 import numpy as np
@@ -26,18 +25,16 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 
+from sfd.weights import WeightsNotFoundError, imagenet_weights_path, seeded
+
 __all__ = ["BackboneWeightsMissing", "backbone_weights_path", "LPIPS", "DISTS"]
 
-# arch -> (torchvision builder, weights enum, environment variable)
-_BACKBONES = {
-    "alexnet": (torchvision.models.alexnet, torchvision.models.AlexNet_Weights.IMAGENET1K_V1, "SFD_ALEXNET_WEIGHTS"),
-    "vgg16": (torchvision.models.vgg16, torchvision.models.VGG16_Weights.IMAGENET1K_V1, "SFD_VGG16_WEIGHTS"),
-}
+_BACKBONES = {"alexnet": torchvision.models.alexnet, "vgg16": torchvision.models.vgg16}
 RANDOM_SEED = 0
 
 
-class BackboneWeightsMissing(FileNotFoundError):
-    pass
+class BackboneWeightsMissing(WeightsNotFoundError):
+    """ImageNet AlexNet/VGG16 weights for LPIPS or DISTS are not on this machine."""
 
 
 def _package_file(package: str, *parts: str) -> Path:
@@ -51,21 +48,8 @@ def _package_file(package: str, *parts: str) -> Path:
 
 
 def backbone_weights_path(arch: str, weights: str | Path | None = None) -> Path:
-    """Where the ImageNet weights of ``arch`` ('alexnet' or 'vgg16') are; see the module docstring."""
-    _, enum, env = _BACKBONES[arch]
-    filename = enum.url.rsplit("/", 1)[-1]
-    cache = Path(torch.hub.get_dir()) / "checkpoints" / filename
-    candidates = [Path(weights)] if weights else []
-    if os.environ.get(env):
-        candidates.append(Path(os.environ[env]))
-    candidates.append(cache)
-    for path in candidates:
-        if path.is_file():
-            return path
-    raise BackboneWeightsMissing(
-        f"ImageNet {arch} weights not found (looked at: {', '.join(map(str, candidates))}). "
-        f"Download {enum.url} and either put it at {cache} or set {env}=/path/to/{filename}."
-    )
+    """Where the ImageNet weights of ``arch`` ('alexnet' or 'vgg16') are (the policy of ``sfd.weights``)."""
+    return imagenet_weights_path(arch, weights, error=BackboneWeightsMissing)
 
 
 def _features(arch: str, weights: str | Path | None) -> tuple[nn.Sequential, bool, str]:
@@ -75,11 +59,10 @@ def _features(arch: str, weights: str | Path | None) -> tuple[nn.Sequential, boo
     (which would cost seconds), then filled from the file or from a seeded random init.
     """
     with torch.device("meta"):
-        net = _BACKBONES[arch][0](weights=None)
+        net = _BACKBONES[arch](weights=None)
     features = net.features.to_empty(device="cpu")
     if weights == "random":
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(RANDOM_SEED)
+        with seeded(RANDOM_SEED):
             for layer in features:
                 if isinstance(layer, nn.Conv2d):
                     layer.reset_parameters()

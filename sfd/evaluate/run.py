@@ -1,6 +1,6 @@
 """The evaluation runner behind ``sfd eval``: metrics registry, SR methods, tables, CSV, JSON.
 
-Convention (DESIGN §2): HR images are mod-cropped to the scale; LR = MATLAB bicubic of the HR,
+Convention (docs/evaluation.md): HR images are mod-cropped to the scale; LR = MATLAB bicubic of the HR,
 stored as 8 bits; every SR result is quantised to 8 bits (as a saved PNG would be) before it is
 measured. PSNR/SSIM/NIQE shave ``scale`` pixels at the border; LPIPS/DISTS see whole images.
 

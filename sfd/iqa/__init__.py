@@ -9,15 +9,24 @@ loss = sfd.iqa.create_metric("sfd-iqa", checkpoint=..., as_loss=True)(sr)  # dif
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
-from sfd.iqa.metrics import CLIPIQA, NIQE, SFDIQA, ImageProtocol, IQAMetric
+    from sfd.iqa.metrics import IQAMetric
 
 __all__ = ["create_metric", "list_metrics", "IQAMetric", "ImageProtocol", "SFDIQA", "CLIPIQA", "NIQE"]
 
-_METRICS = {"sfd-iqa": SFDIQA, "clipiqa": CLIPIQA, "niqe": NIQE}
+_METRICS = {"sfd-iqa": "SFDIQA", "clipiqa": "CLIPIQA", "niqe": "NIQE"}
+
+
+def __getattr__(name: str):  # the metric classes load on first use: `sfd --help` imports no torch
+    if name in ("IQAMetric", "ImageProtocol", "SFDIQA", "CLIPIQA", "NIQE"):
+        from sfd.iqa import metrics
+
+        return getattr(metrics, name)
+    raise AttributeError(f"module 'sfd.iqa' has no attribute {name!r}")
 _PROTOCOL_OPTIONS = ("mode", "max_side", "crop", "pad")
 
 
@@ -51,18 +60,20 @@ def create_metric(
     ``alpha_text``; clipiqa ``prompts`` (list of (positive, negative) pairs), ``clip_model``, ``seed``,
     ``pos_embed``.
     """
+    from sfd.iqa import metrics
+
     key = canonical_name(name)
     proto = {k: options.pop(k) for k in _PROTOCOL_OPTIONS if k in options}
     if proto:
         if "protocol" in options:
             raise ValueError(f"give either protocol= or its fields {sorted(proto)}, not both")
-        options["protocol"] = ImageProtocol(**proto)
+        options["protocol"] = metrics.ImageProtocol(**proto)
     if key == "sfd-iqa":
         if checkpoint is None:
             raise ValueError(
                 "sfd-iqa needs checkpoint=: an sfd training checkpoint (e.g. trained with configs/iqa.yml)"
             )
-        return SFDIQA(checkpoint, device=device, as_loss=as_loss, **options)
+        return metrics.SFDIQA(checkpoint, device=device, as_loss=as_loss, **options)
     if checkpoint is not None:
         raise ValueError(f"{key} takes no checkpoint")
-    return _METRICS[key](device=device, as_loss=as_loss, **options)
+    return getattr(metrics, _METRICS[key])(device=device, as_loss=as_loss, **options)

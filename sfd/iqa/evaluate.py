@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from sfd.iqa import canonical_name, create_metric
 from sfd.iqa.correlation import correlations, logistic4
-from sfd.iqa.metrics import IQAMetric, _weights_for_identity
+from sfd.iqa.metrics import IQAMetric
 
 __all__ = ["read_mos", "match_images", "score_files", "build_metrics", "evaluate", "markdown_table", "scatter_plot"]
 
@@ -99,10 +99,9 @@ def score_files(
 
 def clip_weights_of(checkpoint: str | Path) -> tuple[str, int]:
     """The CLIP weights (``load_clip`` argument) and seed a training checkpoint was trained with."""
-    from sfd.train import load_checkpoint
+    from sfd import checkpoint as ckpt_io
 
-    ckpt = load_checkpoint(checkpoint)
-    return _weights_for_identity(ckpt.get("meta", {}).get("clip", {}).get("weights"), ckpt["config"]["clip"])
+    return ckpt_io.load(checkpoint).clip_weights()
 
 
 def build_metrics(

@@ -9,7 +9,7 @@ Images are scored one at a time, so a score never depends on the other images of
 the networks run in float32 in eval mode, so scores are deterministic.
 
 How an image of any size reaches CLIP (which needs sides that are multiples of 32) is the
-``ImageProtocol`` [choice, DESIGN §1]; the default, ``mode="auto"``, feeds the whole image,
+``ImageProtocol`` [choice, docs/iqa.md]; the default, ``mode="auto"``, feeds the whole image,
 reflect-padded at the bottom/right to multiples of 32, when both sides are <= 1024 pixels, and
 otherwise averages over a deterministic grid of 256x256 crops that covers the image. Feat-D's
 score map is averaged over the original (unpadded) pixels only.
@@ -17,6 +17,7 @@ score map is averaged over the original (unpadded) pixels only.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from abc import ABC, abstractmethod
@@ -33,8 +34,8 @@ import torch.nn.functional as F
 from sfd.data.io import load_rgb, to_tensor
 from sfd.device import resolve_device
 from sfd.models.clip import CLIPWeightsError, ImageFeatures, LoadedCLIP, TextEncoder, load_clip
-from sfd.models.feat_d import FeatD
-from sfd.models.prompts import PromptPairs, tgd_logits
+from sfd.models.discriminators import build_discriminators
+from sfd.models.tg_d import tg_d_logits
 
 __all__ = ["ImageProtocol", "IQAMetric", "SFDIQA", "CLIPIQA", "NIQE", "Inputs", "load_inputs"]
 
@@ -204,19 +205,6 @@ class _CLIPMetric(IQAMetric):
 # ---------------------------------------------------------------- SFD-IQA
 
 
-def _weights_for_identity(identity: str | None, clip_cfg: dict) -> tuple[str, int]:
-    """The ``load_clip`` arguments that rebuild the CLIP a checkpoint was trained with."""
-    seed = int(clip_cfg.get("seed", 0))
-    if identity:
-        if m := re.fullmatch(r"random\(seed=(-?\d+)\)", identity):
-            return "random", int(m.group(1))
-        if identity == "openai":
-            return "openai", seed
-        if m := re.fullmatch(r"file:(.*) sha256:[0-9a-f]+", identity):
-            return m.group(1), seed
-    return clip_cfg.get("weights", "openai"), seed
-
-
 def _same_weights(a: str, b: str) -> bool:
     """Provably the same CLIP weights: the same identity, or files with the same SHA-256 prefix."""
     if a == b:
@@ -226,7 +214,7 @@ def _same_weights(a: str, b: str) -> bool:
 
 
 class SFDIQA(_CLIPMetric):
-    """SFD-IQA = alpha_feat * S_feat + alpha_text * S_text, in [0, 1], higher is better (DESIGN §1).
+    """SFD-IQA = alpha_feat * S_feat + alpha_text * S_text, in [0, 1], higher is better (docs/iqa.md).
 
     S_feat: the mean of sigmoid(Feat-D logits) over the image's pixels; S_text: the mean over
     prompt pairs of sigmoid(d_i), the probability of the positive learned prompt. Over a grid of
@@ -247,66 +235,70 @@ class SFDIQA(_CLIPMetric):
         weights: str | None = None,
         protocol: ImageProtocol | None = None,
     ):
-        from sfd.train import load_checkpoint
+        from sfd import checkpoint as ckpt_io
 
-        ckpt = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
-        source = "<dict>" if isinstance(checkpoint, dict) else str(checkpoint)
-        discs, cfg = ckpt.get("discriminators", {}), ckpt["config"]
-        if "feat_d" not in discs and "lpp" not in discs:
+        if isinstance(checkpoint, dict):
+            checkpoint = ckpt_io.from_dict(checkpoint)
+        ckpt = checkpoint if isinstance(checkpoint, ckpt_io.Checkpoint) else ckpt_io.load(checkpoint)
+        source = ckpt.path
+        discs, cfg = ckpt.discriminators, ckpt.config
+        if ckpt.kind != "sfd":
             raise ValueError(
-                f"{source} has neither a Feat-D nor prompt pairs (discriminators: {sorted(discs) or 'none'}): "
+                f"{source} has neither a Feat-D nor TG-D (discriminators: {sorted(discs) or 'none'}): "
                 "SFD-IQA needs a checkpoint trained with feat_d and/or tg_d enabled, e.g. configs/iqa.yml"
             )
-        alphas = {"feat": alpha_feat if "feat_d" in discs else 0.0, "text": alpha_text if "lpp" in discs else 0.0}
+        alphas = {"feat": alpha_feat if "feat_d" in discs else 0.0, "text": alpha_text if "tg_d" in discs else 0.0}
         if sum(alphas.values()) <= 0:
             raise ValueError(f"alpha weights {alphas} leave nothing to score with the parts this checkpoint has")
-        for part, key in (("Feat-D", "feat_d"), ("prompt pairs (TG-D)", "lpp")):
+        for part, key in (("Feat-D", "feat_d"), ("TG-D", "tg_d")):
             if key not in discs:
                 warnings.warn(f"{source} has no {part}: SFD-IQA scores with the other part alone", stacklevel=2)
 
-        clip = self._rebuild_clip(ckpt, weights, source)
-        super().__init__(
-            clip, cfg["clip"].get("pos_embed", "interpolate"), protocol or ImageProtocol(), device, as_loss
-        )
+        clip = self._rebuild_clip(ckpt, weights)
+        super().__init__(clip, cfg.clip.pos_embed, protocol or ImageProtocol(), device, as_loss)
         total = sum(alphas.values())
         self.alphas = {k: v / total for k, v in alphas.items()}  # renormalised: the score stays in [0, 1]
         self.checkpoint = source
-        self.iteration = int(ckpt.get("iteration", 0))
+        self.iteration = ckpt.iteration
 
+        text = TextEncoder(clip) if "tg_d" in discs else None
+        present = dataclasses.replace(  # build only the parts the checkpoint holds
+            cfg,
+            feat_d=dataclasses.replace(cfg.feat_d, enabled="feat_d" in discs),
+            tg_d=dataclasses.replace(cfg.tg_d, enabled="tg_d" in discs),
+            image_d=dataclasses.replace(cfg.image_d, type=None),
+        )
+        built = build_discriminators(present, text)
         self.feat_d = None
         if "feat_d" in discs:
-            fd = cfg["feat_d"]
-            self.feat_d = FeatD(widths=fd["widths"], kernel_size=fd["kernel_size"], negative_slope=fd["negative_slope"])
+            self.feat_d = built["feat_d"]
             self.feat_d.load_state_dict(discs["feat_d"])
             self.feat_d.eval().requires_grad_(False)  # eval: spectral norm uses its stored vectors, no power step
-        if "lpp" in discs:
-            text = TextEncoder(clip)
-            p = cfg["tg_d"]
-            lpp = PromptPairs(text, p["n_pairs"], p["length"], p["init_std"], p.get("init_words"), p["seed"])
-            lpp.load_state_dict(discs["lpp"])
+        if "tg_d" in discs:
+            tg_d = built["tg_d"]
+            tg_d.load_state_dict(discs["tg_d"])
             with torch.no_grad():  # the prompts are fixed now: encode them once
-                self.register_buffer("text_feats", lpp.text_features(text).float())
+                self.register_buffer("text_feats", tg_d.text_features(text).float())
             self.register_buffer("logit_scale", text.logit_scale.detach().clone())
         else:
             self.text_feats = None
         self.to(self.device)
 
     @staticmethod
-    def _rebuild_clip(ckpt: dict, weights: str | None, source: str) -> LoadedCLIP:
-        clip_cfg = ckpt["config"]["clip"]
-        trained = ckpt.get("meta", {}).get("clip", {}).get("weights")
-        arg, seed = (weights, int(clip_cfg.get("seed", 0))) if weights else _weights_for_identity(trained, clip_cfg)
+    def _rebuild_clip(ckpt, weights: str | None) -> LoadedCLIP:
+        model, trained = ckpt.config.clip.model, (ckpt.clip or {}).get("weights")
+        arg, seed = (weights, ckpt.config.clip.seed) if weights else ckpt.clip_weights()
         try:
-            clip = load_clip(clip_cfg["model"], arg, seed=seed)
+            clip = load_clip(model, arg, seed=seed)
         except CLIPWeightsError as err:
             raise CLIPWeightsError(
-                f"{source} was trained on the features of CLIP {clip_cfg['model']} with weights {trained or arg}; "
+                f"{ckpt.path} was trained on the features of CLIP {model} with weights {trained or arg}; "
                 f"SFD-IQA needs those same weights (pass weights=... / --clip-weights PATH).\n{err}"
             ) from err
         if trained and not _same_weights(clip.identity, trained):
             warnings.warn(
-                f"{source} was trained with CLIP weights {trained} but scores with {clip.identity}: "
-                "unless these are the same weights, Feat-D and the prompts see features they were not trained on",
+                f"{ckpt.path} was trained with CLIP weights {trained} but scores with {clip.identity}: "
+                "unless these are the same weights, Feat-D and TG-D see features they were not trained on",
                 stacklevel=3,
             )
         return clip
@@ -323,7 +315,7 @@ class SFDIQA(_CLIPMetric):
                 prob = torch.sigmoid(self.feat_d(feats))  # (1, 1, H/2, W/2)
                 s_feat.append(prob[..., : math.ceil(h / 2), : math.ceil(w / 2)].mean())
             if self.text_feats is not None:
-                s_text.append(torch.sigmoid(tgd_logits(feats["out"], self.text_feats, self.logit_scale)).mean())
+                s_text.append(torch.sigmoid(tg_d_logits(feats["out"], self.text_feats, self.logit_scale)).mean())
         out = {}
         score = torch.zeros((), device=img.device)
         for key, parts in (("feat", s_feat), ("text", s_text)):
@@ -375,7 +367,7 @@ class CLIPIQA(_CLIPMetric):
         return super().describe() | {"prompts": [list(p) for p in self.prompts]}
 
     def score_one(self, img: torch.Tensor) -> dict[str, torch.Tensor]:
-        probs = [torch.sigmoid(tgd_logits(self.clip(view, ("out",))["out"], self.text_feats, self.logit_scale)).mean()
+        probs = [torch.sigmoid(tg_d_logits(self.clip(view, ("out",))["out"], self.text_feats, self.logit_scale)).mean()
                  for view, _ in self.protocol.views(img)]  # fmt: skip
         return {"score": torch.stack(probs).mean()}
 

@@ -29,7 +29,9 @@ from tqdm import tqdm
 from sfd.data.io import load_rgb, to_tensor
 from sfd.iqa.evaluate import match_images, read_mos
 from sfd.iqa.metrics import SFDIQA
+from sfd.models.discriminators import build_discriminators
 from sfd.models.vgg_d import VGGStyleDiscriminator
+from sfd.weights import seeded
 
 __all__ = ["bin_by_mos", "sample_per_bin", "load_vgg_d", "tsne_analysis", "feature_maps", "DEFAULT_LAYERS"]
 
@@ -62,19 +64,17 @@ def sample_per_bin(bins: dict[str, int], per_bin: int, seed: int = 0) -> list[st
 def load_vgg_d(checkpoint: str | Path | None, input_size: int, seed: int = 0) -> tuple[VGGStyleDiscriminator, str]:
     """ESRGAN's VGG-style D from an lgan training checkpoint, else randomly initialised (seeded); and what it is."""
     if checkpoint is None:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with seeded(seed):
             d = VGGStyleDiscriminator(num_feat=64, input_size=input_size)
         return d.eval().requires_grad_(False), f"RANDOM initialisation (seed {seed}), not trained"
-    from sfd.train import load_checkpoint
+    from sfd import checkpoint as ckpt_io
 
-    ckpt = load_checkpoint(checkpoint)
-    cfg = ckpt["config"].get("image_d", {})
-    if cfg.get("type") != "vgg" or "image_d" not in ckpt.get("discriminators", {}):
+    ckpt = ckpt_io.load(checkpoint)
+    if ckpt.config.image_d.type != "vgg" or "image_d" not in ckpt.discriminators:
         raise ValueError(f"{checkpoint} holds no VGG-style discriminator (train one with configs/lgan_rrdb_x4.yml)")
-    d = VGGStyleDiscriminator(num_feat=cfg["num_feat"], input_size=cfg["input_size"])
-    d.load_state_dict(ckpt["discriminators"]["image_d"])
-    return d.eval().requires_grad_(False), f"trained: {checkpoint} (iteration {ckpt.get('iteration')})"
+    d = build_discriminators(ckpt.config)["image_d"]
+    d.load_state_dict(ckpt.discriminators["image_d"])
+    return d.eval().requires_grad_(False), f"trained: {checkpoint} (iteration {ckpt.iteration})"
 
 
 def center_crop(img: torch.Tensor, size: int) -> torch.Tensor:
@@ -107,7 +107,7 @@ def extract_features(
             continue
         feats = sfd.clip(center_crop(img, crop), ("m1", "m2", "m3"))
         out["clip"].append(feats["m1"].mean((2, 3)))
-        out["feat_d"].append(sfd.feat_d.forward_features(feats)["up3"].mean((2, 3)))
+        out["feat_d"].append(sfd.feat_d.forward_features(feats)["up1"].mean((2, 3)))
         out["vgg_d"].append(vgg_d.forward_features(center_crop(img, vgg_d.input_size)).mean((2, 3)))
         kept.append(name)
     if len(kept) < 3:

@@ -21,6 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from sfd.models import FrozenModule
+from sfd.weights import WeightsNotFoundError, seeded
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +42,8 @@ _ARCH = {"RN50": "RN50-quickgelu", "ViT-B-16": "ViT-B-16-quickgelu"}
 ENV_WEIGHTS = "SFD_CLIP_WEIGHTS"
 
 
-class CLIPWeightsError(RuntimeError):
-    """Pretrained CLIP weights are not available; the message says how to provide them."""
+class CLIPWeightsError(WeightsNotFoundError):
+    """Pretrained CLIP weights are not on this machine; the message says how to provide them."""
 
 
 @dataclass
@@ -140,8 +141,7 @@ def load_clip(name: str = "RN50", weights: str = "openai", seed: int = 0) -> Loa
         weights = env_file
 
     if weights == "random":
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with seeded(seed):
             model = open_clip.create_model(arch, pretrained=None)
         identity, pretrained = f"random(seed={seed})", False
     elif weights == "openai":

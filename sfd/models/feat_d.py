@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils import spectral_norm
+
+if TYPE_CHECKING:
+    from sfd.config import FeatDConfig
 
 __all__ = ["FeatD", "UpsamplingLayer"]
 
@@ -57,15 +62,23 @@ class FeatD(nn.Module):
         self.up1 = UpsamplingLayer(w2 + c1, w1, k, s)
         self.tail = nn.ModuleList([sn_conv(w1, w0, k), sn_conv(w0, w0, k), sn_conv(w0, w0, k), sn_conv(w0, 1, k)])
 
+    @classmethod
+    def from_config(cls, cfg: FeatDConfig) -> FeatD:
+        return cls(widths=cfg.widths, kernel_size=cfg.kernel_size, negative_slope=cfg.negative_slope)
+
     def forward_features(self, feats: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Intermediate maps: ``up1``/``up2``/``up3`` after the 1st/2nd/3rd upsampling layer, and ``logits``."""
+        """Intermediate maps keyed by the module that made them, and ``logits``.
+
+        Data flows deepest first: ``up3`` (on F_m3) is the 1st upsampling layer applied, ``up2`` the
+        2nd, ``up1`` (at F_m1's level, H/2) the 3rd, which the supplement's t-SNE taps.
+        """
         act = lambda x: F.leaky_relu(x, self.slope)  # noqa: E731
-        out = {"up1": self.up3(feats["m3"])}
-        x = self.conv3(act(out["up1"]))
+        out = {"up3": self.up3(feats["m3"])}
+        x = self.conv3(act(out["up3"]))
         out["up2"] = self.up2(torch.cat([x, feats["m2"]], dim=1))
         x = self.conv2(act(out["up2"]))
-        out["up3"] = self.up1(torch.cat([x, feats["m1"]], dim=1))
-        x = out["up3"]
+        out["up1"] = self.up1(torch.cat([x, feats["m1"]], dim=1))
+        x = out["up1"]
         for conv in self.tail:
             x = conv(act(x))
         out["logits"] = x

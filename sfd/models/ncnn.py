@@ -1,7 +1,7 @@
 """Exact conversion of ncnn RRDBNet (ESRGAN-family) models to spandrel's RRDBNet.
 
 The two pretrained x4 RRDBNet generators available offline ship as ncnn fp16 models inside
-registry packages (DESIGN §3). An ncnn model is a ``.param`` text graph plus a ``.bin`` blob:
+registry packages (docs/evaluation.md). An ncnn model is a ``.param`` text graph plus a ``.bin`` blob:
 
 * ``.param``: magic ``7767517``, then ``layer_count blob_count``, then one line per layer:
   ``type name n_in n_out inputs... outputs... key=value...``. A negative key ``-233xx=n,v1,..``

@@ -1,9 +1,9 @@
-"""Learnable prompt pairs (LPP) and text-guided discrimination (TG-D) on CLIP's F_out.
+"""TG-D: the text-guided discriminator on CLIP's F_out, with learnable prompt pairs.
 
 Each of N pairs holds a positive and a negative prompt, [SOS] + L learnable context vectors +
 [EOT], encoded by the frozen CLIP text tower (CoOp-style: only the contexts train). For pair i
 the TG-D logit is d_i = s * (cos(v, t+_i) - cos(v, t-_i)) with s CLIP's logit scale, so that
-sigmoid(d_i) is the softmax probability of the positive prompt [choice, DESIGN §1].
+sigmoid(d_i) is the softmax probability of the positive prompt [choice, docs/method.md].
 """
 
 from __future__ import annotations
@@ -12,13 +12,19 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from typing import TYPE_CHECKING
+
 from sfd.models.clip import TextEncoder
 
-__all__ = ["PromptPairs", "tgd_logits"]
+if TYPE_CHECKING:
+    from sfd.config import TGDConfig
+
+__all__ = ["TGD", "tg_d_logits"]
 
 
-class PromptPairs(nn.Module):
-    """The trainable part of TG-D: ``ctx`` of shape (N, 2, L, width); [:, 0] positive, [:, 1] negative."""
+class TGD(nn.Module):
+    """TG-D's trainable part, its learnable prompt pairs: ``ctx`` of shape (N, 2, L, width);
+    [:, 0] positive, [:, 1] negative. The frozen CLIP text tower is passed in, never owned."""
 
     def __init__(
         self,
@@ -47,6 +53,10 @@ class PromptPairs(nn.Module):
         self.ctx = nn.Parameter(ctx)
         self.register_buffer("tokens", tokens.cpu(), persistent=False)
 
+    @classmethod
+    def from_config(cls, cfg: TGDConfig, text: TextEncoder) -> TGD:
+        return cls(text, cfg.n_pairs, cfg.length, cfg.init_std, cfg.init_words, cfg.seed)
+
     @property
     def n_pairs(self) -> int:
         return self.ctx.shape[0]
@@ -66,7 +76,7 @@ class PromptPairs(nn.Module):
         return F.normalize(feats, dim=-1).reshape(n, 2, -1)
 
 
-def tgd_logits(image_out: torch.Tensor, text_feats: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+def tg_d_logits(image_out: torch.Tensor, text_feats: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
     """(B, D) F_out and (N, 2, D) pair features -> (B, N) logits s*(cos+ - cos-)."""
     v = F.normalize(image_out, dim=-1)
     cos = torch.einsum("bd,npd->bnp", v, text_feats.to(v.dtype))

@@ -1,0 +1,161 @@
+"""Training checkpoints: one layout, one loader that returns a described checkpoint.
+
+In the spirit of spandrel's loader returning a described model, ``load(path)`` gives a
+``Checkpoint``: the typed ``Config``, the state dicts, the generator to use (EMA first), the CLIP
+record and the iteration. Inference (``sr``, ``eval``, ``iqa``, the demo) reads checkpoints
+through this module and never imports the trainer. Layout (a plain dict, so that
+``torch.load(weights_only=True)`` reads it; see docs/training.md):
+
+    generator, generator_ema (or None), discriminators {feat_d, tg_d | image_d}, optimizers,
+    schedulers, iteration, config (a dict of the Config), rng, meta {sfd_version, generator,
+    clip, vgg, ...}, and optional extras (e.g. the real-world training-pair pool).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from sfd.config import Config
+from sfd.yamlconfig import ConfigError, config_from_dict
+
+__all__ = ["Checkpoint", "CheckpointError", "load", "from_dict", "save", "find_latest", "list_checkpoints"]
+
+# Names used by earlier versions -> today's names (old checkpoints keep loading).
+_LEGACY_PARTS = {"lpp": "tg_d"}
+
+
+class CheckpointError(ValueError):
+    """A file that is not a readable sfd checkpoint (missing, truncated, corrupt or of another kind)."""
+
+
+@dataclass
+class Checkpoint:
+    path: str
+    config: Config
+    iteration: int
+    generator: dict  # the raw generator's state dict
+    generator_ema: dict | None
+    discriminators: dict[str, dict]  # "feat_d", "tg_d" or "image_d"
+    optimizers: dict[str, dict] = field(default_factory=dict)
+    schedulers: dict[str, dict] = field(default_factory=dict)
+    rng: dict | None = None
+    meta: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)  # other entries, e.g. "pair_pool"
+
+    @property
+    def inference_generator(self) -> dict:
+        """The weights to super-resolve with: the EMA when the run kept one."""
+        return self.generator_ema if self.generator_ema is not None else self.generator
+
+    @property
+    def clip(self) -> dict | None:
+        """What CLIP the run trained with: {"model", "weights" (identity), "pretrained"}, or None."""
+        return self.meta.get("clip")
+
+    def clip_weights(self) -> tuple[str, int]:
+        """The ``load_clip(weights=..., seed=...)`` arguments that rebuild the CLIP the run trained with."""
+        identity = (self.clip or {}).get("weights")
+        seed = self.config.clip.seed
+        if identity:
+            if m := re.fullmatch(r"random\(seed=(-?\d+)\)", identity):
+                return "random", int(m.group(1))
+            if identity == "openai":
+                return "openai", seed
+            if m := re.fullmatch(r"file:(.*) sha256:[0-9a-f]+", identity):
+                return m.group(1), seed
+        return self.config.clip.weights, seed
+
+    @property
+    def kind(self) -> str:
+        """"sfd" (Feat-D and/or TG-D), "image_d" (a pixel-space baseline D) or "generator-only"."""
+        if {"feat_d", "tg_d"} & set(self.discriminators):
+            return "sfd"
+        return "image_d" if "image_d" in self.discriminators else "generator-only"
+
+
+def _rename_legacy(parts: dict) -> dict:
+    return {_LEGACY_PARTS.get(k, k): v for k, v in (parts or {}).items()}
+
+
+def load(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoint:
+    """Read an sfd training checkpoint (no pickled code runs); clear errors for anything else."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        raw = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # truncated zip, random bytes, pickled objects: all the same to a user
+        raise CheckpointError(f"{path} is not a readable checkpoint ({type(err).__name__}: {str(err)[:120]})") from None
+    return from_dict(raw, str(path))
+
+
+def from_dict(raw: dict, path: str = "<dict>") -> Checkpoint:
+    """Describe a checkpoint already read into a dict (e.g. edited in memory)."""
+    if not isinstance(raw, dict) or "generator" not in raw or "config" not in raw:
+        raise CheckpointError(f"{path} is not an sfd training checkpoint (no generator and config entries)")
+    known = {"generator", "generator_ema", "discriminators", "optimizers", "schedulers", "iteration", "config", "rng",
+             "meta"}  # fmt: skip
+    try:
+        config = config_from_dict(raw["config"], Config)
+    except ConfigError as err:
+        raise CheckpointError(f"{path}: its config does not load with this sfd version: {err}") from None
+    return Checkpoint(
+        path=path,
+        config=config,
+        iteration=int(raw.get("iteration", 0)),
+        generator=raw["generator"],
+        generator_ema=raw.get("generator_ema"),
+        discriminators=_rename_legacy(raw.get("discriminators")),
+        optimizers=_rename_legacy(raw.get("optimizers")),
+        schedulers=_rename_legacy(raw.get("schedulers")),
+        rng=raw.get("rng"),
+        meta=raw.get("meta") or {},
+        extra={k: v for k, v in raw.items() if k not in known},
+    )
+
+
+def save(state: dict, path: str | Path) -> Path:
+    """Write ``state`` atomically and durably: a temporary file, flushed and fsynced, renamed over
+    ``path``, then the folder fsynced. A crash or a full disk leaves the previous file intact."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # not possible on every platform; the rename is still atomic
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    """The run's ``checkpoints/iter_*.pth``, oldest first."""
+    return sorted(Path(run_dir, "checkpoints").glob("iter_*.pth"))
+
+
+def find_latest(run_dir: str | Path) -> Path | None:
+    found = list_checkpoints(run_dir)
+    return found[-1] if found else None
