@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo clean
+.PHONY: install test lint format demo clean
 
 install: $(STAMP)
 
@@ -22,6 +22,15 @@ $(STAMP): pyproject.toml
 
 test: install
 	$(PY) -m pytest -q
+
+# ruff's linter and formatter, configured in pyproject.toml; CI runs this before the tests.
+lint: install
+	$(VENV)/bin/ruff check sfd tests benchmarks
+	$(VENV)/bin/ruff format --check sfd tests benchmarks
+
+format: install
+	$(VENV)/bin/ruff format sfd tests benchmarks
+	$(VENV)/bin/ruff check --fix sfd tests benchmarks
 
 demo: install
 	$(VENV)/bin/sfd demo -o runs/demo

@@ -24,6 +24,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(func=cmd_inspect)
 
+    p = sub.add_parser("fetch-weights", help="download ImageNet backbone weights into torchvision's cache (asks first)",
+                       description="Download torchvision's ImageNet weights of NAME into its cache, where the "
+                                   "perceptual loss (vgg19) and LPIPS/DISTS (alexnet, vgg16) look for them. sfd "
+                                   "never downloads them otherwise.")
+    p.add_argument("names", nargs="+", choices=["vgg19", "vgg16", "alexnet"], metavar="NAME",
+                   help="vgg19 (perceptual loss), alexnet (LPIPS), vgg16 (LPIPS-vgg, DISTS)")
+    p.set_defaults(func=cmd_fetch_weights)
+
     p = sub.add_parser("demo", help="train a small SFD model on bundled photos and write an HTML report")
     p.add_argument("-o", "--output", default="runs/demo", help="output folder (default: runs/demo)")
     p.add_argument("--iterations", type=int, default=None, help="override the demo's iteration count")
@@ -100,4 +108,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     report = run_demo(args.output, iterations=args.iterations)
     print(f"report: {report}")
+    return 0
+
+
+def cmd_fetch_weights(args: argparse.Namespace) -> int:
+    from sfd.weights import fetch_imagenet_weights
+
+    for name in args.names:
+        print(f"{name}: {fetch_imagenet_weights(name)}")
     return 0

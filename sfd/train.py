@@ -184,7 +184,7 @@ def train_step(run: Run, lr: torch.Tensor, hr: torch.Tensor, hr_real: torch.Tens
             _step(run.optimizers[name], loss, discs[name].parameters(), cfg.optim.grad_clip)
 
     with warnings.catch_warnings():  # D optimizers do not step during the pixel warm-up; schedules still count
-        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()`")
+        warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
         for sched in run.schedulers.values():
             sched.step()
     run.iteration += 1

@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from sfd.data.io import list_images, load_rgb
+from sfd.data.pixels import to_levels
 from sfd.data.resize import bicubic_lr, mod_crop
 
 __all__ = ["HRPatches", "IterationSampler"]
@@ -58,7 +59,7 @@ class HRPatches(Dataset):
                 raise ValueError(f"{self.files[idx]} ({hr.shape[2]}x{hr.shape[1]}) is smaller than the {self.patch} patch")
             lr = None
             if self.bicubic:
-                lr = (bicubic_lr(hr.double() / 255.0, self.scale) * 255).round().to(torch.uint8)
+                lr = to_levels(bicubic_lr(hr.double() / 255.0, self.scale)).to(torch.uint8)
             self._cache[idx] = (hr, lr)
         return self._cache[idx]
 

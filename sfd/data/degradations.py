@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from sfd.data.pixels import pad_reflect
 from sfd.data.kernels import KERNEL_TYPES, KernelSpec, choice, gaussian_kernel, sample_kernel, sample_sinc, uniform
 
 __all__ = [
@@ -242,9 +243,7 @@ def sample_params(cfg: DegradationConfig, seed: int) -> DegradationParams:
 
 
 def _pad(x: torch.Tensor, pad: int) -> torch.Tensor:
-    # Reflect (OpenCV's BORDER_REFLECT_101, as Real-ESRGAN); replicate for images too small to reflect.
-    mode = "reflect" if pad < min(x.shape[-2:]) else "replicate"
-    return F.pad(x, (pad, pad, pad, pad), mode=mode)
+    return pad_reflect(x, pad, pad, pad, pad)  # OpenCV's BORDER_REFLECT_101, as Real-ESRGAN
 
 
 def filter2d(img: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:

@@ -14,6 +14,8 @@ from typing import Iterable
 
 import numpy as np
 import torch
+
+from sfd.data.pixels import round_half_up, to_levels
 from PIL import Image, ImageOps
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
@@ -54,7 +56,7 @@ def to_tensor(im: Image.Image) -> torch.Tensor:
 
 def save_png(img: torch.Tensor, path: str | Path) -> None:
     """(3, H, W) tensor in [0, 1] -> 8-bit PNG (rounded, clipped)."""
-    arr = (img.detach().float().clamp(0, 1) * 255.0).round().byte().permute(1, 2, 0).cpu().numpy()
+    arr = to_levels(img.detach().float()).byte().permute(1, 2, 0).cpu().numpy()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(arr.squeeze(-1) if arr.shape[-1] == 1 else arr).save(path)
 
@@ -149,9 +151,8 @@ def read_image(path: str | Path) -> ImageData:
 
 
 def _quantise(img: torch.Tensor, bit_depth: int) -> np.ndarray:
-    top = 65535.0 if bit_depth == 16 else 255.0
     if img.is_floating_point():
-        img = torch.floor(img.detach().float().clamp(0, 1) * top + 0.5)  # half up, as MATLAB
+        img = to_levels(img.detach().float(), bit_depth)
     return img.cpu().numpy().astype(np.uint16 if bit_depth == 16 else np.uint8)
 
 
@@ -172,7 +173,7 @@ def save_image(
     colour = rgb
     if grayscale:
         mean = rgb.float().mean(0, keepdim=True)
-        colour = mean if rgb.is_floating_point() else torch.floor(mean + 0.5).to(rgb.dtype)
+        colour = mean if rgb.is_floating_point() else round_half_up(mean).to(rgb.dtype)
     planes = [_quantise(colour, bit_depth)]
     if alpha is not None:
         planes.append(_quantise(alpha, bit_depth))

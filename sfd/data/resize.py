@@ -12,6 +12,8 @@ import math
 
 import torch
 
+from sfd.data.pixels import quantize
+
 __all__ = ["imresize", "mod_crop", "quantize_8bit", "bicubic_lr"]
 
 
@@ -96,7 +98,7 @@ def mod_crop(img: torch.Tensor, scale: int) -> torch.Tensor:
 
 def quantize_8bit(img: torch.Tensor) -> torch.Tensor:
     """[0, 1] floats rounded to 8-bit levels (half up, as MATLAB's im2uint8), still floats in [0, 1]."""
-    return torch.floor(img.clamp(0, 1) * 255.0 + 0.5) / 255.0
+    return quantize(img, 8)
 
 
 def bicubic_lr(hr: torch.Tensor, scale: int) -> torch.Tensor:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from sfd.data.pixels import round_half_up, to_levels
+
 __all__ = ["to_uint8_values", "rgb_to_y", "psnr", "ssim"]
 
 
@@ -16,8 +18,7 @@ def to_uint8_values(img: torch.Tensor) -> torch.Tensor:
     """Floats in [0, 1] (or a uint8 tensor) -> float64 integers 0..255, rounded half up as MATLAB."""
     if img.dtype == torch.uint8:
         return img.to(torch.float64)
-    img = img.detach().to(torch.float64) * 255.0
-    return torch.floor(img.clamp(0, 255) + 0.5)
+    return to_levels(img.detach().to(torch.float64))
 
 
 def rgb_to_y(img255: torch.Tensor) -> torch.Tensor:
@@ -29,7 +30,7 @@ def rgb_to_y(img255: torch.Tensor) -> torch.Tensor:
         return img255
     r, g, b = img255.unbind(-3)
     y = 16.0 + (65.481 * r + 128.553 * g + 24.966 * b) / 255.0
-    return torch.floor(y + 0.5).unsqueeze(-3)
+    return round_half_up(y).unsqueeze(-3)
 
 
 def _prepare(sr: torch.Tensor, hr: torch.Tensor, border: int, y_channel: bool):

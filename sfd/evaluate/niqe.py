@@ -50,6 +50,7 @@ import scipy.special
 import torch
 
 from sfd.data.resize import imresize
+from sfd.data.pixels import round_half_up
 from sfd.evaluate.metrics import rgb_to_y, to_uint8_values
 
 __all__ = [
@@ -273,7 +274,7 @@ def _to_luma(img: torch.Tensor, color: str) -> np.ndarray:
             values = rgb_to_y(values)
         elif color == "gray":  # rgb2gray: the luma row of NTSC->RGB's inverse, rounded to uint8
             r, g, b = values.unbind(-3)
-            values = torch.floor(0.298936021293776 * r + 0.587043074451121 * g + 0.114020904255103 * b + 0.5)[None]
+            values = round_half_up(0.298936021293776 * r + 0.587043074451121 * g + 0.114020904255103 * b)[None]
         else:
             raise ValueError(f"color must be 'y' or 'gray', not {color!r}")
     return values.reshape(values.shape[-2:]).numpy()

@@ -12,6 +12,8 @@ import math
 from typing import Callable
 
 import torch
+
+from sfd.data.pixels import pad_reflect, to_levels
 import torch.nn.functional as F
 from tqdm import tqdm
 
@@ -33,9 +35,7 @@ def pad_to_requirements(x: torch.Tensor, multiple: int = 1, minimum: int = 0) ->
     pad_h, pad_w = target_h - h, target_w - w
     if not (pad_h or pad_w):
         return x
-    rh, rw = min(pad_h, h - 1), min(pad_w, w - 1)
-    x = F.pad(x, (0, rw, 0, rh), mode="reflect")
-    return F.pad(x, (0, pad_w - rw, 0, pad_h - rh), mode="replicate")
+    return pad_reflect(x, 0, pad_w, 0, pad_h)
 
 
 def run_model(
@@ -64,8 +64,7 @@ def bicubic_upscale(scale: int) -> UpscaleFn:
 def _quantise(y: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     if dtype.is_floating_point:
         return y.to(dtype)
-    top = 65535.0 if dtype == torch.uint16 else 255.0
-    return torch.floor(y.clamp(0, 1) * top + 0.5).to(dtype)  # half up, as MATLAB's uint8()
+    return to_levels(y, 16 if dtype == torch.uint16 else 8).to(dtype)
 
 
 def tiled_upscale(

@@ -32,6 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from sfd.data.io import load_rgb, to_tensor
+from sfd.data.pixels import pad_reflect
 from sfd.device import resolve_device
 from sfd.models.clip import CLIPWeightsError, ImageFeatures, LoadedCLIP, TextEncoder, load_clip
 from sfd.models.discriminators import build_discriminators
@@ -114,10 +115,9 @@ class ImageProtocol:
             top, left = (h - ch) // 2, (w - cw) // 2
             return img[None, :, top : top + ch, left : left + cw], (ch, cw)
         ph, pw = -h % 32, -w % 32
-        # Reflection needs the pad to be smaller than the side; tiny images fall back to replicate.
-        mode = self.pad if (ph < h and pw < w) else "replicate"
-        padded = F.pad(img[None], (0, pw, 0, ph), mode=mode) if ph or pw else img[None]
-        return padded, (h, w)
+        if self.pad == "replicate":
+            return F.pad(img[None], (0, pw, 0, ph), mode="replicate"), (h, w)
+        return pad_reflect(img[None], 0, pw, 0, ph), (h, w)
 
 
 def _starts(length: int, crop: int) -> list[int]:
@@ -205,6 +205,16 @@ class _CLIPMetric(IQAMetric):
 # ---------------------------------------------------------------- SFD-IQA
 
 
+def _load_clip_for_metric(model: str, weights: str, seed: int, context: str = "") -> LoadedCLIP:
+    """``load_clip`` whose missing-weights error names the options of the metrics (not training's ``--set``)."""
+    try:
+        return load_clip(model, weights, seed=seed)
+    except CLIPWeightsError as err:
+        message = str(err).replace("--set clip.weights=PATH", "weights=PATH (sfd iqa/eval: --clip-weights PATH)")
+        message = message.replace("clip.weights=random", "--clip-weights random")
+        raise CLIPWeightsError(context + message) from None
+
+
 def _same_weights(a: str, b: str) -> bool:
     """Provably the same CLIP weights: the same identity, or files with the same SHA-256 prefix."""
     if a == b:
@@ -288,13 +298,8 @@ class SFDIQA(_CLIPMetric):
     def _rebuild_clip(ckpt, weights: str | None) -> LoadedCLIP:
         model, trained = ckpt.config.clip.model, (ckpt.clip or {}).get("weights")
         arg, seed = (weights, ckpt.config.clip.seed) if weights else ckpt.clip_weights()
-        try:
-            clip = load_clip(model, arg, seed=seed)
-        except CLIPWeightsError as err:
-            raise CLIPWeightsError(
-                f"{ckpt.path} was trained on the features of CLIP {model} with weights {trained or arg}; "
-                f"SFD-IQA needs those same weights (pass weights=... / --clip-weights PATH).\n{err}"
-            ) from err
+        context = f"{ckpt.path} was trained on the features of CLIP {model} with weights {trained or arg}; SFD-IQA needs those same weights: "
+        clip = _load_clip_for_metric(model, arg, seed, context)
         if trained and not _same_weights(clip.identity, trained):
             warnings.warn(
                 f"{ckpt.path} was trained with CLIP weights {trained} but scores with {clip.identity}: "
@@ -353,7 +358,7 @@ class CLIPIQA(_CLIPMetric):
         pairs = [tuple(p) for p in prompts]
         if not pairs or any(len(p) != 2 for p in pairs):
             raise ValueError(f"prompts must be a list of (positive, negative) pairs, got {prompts!r}")
-        clip = load_clip(clip_model, weights, seed=seed)
+        clip = _load_clip_for_metric(clip_model, weights, seed)
         super().__init__(clip, pos_embed, protocol or ImageProtocol(), device, as_loss)
         self.prompts = pairs
         text = TextEncoder(clip)

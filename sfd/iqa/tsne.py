@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from sfd.data.io import load_rgb, to_tensor
+from sfd.data.pixels import pad_reflect
 from sfd.iqa.evaluate import match_images, read_mos
 from sfd.iqa.metrics import SFDIQA
 from sfd.models.discriminators import build_discriminators
@@ -83,10 +84,7 @@ def center_crop(img: torch.Tensor, size: int) -> torch.Tensor:
     top, left = max((h - size) // 2, 0), max((w - size) // 2, 0)
     img = img[None, :, top : top + size, left : left + size]
     ph, pw = size - img.shape[-2], size - img.shape[-1]
-    if ph or pw:
-        mode = "reflect" if ph < img.shape[-2] and pw < img.shape[-1] else "replicate"
-        img = F.pad(img, (0, pw, 0, ph), mode=mode)
-    return img
+    return pad_reflect(img, 0, pw, 0, ph)
 
 
 @torch.no_grad()

@@ -55,14 +55,26 @@ class LoadedCLIP:
 
 
 def _how_to_provide(name: str) -> str:
+    """One line: the ways to give CLIP weights (``--set clip.weights`` in training; sfd iqa says ``--clip-weights``)."""
     return (
-        f"Provide CLIP {name} weights in one of these ways:\n"
-        f"  * let open_clip download and cache them once, on a machine with network access:\n"
-        f"      python -c \"import open_clip; open_clip.create_model('{_ARCH[name]}', pretrained='openai')\"\n"
-        f"  * point ${ENV_WEIGHTS} (or clip.weights in the config) at a local file: OpenAI's original\n"
-        f"    {name}.pt, or an open_clip state dict (.pt/.bin/.safetensors)\n"
-        f"  * for tests and demos only: clip.weights=random (results then measure nothing semantic)"
+        f"provide OpenAI's {name}.pt (or an open_clip state dict) with ${ENV_WEIGHTS}=PATH or --set clip.weights=PATH, "
+        f"or cache it once on a machine with network access: "
+        f"python -c \"import open_clip; open_clip.create_model('{_ARCH[name]}', pretrained='openai')\"; "
+        "for tests and demos only: clip.weights=random"
     )
+
+
+def _hub_reachable(host: str = "huggingface.co", timeout: float = 2.0) -> bool:
+    """Whether a download could work at all: no retries for a minute on a machine without network."""
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes"):
+        return False
+    import socket
+
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
 
 
 def _is_torchscript(path: Path) -> bool:
@@ -134,7 +146,7 @@ def load_clip(name: str = "RN50", weights: str = "openai", seed: int = 0) -> Loa
             if not cached:
                 warnings.warn(
                     f"No pretrained CLIP {name} weights on this machine: using RANDOM CLIP weights. "
-                    "Semantic features are then meaningless.\n" + _how_to_provide(name),
+                    "Semantic features are then meaningless; " + _how_to_provide(name),
                     stacklevel=2,
                 )
     if weights == "openai" and env_file:
@@ -146,16 +158,22 @@ def load_clip(name: str = "RN50", weights: str = "openai", seed: int = 0) -> Loa
         identity, pretrained = f"random(seed={seed})", False
     elif weights == "openai":
         # Already in open_clip's cache: load the file directly (no network round trip, no retries).
-        source = _cached_openai_file(name) or "openai"
+        source = _cached_openai_file(name)
+        if source is None and not _hub_reachable():
+            raise CLIPWeightsError(
+                f"OpenAI CLIP {name} weights are not on this machine and huggingface.co cannot be reached; "
+                + _how_to_provide(name)
+            )
         try:
-            model = open_clip.create_model(arch, pretrained=source)
+            model = open_clip.create_model(arch, pretrained=source or "openai")
         except Exception as err:  # download or cache failure: one clear error
-            raise CLIPWeightsError(f"Could not load OpenAI CLIP {name} weights ({err}).\n" + _how_to_provide(name)) from err
+            reason = " ".join(str(err).split())[:160]
+            raise CLIPWeightsError(f"could not load OpenAI CLIP {name} weights ({reason}); " + _how_to_provide(name)) from None
         identity, pretrained = "openai", True
     else:
         path = Path(weights).expanduser()
         if not path.is_file():
-            raise CLIPWeightsError(f"CLIP weights file not found: {path}\n" + _how_to_provide(name))
+            raise CLIPWeightsError(f"CLIP weights file not found: {path}; " + _how_to_provide(name))
         model = open_clip.create_model(arch, pretrained=None)
         missing, unexpected = model.load_state_dict(_read_state_dict(path), strict=False)
         if missing or unexpected:

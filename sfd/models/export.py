@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -31,6 +32,7 @@ def export_safetensors(spec: str | Path, output: str | Path, prefer_ema: bool = 
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     save_file(state, str(output), metadata=metadata)
+    _apply_umask(output)
 
     back = spandrel.ModelLoader().load_from_file(output)
     if back.architecture.id != gen.architecture or back.scale != gen.scale:
@@ -44,3 +46,10 @@ def export_safetensors(spec: str | Path, output: str | Path, prefer_ema: bool = 
         output.unlink()
         raise ValueError("the exported generator's outputs differ from the original's; nothing was written")
     return info
+
+
+def _apply_umask(path: Path) -> None:
+    """safetensors writes 0600 files; give the mode any file the user creates gets (0666 minus the umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
