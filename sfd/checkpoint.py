@@ -83,8 +83,15 @@ def _rename_legacy(parts: dict) -> dict:
 
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoint:
-    """Read an sfd training checkpoint (no pickled code runs); clear errors for anything else."""
+    """Read an sfd training checkpoint (no pickled code runs); clear errors for anything else.
+
+    ``path`` may be a run folder: its newest checkpoint is read."""
     path = Path(path)
+    if path.is_dir():
+        latest = find_latest(path)
+        if latest is None:
+            raise CheckpointError(f"{path} is a folder without checkpoints/iter_*.pth (not a run folder, or no checkpoint yet)")
+        path = latest
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:

@@ -44,11 +44,26 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if not args.config and not (args.resume and args.resume != "auto"):
         raise UsageError("give -c CONFIG (a file or a shipped config name), or --resume CHECKPOINT to continue a run")
-    cfg = load_config(args.config, args.overrides) if args.config else None
-    path = train(cfg, resume=args.resume, progress=not args.no_progress, overrides=args.overrides,
+    overrides = args.overrides + env_overrides()
+    cfg = load_config(args.config, overrides) if args.config else None
+    path = train(cfg, resume=args.resume, progress=not args.no_progress, overrides=overrides,
                  overwrite=args.overwrite)  # fmt: skip
     print(f"final checkpoint: {path}")
     return 0
+
+
+def env_overrides() -> list[str]:
+    """``$SFD_SET``: extra ``--set`` overrides (space-separated) after the command line's, said aloud.
+
+    For smoke tests of documented commands (tests/test_docs.py runs them with tiny settings)."""
+    import os
+    import shlex
+    import sys
+
+    extra = shlex.split(os.environ.get("SFD_SET", ""))
+    if extra:
+        print(f"SFD_SET adds: --set {' --set '.join(extra)}", file=sys.stderr)
+    return extra
 
 
 def inspect_checkpoint(path: str) -> dict:

@@ -151,6 +151,10 @@ def load_generator(
         param, bin_ = ncnn.named_model_files(spec_str)
         return _from_ncnn(param, bin_, spec_str, device)
     path = Path(spec_str).expanduser()
+    if path.is_dir() and Path(path, "checkpoints").is_dir():  # a run folder: its newest checkpoint
+        from sfd.checkpoint import find_latest
+
+        path = find_latest(path) or path
     if path.suffix.lower() in (".param", ".bin"):
         return _from_ncnn(*_ncnn_pair(path), str(path), device)
     if not path.is_file():
