@@ -31,6 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from sfd.config import ConfigError, load_config
+    from sfd.models.generators import PretrainedError
     from sfd.train import train
 
     if not args.config and not (args.resume and args.resume != "auto"):
@@ -41,7 +42,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     except ConfigError as err:
         print(f"sfd train: config error: {err}", file=sys.stderr)
         return 2
-    path = train(cfg, resume=args.resume, progress=not args.no_progress)
+    try:
+        path = train(cfg, resume=args.resume, progress=not args.no_progress)
+    except PretrainedError as err:  # e.g. the first stage has not been trained: one line, no traceback
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print(f"final checkpoint: {path}")
     return 0
 

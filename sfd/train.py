@@ -35,9 +35,10 @@ from sfd.evaluate.metrics import psnr, ssim
 from sfd.losses import PerceptualLoss, clipiqa_loss, d_adversarial_loss, g_adversarial_loss
 from sfd.models.clip import ImageFeatures, TextEncoder, load_clip
 from sfd.models.feat_d import FeatD
-from sfd.models.generators import build_generator, init_generator, parameter_sha256
+from sfd.models.generators import build_generator, initialise_from_config, parameter_sha256
 from sfd.models.prompts import PromptPairs, tgd_logits
 from sfd.models.vgg_d import VGGStyleDiscriminator
+from sfd.schedulers import build_scheduler
 
 __all__ = ["Run", "build_run", "train_step", "train", "save_checkpoint", "load_checkpoint", "find_latest_checkpoint"]
 
@@ -63,13 +64,15 @@ class Run:
     iteration: int = 0
 
 
-def build_run(cfg: Config) -> Run:
+def build_run(cfg: Config, init: bool = True) -> Run:
+    """Everything ``cfg`` describes; ``init=False`` skips ``generator.pretrained`` (a resumed run's weights
+    come from its checkpoint)."""
     device = resolve_device(cfg.train.device)
     torch.manual_seed(cfg.train.seed)
     g = build_generator(cfg.generator)
     meta: dict = {"sfd_version": sfd.__version__, "generator": {"arch": cfg.generator.arch, "scale": cfg.generator.scale}}
-    if cfg.generator.pretrained:
-        meta["generator"]["init"] = init_generator(g, cfg.generator.pretrained)
+    if init:
+        meta["generator"]["init"] = initialise_from_config(g, cfg)
     g.to(device)
     g_ema = copy.deepcopy(g).eval().requires_grad_(False) if cfg.optim.ema_decay else None
 
@@ -115,7 +118,7 @@ def build_run(cfg: Config) -> Run:
     optimizers = {"g": torch.optim.Adam(g.parameters(), lr=o.lr_g, betas=betas, weight_decay=o.weight_decay)}
     for name, d in discs.items():
         optimizers[name] = torch.optim.Adam(d.parameters(), lr=o.lr_d, betas=betas, weight_decay=o.weight_decay)
-    schedulers = {k: torch.optim.lr_scheduler.MultiStepLR(opt, o.milestones, o.gamma) for k, opt in optimizers.items()}
+    schedulers = {k: build_scheduler(opt, o) for k, opt in optimizers.items()}
     return Run(cfg, device, g, g_ema, discs, optimizers, schedulers, meta=meta, **run_kw)
 
 
@@ -375,9 +378,10 @@ def train(cfg: Config | None, resume: str | None = None, progress: bool = True) 
     out = run_dir_for(cfg)
     if not cfg.data.train:
         raise ValueError("data.train lists no HR folders")
-    run = build_run(cfg)
+    run = build_run(cfg, init=ckpt is None)
     if ckpt is not None:
         restore(run, ckpt)
+        run.meta["generator"]["init"] = ckpt.get("meta", {}).get("generator", {}).get("init")
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=2))
     notes = describe_weights(run.meta)
@@ -386,8 +390,8 @@ def train(cfg: Config | None, resume: str | None = None, progress: bool = True) 
         tqdm.write(note)
 
     data = cfg.data
-    dataset = HRPatches(data.train, data.patch_size, cfg.generator.scale, cfg.train.seed, data.use_flip, data.use_rot,
-                        bicubic=data.degradation is None)  # fmt: skip
+    dataset = HRPatches(data.train, data.patch_size, cfg.generator.scale, cfg.train.seed, use_hflip=data.use_hflip,
+                        use_vflip=data.use_vflip, use_rot=data.use_rot, bicubic=data.degradation is None)  # fmt: skip
     sampler = IterationSampler(run.iteration * data.batch_size, cfg.train.iterations * data.batch_size)
     loader = DataLoader(dataset, batch_size=data.batch_size, sampler=sampler, num_workers=data.num_workers,
                         drop_last=True, pin_memory=run.device.type == "cuda",
@@ -432,6 +436,8 @@ _BAR_KEYS = ("l_g_l1", "l_g_percep", "l_g_feat_d", "l_g_tg_d", "l_g_image_d", "l
 def describe_weights(meta: dict) -> list[str]:
     """Plain statements of which CLIP/VGG weights a run used (random ones are called out)."""
     notes = []
+    if meta.get("generator", {}).get("init"):
+        notes.append(f"generator init: {meta['generator']['init']}")
     if "clip" in meta:
         c = meta["clip"]
         tag = "pretrained" if c["pretrained"] else "RANDOM (not pretrained: semantic features are meaningless)"
