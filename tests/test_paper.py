@@ -14,6 +14,8 @@ from sfd.cli import main
 from sfd.evaluate.datasets import DatasetNotFound, resolve_dataset
 from sfd.evaluate.paper import load_paper_table, parse_method
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 DESIGN = Path(__file__).resolve().parents[2] / "shared" / "DESIGN.md"
 
 

@@ -14,6 +14,8 @@ from sfd.data.datasets import HRPatches
 from sfd.schedulers import build_scheduler
 from sfd.train import build_run, load_checkpoint, train
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # small CPU ops: one thread is faster on 2 busy cores
+
 CONFIGS = Path(__file__).parents[1] / "configs"
 FIRST_STAGES = {"psnr_rrdb_x4", "psnr_swinir_x4", "realesrnet_x4"}
 TINY_SWINIR = ["generator.embed_dim=12", "generator.depths=[1]", "generator.num_heads=[2]", "generator.img_size=16"]
@@ -168,3 +170,16 @@ def test_resume_needs_no_first_stage_and_keeps_the_init_record(photos, tmp_path)
     final = train(_tiny("psnr_rrdb_x4", photos, runs, stage2, iterations=4), resume="auto", progress=False)
     ckpt = load_checkpoint(final)
     assert ckpt["iteration"] == 4 and ckpt["meta"]["generator"]["init"] == init
+
+
+def test_quickstart_and_demo_opt_into_random_init_and_still_run(photos, tmp_path):
+    cfg = load_config(CONFIGS / "quickstart.yml", tiny_overrides(photos, tmp_path))
+    assert cfg.generator.pretrained == "random" and cfg.train.pixel_warmup > 0
+    with pytest.warns(UserWarning, match=r"randomly initialised generator \(after 100 L1 warm-up iterations\)"):
+        final = train(cfg, progress=False)
+    assert load_checkpoint(final)["meta"]["generator"]["init"].startswith("random")
+
+    from sfd.demo import run_demo
+
+    report = run_demo(tmp_path / "demo", iterations=2)
+    assert report.is_file() and "SFD demo" in report.read_text()
