@@ -158,6 +158,10 @@ def test_a_missing_first_stage_stops_training_with_one_line(photos, tmp_path, mo
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "generator.pretrained is not set" in err and "'random'" in err
 
+    code = main(["train", "-c", str(CONFIGS / "classic_rrdb_x4.yml"), "--set", "generator.pretrained=nothing/G.pth"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and err.startswith("error: generator.pretrained=nothing/G.pth: ")
+
 
 def test_resume_needs_no_first_stage_and_keeps_the_init_record(photos, tmp_path):
     runs = tmp_path / "runs"

@@ -158,5 +158,8 @@ def initialise_from_config(model: nn.Module, cfg: Config) -> str:
     if spec in ncnn.NAMED_MODELS and not first_stage:
         warnings.warn(f"generator.pretrained={spec} is a GAN-trained model: a quick start, not the supplement's "
                       "fidelity-oriented first stage", stacklevel=2)
-    described = init_generator(model, source)
+    try:
+        described = init_generator(model, source)
+    except FileNotFoundError as err:  # a mistyped path or a missing named-model package: one line for the CLI
+        raise PretrainedError(f"generator.pretrained={spec}: {err}") from err
     return f"{described} [generator.pretrained={spec}]" if spec.startswith("run:") else described
