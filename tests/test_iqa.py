@@ -414,7 +414,8 @@ def test_tsne_outputs(artifact, tmp_path, capsys):
     assert report["binning"]["mode"] == "data"
     capsys.readouterr()
     rc = main(["tsne", "--images", str(folder), "--mos", str(csv_path), "--image-col", "filename",
-               "--mos-col", "score", "--model", str(artifact.ckpt), "--out", str(out), "--mos-range", "1,5"])  # fmt: skip
+               "--mos-col", "score", "--model", str(artifact.ckpt), "--out", str(out),
+               "--mos-range", "1,5"])  # fmt: skip
     assert rc != 0 and "outside the MOS range 1,5" in capsys.readouterr().err
 
 

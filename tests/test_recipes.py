@@ -37,7 +37,8 @@ def _tiny(name: str, photos: Path, out: Path, extra=(), iterations: int = 2):
 
 def test_first_stage_recipes_state_their_sources_numbers():
     rrdb = load_config(CONFIGS / "psnr_rrdb_x4.yml")  # BasicSR train_RRDBNet_PSNR_x4.yml
-    assert (rrdb.optim.lr_g, rrdb.data.batch_size, rrdb.data.patch_size, rrdb.train.iterations) == (2e-4, 16, 128, 10**6)
+    assert (rrdb.optim.lr_g, rrdb.data.batch_size, rrdb.data.patch_size) == (2e-4, 16, 128)
+    assert rrdb.train.iterations == 10**6
     assert (rrdb.optim.scheduler, rrdb.optim.restart_period, rrdb.optim.eta_min) == ("cosine_restart", 250_000, 1e-7)
     swinir = load_config(CONFIGS / "psnr_swinir_x4.yml")  # BasicSR train_SwinIR_SRx4_scratch.yml
     assert (swinir.optim.lr_g, swinir.data.batch_size, swinir.train.iterations) == (2e-4, 32, 500_000)
@@ -119,7 +120,8 @@ def test_second_stage_starts_from_the_first_stages_newest_ema(photos, tmp_path):
     newest = runs / "psnr_rrdb_x4" / "checkpoints" / "iter_00000004.pth"
     ema = load_checkpoint(newest)["generator_ema"]
     for spec in ("run:psnr_rrdb_x4", str(runs / "psnr_rrdb_x4")):
-        cfg = load_config(CONFIGS / "classic_rrdb_x4.yml", tiny_overrides(photos, runs) + [f"generator.pretrained={spec}"])
+        overrides = tiny_overrides(photos, runs) + [f"generator.pretrained={spec}"]
+        cfg = load_config(CONFIGS / "classic_rrdb_x4.yml", overrides)
         with warnings.catch_warnings():
             warnings.simplefilter("error", UserWarning)  # no "random weights" warning
             warnings.filterwarnings("ignore", message=".*RANDOM weights")  # the tiny test's VGG19

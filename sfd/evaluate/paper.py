@@ -117,7 +117,8 @@ class PaperResult:
             rows.append([f"{label} (paper)", *(f"{t.published(c, d, m):.{DECIMALS[m]}f}"
                                                for d in t.datasets for m in t.metrics)])  # fmt: skip
         for m in self.ours:
-            rows.append([f"{m.name} (measured)", *(self._ours_cell(m.name, d, x) for d in t.datasets for x in t.metrics)])
+            cells = [self._ours_cell(m.name, d, x) for d in t.datasets for x in t.metrics]
+            rows.append([f"{m.name} (measured)", *cells])
             if m.column:
                 rows.append([f"Δ {m.name} − {paper[m.column]}",
                              *(self._diff_cell(m, d, x) for d in t.datasets for x in t.metrics)])  # fmt: skip
@@ -246,7 +247,8 @@ def evaluate_paper_table(
     result.notes += [METRIC_NOTES[m] for m in t.metrics if m in METRIC_NOTES and m not in result.unavailable]
     for m in ours:
         if m.column:
-            result.notes.append(f"{m.name}: {m.spec}, compared with the paper's {t.columns[m.column]} (Δ = ours − paper)")
+            result.notes.append(f"{m.name}: {m.spec}, compared with the paper's {t.columns[m.column]} "
+                                "(Δ = ours − paper)")
         elif m.spec:
             result.notes.append(f"{m.name}: {m.spec} (no paper column; --model KEY={m.spec} with KEY one of "
                                 f"{', '.join(t.columns)} compares it)")
