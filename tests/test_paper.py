@@ -92,7 +92,7 @@ def test_a_model_named_after_a_paper_column_gets_its_difference(no_backbones, tm
     model = tmp_path / "g.pth"
     torch.save(tiny_rrdbnet(4).state_dict(), model)
     code = main(["eval", "--paper-table", "supp2", "--model", f"rn50={model}", str(model), "--data-root", str(root),
-                 "--json", "-o", str(tmp_path / "out"), "--device", "cpu"])  # fmt: skip
+                 "--json", "--report", "-o", str(tmp_path / "out"), "--device", "cpu"])  # fmt: skip
     assert code == 0
     data = json.loads(capsys.readouterr().out)
     ours = data["ours"]["rn50"]
@@ -104,6 +104,8 @@ def test_a_model_named_after_a_paper_column_gets_its_difference(no_backbones, tm
     table = (tmp_path / "out" / "paper_table.md").read_text()
     assert _cells(table, "Δ rn50 − RN50")[1] == f"{ours['values']['Set5']['psnr'] - 31.63:+.2f}"
     assert _cells(table, "rn50 (measured)")[4:] == ["not found"] * 3
+    report = (tmp_path / "out" / "report.html").read_text()
+    assert "Supplement Table 2" in report and report.count("crops/Set5_") == 2 * 3  # HR + two methods, 2 images
 
 
 def test_paper_table_usage_errors_are_one_line(tmp_path, capsys, monkeypatch):
