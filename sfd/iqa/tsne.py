@@ -78,9 +78,9 @@ def describe_binning(edges: np.ndarray, mos_range: tuple[float, float], from_dat
     """One line for outputs: which bins, on which scale, and whether the MOS was rescaled."""
     lo, hi = mos_range
     kind = "equal bins between the data's min and max" if from_data else "the supplement's fixed bins"
-    scale = "MOS as given (0-100)" if (lo, hi) == (0.0, 100.0) else f"MOS rescaled from {lo:g}-{hi:g} to 0-100"
+    scale = "MOS used as given" if (lo, hi) == (0.0, 100.0) else f"MOS rescaled from {lo:g}-{hi:g}"
     ranges = ", ".join(f"{a:.4g}-{b:.4g}" for a, b in zip(edges[:-1], edges[1:]))
-    return f"{kind} on a 0-100 scale ({scale}): {ranges}"
+    return f"{kind} on a 0-100 scale, {scale}: {ranges}"
 
 
 def sample_per_bin(bins: dict[str, int], per_bin: int, seed: int = 0) -> list[str]:
