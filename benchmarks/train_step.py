@@ -38,8 +38,9 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--blocks", type=int, default=6, help="RRDB blocks (23 in the paper)")
     args = ap.parse_args()
-    common = [f"generator.num_blocks={args.blocks}", "clip.weights=random", "loss.vgg_weights=random",
-              f"data.patch_size={args.patch}", f"image_d.input_size={args.patch}", f"train.device={args.device}"]  # fmt: skip
+    common = [f"generator.num_blocks={args.blocks}", "generator.pretrained=random", "clip.weights=random",
+              "loss.vgg_weights=random", f"data.patch_size={args.patch}", f"image_d.input_size={args.patch}",
+              f"train.device={args.device}"]  # fmt: skip
     runs = {
         "SFD (Feat-D + TG-D, L=32, N=5)": build_run(load_config(None, common)),
         "L_GAN (VGG-style pixel D)": build_run(load_config(None, common + [

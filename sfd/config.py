@@ -65,8 +65,12 @@ class GeneratorConfig:
     mlp_ratio: float = 2.0
     img_size: int = 64
     drop_path_rate: float = 0.1
-    # Initialisation: a fidelity-oriented (PSNR) checkpoint, as the supplement does. Any file
-    # spandrel loads, an sfd checkpoint, or a named model (see `sfd sr --help`). None = random init.
+    # Initialisation. The supplement starts SFD from a fidelity-oriented (L1) first stage:
+    #   "run:NAME"  the newest checkpoint (EMA weights) of run NAME under train.output_dir
+    #               (e.g. run:psnr_rrdb_x4, trained by configs/psnr_rrdb_x4.yml);
+    #   a run folder, any file spandrel loads, an sfd checkpoint, or a named model (realesrgan-x4plus);
+    #   "random"    random weights: an explicit opt-in (first stages, quick tests); warns in adversarial runs.
+    # Unset (null) is an error at `sfd train`: every config says where its generator starts.
     pretrained: Optional[str] = None
 
 
@@ -130,10 +134,16 @@ class LossConfig:
 class DataConfig:
     train: list[str] = field(default_factory=list)  # HR folders
     patch_size: int = 128  # HR patch
+    # The batch of one training process. Training runs in one process today, so this is also the
+    # global batch; once multi-process training exists, global batch = batch_size x processes.
     batch_size: int = 32
     num_workers: int = 4
-    use_flip: bool = True
-    use_rot: bool = True
+    # Augmentation. Classic SISR (BasicSR's use_hflip + use_rot): all three, the 8 orientations.
+    # Real-world (Real-ESRGAN): horizontal flips only; an upside-down photo changes CLIP's semantics.
+    use_hflip: bool = True  # left-right flip, p = 0.5
+    use_vflip: bool = True  # upside-down flip, p = 0.5
+    use_rot: bool = True  # transpose (90° rotation with the flips), p = 0.5
+    use_flip: Optional[bool] = None  # deprecated (configs before use_hflip/use_vflip): sets both flips
     val: Optional[str] = None  # HR folder for validation PSNR/SSIM
     val_max_images: int = 10
     # None: LR by MATLAB bicubic (classic SISR). Set it for Real-ESRGAN's second-order degradations.
@@ -146,8 +156,14 @@ class OptimConfig:
     lr_d: float = 1e-4
     betas: list[float] = field(default_factory=lambda: [0.9, 0.99])  # [choice]
     weight_decay: float = 0.0
-    milestones: list[int] = field(default_factory=list)  # multi-step LR schedule
+    # LR schedule of every optimizer. multistep: x gamma at each milestone. cosine_restart: cosine
+    # from lr to eta_min over restart_period iterations, then restart (BasicSR's CosineAnnealingRestartLR
+    # with equal periods and restart weights 1, as its RRDBNet PSNR recipe).
+    scheduler: Literal["multistep", "cosine_restart"] = "multistep"
+    milestones: list[int] = field(default_factory=list)
     gamma: float = 0.5
+    restart_period: int = 250_000
+    eta_min: float = 1e-7
     grad_clip: Optional[float] = None  # max global norm, per optimizer
     ema_decay: Optional[float] = 0.999  # EMA of the generator; None = off
 
@@ -182,6 +198,9 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def validate(self) -> "Config":
+        if self.data.use_flip is not None:  # old configs and checkpoints: one switch for both flips
+            self.data.use_hflip = self.data.use_vflip = self.data.use_flip
+            self.data.use_flip = None
         if self.image_d.type and (self.feat_d.enabled or self.tg_d.enabled):
             raise ConfigError("image_d.type is set: disable feat_d.enabled and tg_d.enabled (one D family per run)")
         if self.clip.model != "RN50" and self.feat_d.enabled:
@@ -197,6 +216,10 @@ class Config:
             raise ConfigError(
                 f"data.degradation.queue_size={deg.queue_size} must be a multiple of data.batch_size={self.data.batch_size}"
             )
+        if self.optim.scheduler == "cosine_restart" and self.optim.restart_period < 1:
+            raise ConfigError(f"optim.restart_period={self.optim.restart_period} must be positive")
+        if self.generator.pretrained is not None and self.generator.pretrained.strip() in ("", "run:"):
+            raise ConfigError(f"generator.pretrained={self.generator.pretrained!r} names nothing")
         if self.tg_d.length + 2 > 77:
             raise ConfigError(f"tg_d.length={self.tg_d.length} does not fit CLIP's 77-token context")
         return self

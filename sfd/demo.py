@@ -38,6 +38,7 @@ WARMUP = 400
 DEMO_SETTINGS = [
     "generator.num_feat=32",
     "generator.num_blocks=3",
+    "generator.pretrained=random",  # the L1 warm-up below stands in for the fidelity-oriented first stage
     "clip.weights=auto",
     "feat_d.widths=[128,64,32,32]",
     "tg_d.n_pairs=1",

@@ -67,7 +67,8 @@ def _vgg_state_dict(weights: str, seed: int = 0) -> tuple[dict | None, str]:
 class PerceptualLoss(FrozenModule):
     """Weighted L1 distance between VGG19 features of SR and HR (inputs RGB in [0, 1]).
 
-    ``layers`` maps layer names (e.g. ``conv5_4``: before activation, as ESRGAN) to weights.
+    ``layers`` maps layer names to weights. A ``convX_Y`` layer is compared before its activation
+    (as ESRGAN and Real-ESRGAN do), a ``reluX_Y`` layer after it.
     """
 
     def __init__(self, layers: dict[str, float], weights: str = "imagenet", seed: int = 0):
@@ -87,6 +88,9 @@ class PerceptualLoss(FrozenModule):
             warnings.warn(notice, stacklevel=2)
         last = max(names.index(n) for n in layers)
         self.features = features[: last + 1].eval().requires_grad_(False)
+        for m in self.features:  # an in-place ReLU would overwrite the conv output tapped just before it
+            if isinstance(m, nn.ReLU):
+                m.inplace = False
         self.index = {names.index(n): w for n, w in layers.items()}
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)

@@ -38,8 +38,9 @@ from sfd.evaluate.metrics import psnr, ssim
 from sfd.losses import PerceptualLoss, clipiqa_loss, d_adversarial_loss, g_adversarial_loss
 from sfd.models.clip import ImageFeatures, TextEncoder, load_clip
 from sfd.models.discriminators import build_discriminators
-from sfd.models.generators import build_generator, init_generator, parameter_sha256
+from sfd.models.generators import build_generator, initialise_from_config, parameter_sha256, resolve_pretrained
 from sfd.models.tg_d import tg_d_logits
+from sfd.schedulers import build_scheduler
 from sfd.weights import describe_weights
 
 __all__ = ["Run", "build_run", "train_step", "train", "save_checkpoint", "restore"]
@@ -66,13 +67,15 @@ class Run:
     iteration: int = 0
 
 
-def build_run(cfg: Config) -> Run:
+def build_run(cfg: Config, init: bool = True) -> Run:
+    """Everything ``cfg`` describes; ``init=False`` skips ``generator.pretrained`` (a resumed run's weights
+    come from its checkpoint)."""
     device = resolve_device(cfg.train.device)
     torch.manual_seed(cfg.train.seed)
     g = build_generator(cfg.generator)
     meta: dict = {"sfd_version": sfd.__version__, "generator": {"arch": cfg.generator.arch, "scale": cfg.generator.scale}}
-    if cfg.generator.pretrained:
-        meta["generator"]["init"] = init_generator(g, cfg.generator.pretrained)
+    if init:
+        meta["generator"]["init"] = initialise_from_config(g, cfg)
     g.to(device)
     g_ema = copy.deepcopy(g).eval().requires_grad_(False) if cfg.optim.ema_decay else None
 
@@ -106,7 +109,7 @@ def build_run(cfg: Config) -> Run:
     optimizers = {"g": torch.optim.Adam(g.parameters(), lr=o.lr_g, betas=betas, weight_decay=o.weight_decay)}
     for name, d in discs.items():
         optimizers[name] = torch.optim.Adam(d.parameters(), lr=o.lr_d, betas=betas, weight_decay=o.weight_decay)
-    schedulers = {k: torch.optim.lr_scheduler.MultiStepLR(opt, o.milestones, o.gamma) for k, opt in optimizers.items()}
+    schedulers = {k: build_scheduler(opt, o) for k, opt in optimizers.items()}
     return Run(cfg, device, g, g_ema, discs, optimizers, schedulers, meta=meta, **run_kw)
 
 
@@ -331,8 +334,10 @@ def run_dir_for(cfg: Config) -> Path:
     return Path(cfg.train.output_dir) / cfg.name
 
 
-def _check_before_work(cfg: Config) -> None:
-    """Mistakes that would otherwise surface minutes later, as one-line config errors."""
+def _check_before_work(cfg: Config, resuming: bool) -> None:
+    """Mistakes that would otherwise surface minutes later, as one-line errors."""
+    if not resuming:
+        resolve_pretrained(cfg.generator.pretrained, cfg.train.output_dir)  # e.g. the first stage is missing
     if not cfg.data.train:
         raise ConfigError("data.train lists no HR folders: add --set data.train=[DIR] (or set it in the config)")
     missing = [d for d in cfg.data.train if not Path(d).exists()]
@@ -379,7 +384,7 @@ def train(
             data = apply_overrides(config_to_dict(ckpt.config), overrides or [])
             cfg = config_from_dict(data, Config).validate()
     out = run_dir_for(cfg)
-    _check_before_work(cfg)
+    _check_before_work(cfg, resuming=ckpt is not None)
     if ckpt is None and (latest := checkpoint.find_latest(out)) is not None:
         if not overwrite:
             raise UsageError(
@@ -388,9 +393,10 @@ def train(
             )
         tqdm.write(f"--overwrite: removing the earlier run's checkpoints and logs in {out}")
         _clear_run(out)
-    run = build_run(cfg)
+    run = build_run(cfg, init=ckpt is None)
     if ckpt is not None:
         restore(run, ckpt)
+        run.meta["generator"]["init"] = ckpt.meta.get("generator", {}).get("init")
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=2))
     notes = describe_weights(run.meta)
@@ -399,8 +405,8 @@ def train(
         tqdm.write(note)
 
     data = cfg.data
-    dataset = HRPatches(data.train, data.patch_size, cfg.generator.scale, cfg.train.seed, data.use_flip, data.use_rot,
-                        bicubic=data.degradation is None)  # fmt: skip
+    dataset = HRPatches(data.train, data.patch_size, cfg.generator.scale, cfg.train.seed, use_hflip=data.use_hflip,
+                        use_vflip=data.use_vflip, use_rot=data.use_rot, bicubic=data.degradation is None)  # fmt: skip
     sampler = IterationSampler(run.iteration * data.batch_size, cfg.train.iterations * data.batch_size)
     loader = DataLoader(dataset, batch_size=data.batch_size, sampler=sampler, num_workers=data.num_workers,
                         drop_last=True, pin_memory=run.device.type == "cuda",

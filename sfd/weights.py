@@ -103,6 +103,8 @@ def random_weights_notice(what: str, consequence: str, how: str = "") -> str:
 def describe_weights(meta: dict) -> list[str]:
     """Plain statements of which CLIP/VGG weights a run used (random ones called out), from checkpoint meta."""
     notes = []
+    if init := meta.get("generator", {}).get("init"):
+        notes.append(f"generator init: {init}")
     if "clip" in meta:
         c = meta["clip"]
         if c["pretrained"]:

@@ -25,6 +25,7 @@ def tiny_overrides(train_dir: Path, out_dir: Path, iterations: int = 4) -> list[
     return [
         "generator.num_feat=8",
         "generator.num_blocks=1",
+        "generator.pretrained=random",  # tiny generators have no first stage
         "clip.weights=random",
         "feat_d.widths=[32,16,16,8]",
         "tg_d.n_pairs=2",

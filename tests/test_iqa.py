@@ -398,13 +398,46 @@ def test_tsne_outputs(artifact, tmp_path, capsys):
     Image.open(out / "tsne.png").verify()
     counts = [b["images"] for b in report["bins"]]
     assert len(counts) == 5 and sum(counts) == len(report["images"]) and max(counts) <= 3
-    assert report["bins"][0]["range"][0] == min(mos.values()) and report["bins"][-1]["range"][1] == max(mos.values())
+    assert [b["range"] for b in report["bins"]] == [[0, 20], [20, 40], [40, 60], [60, 80], [80, 100]]
+    assert report["binning"]["mode"] == "fixed" and not report["binning"]["rescaled_to_0_100"]
     for key in ("vgg_d", "clip", "feat_d"):
         p = report["panels"][key]
         assert -1 <= p["silhouette_tsne"] <= 1 and 0 <= p["knn_accuracy_tsne"] <= 1
     assert "RANDOM" in report["panels"]["vgg_d"]["source"] and "RANDOM" in report["note"]
     assert list(report["images_unreadable"]) == ["corrupt.JPG"] or "corrupt.JPG" not in report["images"]
-    assert "feat_d" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "feat_d" in captured.out and "fixed bins on a 0-100 scale" in captured.err
+
+    # the data-range bins stay available; a scale the data does not fit is one clear error
+    rc = main(["tsne", "--images", str(folder), "--mos", str(csv_path), "--image-col", "filename",
+               "--mos-col", "score", "--model", str(artifact.ckpt), "--per-bin", "3", "--crop", "64",
+               "--out", str(out), "--no-progress", "--bins-from", "data"])  # fmt: skip
+    assert rc == 0
+    report = json.loads((out / "tsne.json").read_text())
+    assert report["bins"][0]["range"][0] == min(mos.values()) and report["bins"][-1]["range"][1] == max(mos.values())
+    assert report["binning"]["mode"] == "data"
+    capsys.readouterr()
+    rc = main(["tsne", "--images", str(folder), "--mos", str(csv_path), "--image-col", "filename",
+               "--mos-col", "score", "--model", str(artifact.ckpt), "--out", str(out),
+               "--mos-range", "1,5"])  # fmt: skip
+    assert rc != 0 and "outside the MOS range 1,5" in capsys.readouterr().err
+
+
+def test_mos_bins_are_the_supplements_on_a_0_100_scale():
+    from sfd.iqa.tsne import bin_by_mos
+
+    mos = {"a": 0.0, "b": 19.9, "c": 20.0, "d": 55.0, "e": 80.0, "f": 100.0}
+    bins, edges = bin_by_mos(mos)
+    assert edges.tolist() == [0, 20, 40, 60, 80, 100]
+    assert bins == {"a": 0, "b": 0, "c": 1, "d": 2, "e": 4, "f": 4}
+    # KonIQ's raw MOS is on 1-5: rescaled to 0-100 first, so 1.8 -> 20 (second bin), 5 -> 100
+    bins, _ = bin_by_mos({"x": 1.0, "y": 1.8, "z": 5.0}, mos_range=(1.0, 5.0))
+    assert bins == {"x": 0, "y": 1, "z": 4}
+    # data-range bins: five equal bins between 30 and 80
+    bins, edges = bin_by_mos({"p": 30.0, "q": 41.0, "r": 80.0}, from_data=True)
+    assert edges.tolist() == [30, 40, 50, 60, 70, 80] and bins == {"p": 0, "q": 1, "r": 4}
+    with pytest.raises(ValueError, match="outside the MOS range"):
+        bin_by_mos({"a": 3.0, "b": 70.0}, mos_range=(1.0, 5.0))
 
 
 def test_vgg_d_from_an_lgan_checkpoint(artifact, tmp_path):

@@ -167,7 +167,7 @@ def test_realworld_config_trains_a_few_iterations_with_degradations(shared_data,
 
     photos = shared_data("train/BSDS400")
     path = Path(__file__).parents[1] / "configs" / "realworld_rrdb_x4.yml"
-    extra = ["generator.pretrained=null", "tg_d.length=8", "data.degradation.queue_size=4", "data.patch_size=64"]
+    extra = ["generator.pretrained=random", "tg_d.length=8", "data.degradation.queue_size=4", "data.patch_size=64"]
     full = load_config(path)
     assert full.data.degradation is not None and (full.tg_d.n_pairs, full.tg_d.length) == (1, 64)
     assert (full.loss.l1, full.loss.perceptual, full.loss.feat_d, full.loss.tg_d) == (1.0, 1.0, 0.1, 0.005)

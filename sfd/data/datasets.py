@@ -27,6 +27,10 @@ class HRPatches(Dataset):
     ``bicubic=True`` pairs each HR patch with the aligned patch of the whole image's MATLAB-bicubic
     LR (8-bit), as precomputed LR folders give. ``bicubic=False`` returns HR patches only, for
     on-the-fly degradations in the trainer. Indices are unbounded: k // len(images) is the epoch.
+
+    Augmentation: ``use_hflip`` (left-right), ``use_vflip`` (upside down), ``use_rot`` (transpose,
+    which with both flips gives the 8 orientations of BasicSR's ``use_rot``). Real-ESRGAN uses the
+    horizontal flip only: an upside-down photo changes CLIP's semantic features.
     """
 
     def __init__(
@@ -35,7 +39,8 @@ class HRPatches(Dataset):
         patch_size: int,
         scale: int,
         seed: int = 0,
-        use_flip: bool = True,
+        use_hflip: bool = True,
+        use_vflip: bool = True,
         use_rot: bool = True,
         bicubic: bool = True,
     ):
@@ -45,7 +50,7 @@ class HRPatches(Dataset):
         if patch_size % scale:
             raise ValueError(f"patch_size {patch_size} is not a multiple of scale {scale}")
         self.patch, self.scale, self.seed = patch_size, scale, seed
-        self.use_flip, self.use_rot, self.bicubic = use_flip, use_rot, bicubic
+        self.use_hflip, self.use_vflip, self.use_rot, self.bicubic = use_hflip, use_vflip, use_rot, bicubic
         self._cache: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}  # per worker process
 
     def __len__(self) -> int:
@@ -75,8 +80,9 @@ class HRPatches(Dataset):
         crops = [hr[:, top : top + p, left : left + p]]
         if lr is not None:
             crops.append(lr[:, top // s : (top + p) // s, left // s : (left + p) // s])
-        hflip, vflip = self.use_flip and rng.random() < 0.5, self.use_flip and rng.random() < 0.5
-        rot = self.use_rot and rng.random() < 0.5
+        # Three draws always, whatever is enabled: a sample's crop and degradation seed never depend on the flags.
+        h, v, r = rng.random(3) < 0.5
+        hflip, vflip, rot = self.use_hflip and h, self.use_vflip and v, self.use_rot and r
         out = []
         for c in crops:
             c = c.flip(-1) if hflip else c

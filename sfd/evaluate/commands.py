@@ -39,9 +39,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "--model/--method (LR made by MATLAB bicubic from each HR).")
     p.add_argument("--sr", nargs="+", metavar="DIR", help="folders of SR images (one method each)")
     p.add_argument("--hr", metavar="DIR", help="HR folder matching --sr (omit for no-reference metrics only)")
-    p.add_argument("--model", nargs="+", default=[], metavar="MODEL", help="generators to evaluate")
+    p.add_argument("--model", nargs="+", default=[], metavar="MODEL",
+                   help="generators to evaluate (with --paper-table: [COLUMN=]MODEL, e.g. rrdb_sfd=CKPT)")
     p.add_argument("--method", nargs="+", default=[], choices=["bicubic"], help="built-in methods")
-    p.add_argument("--dataset", nargs="+", metavar="DIR", help="HR dataset folders")
+    p.add_argument("--dataset", nargs="+", metavar="DIR|NAME",
+                   help="HR dataset folders, or names under --data-root (Set5, Set14, B100, Manga109, ...)")
+    p.add_argument("--data-root", metavar="DIR", help="folder of named datasets (default $SFD_DATA)")
+    p.add_argument("--paper-table", choices=["supp1", "supp2"],
+                   help="the supplement's Table 1 or 2: its datasets under --data-root, printed beside the "
+                        "published numbers (docs/evaluation.md)")
     p.add_argument("--scale", type=int, help="SR factor (border shaved for PSNR/SSIM/NIQE)")
     p.add_argument("--metrics", help="comma-separated: psnr,ssim,lpips,lpips-alex,lpips-vgg,dists,niqe "
                                      "(default psnr,ssim,niqe; niqe alone without --hr)")
@@ -167,9 +173,14 @@ def cmd_sr(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from sfd.evaluate import run
+    from sfd.evaluate.datasets import resolve_dataset_arg
 
     if err := _setup(args):
         return _fail(err)
+    if args.paper_table:
+        from sfd.evaluate.paper import cmd_paper_table
+
+        return cmd_paper_table(args)
     by_folder = bool(args.sr)
     if by_folder == bool(args.dataset):
         return _fail("give either --sr DIR... (with --hr DIR for reference metrics) or --dataset DIR... with "
@@ -196,7 +207,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
                                                 args.tile_pad, name=spec if stems.count(stem) > 1 else None,
                                                 allow_pickle=args.allow_pickle))
             save_sr = Path(args.out) / "sr" if args.save_sr else None
-            result = run.evaluate(methods, args.dataset, args.scale, metrics, keep_crops=args.report, save_sr=save_sr)
+            datasets = [resolve_dataset_arg(d, args.data_root) for d in args.dataset]
+            result = run.evaluate(methods, datasets, args.scale, metrics, keep_crops=args.report, save_sr=save_sr)
     except (FileNotFoundError, ValueError, ImportError) as err:
         return _fail(str(err))
     paths = result.write(args.out)

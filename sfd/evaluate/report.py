@@ -83,8 +83,9 @@ def _value_line(result: EvalResult, dataset: str, method: str, image: str) -> st
     return html.escape(" · ".join(parts))
 
 
-def write_report(result: EvalResult, out_dir: str | Path) -> Path:
-    """``report.html`` (+ ``perception_distortion.png`` and ``crops/``) in ``out_dir``."""
+def write_report(result: EvalResult, out_dir: str | Path, intro_html: str = "") -> Path:
+    """``report.html`` (+ ``perception_distortion.png`` and ``crops/``) in ``out_dir``; ``intro_html``
+    (e.g. a paper table) goes above the results table."""
     out = Path(out_dir)
     crop_dir = out / "crops"
     crop_dir.mkdir(parents=True, exist_ok=True)
@@ -97,6 +98,7 @@ def write_report(result: EvalResult, out_dir: str | Path) -> Path:
         " img.crop{image-rendering:pixelated}",
         "</style></head><body>",
         f"<h1>sfd eval{f' x{result.scale}' if result.scale else ''}</h1>",
+        intro_html,
         _table_html(result),
         "<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in result.notes) + "</ul>",
         "<h2>Methods</h2><ul>" + "".join(f"<li><b>{html.escape(m.name)}</b>: {html.escape(m.source)}</li>"

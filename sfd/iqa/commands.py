@@ -71,7 +71,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--clip-weights", metavar="W", help="override the checkpoint's CLIP weights")
     p.add_argument("--image-col", default="image")
     p.add_argument("--mos-col", default="mos")
-    p.add_argument("--bins", type=int, default=5, help="equal-width MOS bins (default 5)")
+    p.add_argument("--bins", type=int, default=5, help="number of MOS bins (default 5: 0-20, ..., 80-100)")
+    p.add_argument("--mos-range", type=_mos_range, default=(0.0, 100.0), metavar="LO,HI",
+                   help="the dataset's MOS scale, rescaled to 0-100 for binning (default 0,100; KonIQ raw MOS: 1,5)")
+    p.add_argument("--bins-from", choices=["range", "data"], default="range",
+                   help="range: the supplement's fixed bins of the 0-100 scale (default); "
+                        "data: equal bins between the data's min and max")
     p.add_argument("--per-bin", type=int, default=100, help="images sampled per bin, at most (default 100)")
     p.add_argument("--crop", type=int, default=256, help="centre crop fed to the extractors (default 256)")
     p.add_argument("--seed", type=int, default=0)
@@ -174,6 +179,16 @@ def cmd_iqa_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _mos_range(text: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LO,HI (e.g. 0,100 or 1,5), got {text!r}") from None
+    if not hi > lo:
+        raise argparse.ArgumentTypeError(f"LO,HI needs HI > LO, got {text!r}")
+    return lo, hi
+
+
 def cmd_tsne(args: argparse.Namespace) -> int:
     from sfd.iqa.tsne import tsne_analysis
 
@@ -182,11 +197,14 @@ def cmd_tsne(args: argparse.Namespace) -> int:
             warnings.filterwarnings("ignore", message=".*RANDOM CLIP weights.*")
             report = tsne_analysis(args.images, args.mos, args.model, args.out, args.vgg_d, args.clip_weights,
                                    args.image_col, args.mos_col, args.bins, args.per_bin, args.crop, args.seed,
-                                   args.device, progress=not args.no_progress)  # fmt: skip
+                                   args.device, progress=not args.no_progress, mos_range=args.mos_range,
+                                   bins_from_data=args.bins_from == "data")  # fmt: skip
     except (ValueError, FileNotFoundError, RuntimeError) as err:
         return _fail("tsne", err)
     if note := report.get("note"):
         print(f"NOTE: {note}", file=sys.stderr)
+    counts = ", ".join(str(b["images"]) for b in report["bins"])
+    print(f"bins: {report['binning']['description']}; images per bin: {counts}", file=sys.stderr)
     print(f"{'panel':<8} {'silhouette':>10} {'kNN (t-SNE)':>12} {'kNN (feat.)':>12} {'chance':>7}  source")
     for key, p in report["panels"].items():
         print(f"{key:<8} {p['silhouette_tsne']:>10.3f} {p['knn_accuracy_tsne']:>12.3f} "

@@ -1,12 +1,14 @@
 """The supplement's feature analyses.
 
 ``tsne`` (supplement §3, Fig. 3): are a discriminator's features ordered by image quality?
-Images of an IQA dataset are binned by MOS (equal-width bins over the dataset's score range),
-up to ``per_bin`` sampled per bin (seeded), and three global-average-pooled features are embedded
-by t-SNE: ESRGAN's VGG-style discriminator after its 2nd BatchNorm, CLIP after layer1, and Feat-D
-after its 3rd upsampling layer. Each panel gets a separation score: the silhouette of the bins in
-the 2-D embedding and the 5-fold kNN accuracy of the bin labels (in the embedding and in the
-features), next to the chance level (the largest bin's share).
+Images of an IQA dataset are binned by MOS as the supplement does (5 fixed bins of 20 points,
+0-20, ..., 80-100, with the MOS rescaled to 0-100 from the dataset's scale; or, as an option,
+equal-width bins between the data's minimum and maximum), up to ``per_bin`` sampled per bin
+(seeded), and three global-average-pooled features are embedded by t-SNE: ESRGAN's VGG-style
+discriminator after its 2nd BatchNorm, CLIP after layer1, and Feat-D after its 3rd upsampling layer.
+Each panel gets a separation score: the silhouette of the bins in the 2-D embedding and the 5-fold
+kNN accuracy of the bin labels (in the embedding and in the features), next to the chance level
+(the largest bin's share).
 
 ``feature_maps`` (supplement Fig. 2): feature maps of one conv layer before and one after the
 upsampling of two or more generators, on the same input, side by side.
@@ -34,18 +36,54 @@ from sfd.models.discriminators import build_discriminators
 from sfd.models.vgg_d import VGGStyleDiscriminator
 from sfd.weights import seeded
 
-__all__ = ["bin_by_mos", "sample_per_bin", "load_vgg_d", "tsne_analysis", "feature_maps", "DEFAULT_LAYERS"]
+__all__ = [
+    "bin_by_mos",
+    "describe_binning",
+    "sample_per_bin",
+    "load_vgg_d",
+    "tsne_analysis",
+    "feature_maps",
+    "DEFAULT_LAYERS",
+]
 
 
 # ---------------------------------------------------------------- sampling
 
 
-def bin_by_mos(mos: dict[str, float], n_bins: int = 5) -> tuple[dict[str, int], np.ndarray]:
-    """Each image's bin (0..n_bins-1: equal widths over [min MOS, max MOS], the max in the last), and the edges."""
-    values = np.array(list(mos.values()), dtype=np.float64)
-    edges = np.linspace(values.min(), values.max(), n_bins + 1)
+def bin_by_mos(
+    mos: dict[str, float], n_bins: int = 5, mos_range: tuple[float, float] = (0.0, 100.0), from_data: bool = False
+) -> tuple[dict[str, int], np.ndarray]:
+    """Each image's bin (0..n_bins-1) and the bin edges, on a 0-100 scale.
+
+    The MOS is rescaled linearly from ``mos_range`` (the dataset's scale, e.g. (1, 5) for KonIQ's
+    raw MOS) to 0-100. Default, the supplement's bins: ``n_bins`` equal bins of 0-100 (0-20, ...,
+    80-100). ``from_data``: equal bins between the data's minimum and maximum instead. A score on
+    an inner edge goes to the upper bin; the top edge belongs to the last bin.
+    """
+    lo, hi = mos_range
+    if not hi > lo:
+        raise ValueError(f"MOS range {lo:g},{hi:g}: the maximum must be above the minimum")
+    raw = np.array(list(mos.values()), dtype=np.float64)
+    values = (raw - lo) / (hi - lo) * 100.0
+    if from_data:
+        edges = np.linspace(values.min(), values.max(), n_bins + 1)
+    else:
+        outside = int(((values < 0) | (values > 100)).sum())
+        if outside:
+            raise ValueError(f"{outside} MOS values lie outside the MOS range {lo:g},{hi:g} (data: {raw.min():g} to "
+                             f"{raw.max():g}); give the dataset's scale with --mos-range, or bin with --bins-from data")
+        edges = np.linspace(0.0, 100.0, n_bins + 1)
     bins = np.clip(np.searchsorted(edges, values, side="right") - 1, 0, n_bins - 1)
     return dict(zip(mos, bins.tolist())), edges
+
+
+def describe_binning(edges: np.ndarray, mos_range: tuple[float, float], from_data: bool) -> str:
+    """One line for outputs: which bins, on which scale, and whether the MOS was rescaled."""
+    lo, hi = mos_range
+    kind = "equal bins between the data's min and max" if from_data else "the supplement's fixed bins"
+    scale = "MOS used as given" if (lo, hi) == (0.0, 100.0) else f"MOS rescaled from {lo:g}-{hi:g}"
+    ranges = ", ".join(f"{a:.4g}-{b:.4g}" for a, b in zip(edges[:-1], edges[1:]))
+    return f"{kind} on a 0-100 scale, {scale}: {ranges}"
 
 
 def sample_per_bin(bins: dict[str, int], per_bin: int, seed: int = 0) -> list[str]:
@@ -177,14 +215,19 @@ def tsne_analysis(
     seed: int = 0,
     device: str | None = None,
     progress: bool = True,
+    mos_range: tuple[float, float] = (0.0, 100.0),
+    bins_from_data: bool = False,
 ) -> dict[str, Any]:
-    """Writes ``tsne.png`` (three panels coloured by MOS bin) and ``tsne.json``; returns the JSON's content."""
+    """Writes ``tsne.png`` (three panels coloured by MOS bin) and ``tsne.json``; returns the JSON's content.
+
+    Binning: see ``bin_by_mos`` (``mos_range`` is the dataset's MOS scale, rescaled to 0-100)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     mos = read_mos(mos_csv, image_col, mos_col)
     paths, missing = match_images(images_dir, mos)
     mos = {k: mos[k] for k in paths}
-    bins, edges = bin_by_mos(mos, n_bins)
+    bins, edges = bin_by_mos(mos, n_bins, mos_range, bins_from_data)
+    lo, hi = mos_range
     names = sample_per_bin(bins, per_bin, seed)
 
     sfd = SFDIQA(checkpoint, device=device, weights=clip_weights)
@@ -208,9 +251,18 @@ def tsne_analysis(
     report = {
         "dataset": str(images_dir),
         "mos_csv": str(mos_csv),
-        "bins": [
-            {"range": [float(edges[b]), float(edges[b + 1])], "images": int((labels == b).sum())} for b in range(n_bins)
-        ],
+        "binning": {
+            "mode": "data" if bins_from_data else "fixed",
+            "mos_range": [lo, hi],
+            "rescaled_to_0_100": (lo, hi) != (0.0, 100.0),
+            "description": describe_binning(edges, mos_range, bins_from_data),
+        },
+        "bins": [  # "range" on the 0-100 scale, "mos_range" on the dataset's own scale
+            {"range": [float(edges[b]), float(edges[b + 1])],
+             "mos_range": [float(lo + edges[b] * (hi - lo) / 100), float(lo + edges[b + 1] * (hi - lo) / 100)],
+             "images": int((labels == b).sum())}
+            for b in range(n_bins)
+        ],  # fmt: skip
         "per_bin": per_bin,
         "seed": seed,
         "crop": crop,
@@ -222,12 +274,12 @@ def tsne_analysis(
     }
     if not clip["pretrained"]:
         report["note"] = "RANDOM CLIP weights: the CLIP and Feat-D panels show nothing about quality"
-    _plot_tsne(panels, labels, edges, out_dir / "tsne.png", report.get("note"))
+    _plot_tsne(panels, labels, edges, out_dir / "tsne.png", report.get("note"), report["binning"]["description"])
     (out_dir / "tsne.json").write_text(json.dumps(report, indent=2))
     return report
 
 
-def _plot_tsne(panels: dict, labels: np.ndarray, edges: np.ndarray, path: Path, note: str | None) -> None:
+def _plot_tsne(panels: dict, labels: np.ndarray, edges: np.ndarray, path: Path, note: str | None, binning: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -238,14 +290,13 @@ def _plot_tsne(panels: dict, labels: np.ndarray, edges: np.ndarray, path: Path, 
     for ax, p in zip(axes, panels.values()):
         for b, color in enumerate(colors):
             pts = p["embedding"][labels == b]
-            ax.scatter(pts[:, 0], pts[:, 1], s=9, color=color, label=f"MOS {edges[b]:.0f}–{edges[b + 1]:.0f}")
+            ax.scatter(pts[:, 0], pts[:, 1], s=9, color=color, label=f"{edges[b]:.0f}–{edges[b + 1]:.0f}")
         ax.set_title(f"{p['title']}\n{_wrap(p['source'])}\nsilhouette {p['silhouette_tsne']:.3f}, "
                      f"kNN acc. {p['knn_accuracy_tsne']:.2f} (chance {p['chance']:.2f})", fontsize=8)  # fmt: skip
         ax.set_xticks([])
         ax.set_yticks([])
-    axes[0].legend(fontsize=7, loc="best")
-    if note:
-        fig.suptitle(note, color="C3", fontsize=10)
+    axes[0].legend(fontsize=7, loc="best", title="MOS (0–100)", title_fontsize=7)
+    fig.suptitle(f"bins: {binning}" + (f"\n{note}" if note else ""), color="C3" if note else "black", fontsize=9)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -3,15 +3,31 @@
 from __future__ import annotations
 
 import hashlib
+import warnings
+from pathlib import Path
 
 import torch
 import torch.nn as nn
 from spandrel.architectures.ESRGAN import ESRGAN
 from spandrel.architectures.SwinIR import SwinIR
 
-from sfd.config import GeneratorConfig
+from sfd.config import Config, GeneratorConfig
+from sfd.errors import UsageError
 
-__all__ = ["build_generator", "init_generator", "parameter_sha256"]
+__all__ = [
+    "PretrainedError",
+    "build_generator",
+    "init_generator",
+    "resolve_pretrained",
+    "initialise_from_config",
+    "parameter_sha256",
+]
+
+RANDOM = "random"  # generator.pretrained value that opts into random initialisation
+
+
+class PretrainedError(UsageError):
+    """``generator.pretrained`` is unset or names a first stage that has no checkpoint yet (one-line message)."""
 
 
 def build_generator(cfg: GeneratorConfig) -> nn.Module:
@@ -64,3 +80,94 @@ def parameter_sha256(state: dict[str, torch.Tensor]) -> str:
         digest.update(str(tensor.dtype).encode())
         digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
     return digest.hexdigest()
+
+
+# ---------------------------------------------------------------- generator.pretrained
+
+
+def _newest_checkpoint(run_dir: Path) -> Path | None:
+    """The newest ``iter_*.pth`` of a run folder (in ``checkpoints/``, or the folder itself)."""
+    for folder in (run_dir / "checkpoints", run_dir):
+        found = sorted(folder.glob("iter_*.pth"))
+        if found:
+            return found[-1]
+    return None
+
+
+def _first_stage_command(name: str, output_dir: Path) -> str:
+    # A run is named after its config file (configs/NAME.yml -> runs/NAME), so the command follows from the name.
+    command = f"sfd train -c configs/{name}.yml"
+    if output_dir != Path("runs"):
+        command += f" --set train.output_dir={output_dir}"
+    return command
+
+
+def resolve_pretrained(spec: str | None, output_dir: str | Path = "runs") -> str | None:
+    """What ``generator.pretrained`` loads: None for ``random``, else a spec ``load_generator`` takes.
+
+    ``run:NAME`` and a run folder resolve to the run's newest checkpoint (whose EMA weights are
+    then loaded). Raises ``PretrainedError`` when the value is unset or the run has no checkpoint.
+    """
+    if spec is None:
+        raise PretrainedError(
+            "generator.pretrained is not set: name the fidelity-oriented first stage (e.g. run:psnr_rrdb_x4), "
+            "a checkpoint file or a named model, or set it to 'random' to start from random weights"
+        )
+    if spec == RANDOM:
+        return None
+    output_dir = Path(output_dir)
+    if spec.startswith("run:"):
+        name = spec[len("run:") :]
+        run_dir = output_dir / name
+        ckpt = _newest_checkpoint(run_dir)
+        if ckpt is None:
+            raise PretrainedError(
+                f"generator.pretrained={spec}: no checkpoint under {run_dir / 'checkpoints'}; "
+                f"train the first stage first: {_first_stage_command(name, output_dir)}"
+            )
+        return str(ckpt)
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        ckpt = _newest_checkpoint(path)
+        if ckpt is None:
+            raise PretrainedError(
+                f"generator.pretrained={spec}: no checkpoint under {path / 'checkpoints'}; "
+                f"train the first stage first: {_first_stage_command(path.name, path.parent)}"
+            )
+        return str(ckpt)
+    from sfd.models import ncnn
+
+    if spec not in ncnn.NAMED_MODELS and not path.is_file():
+        raise PretrainedError(
+            f"generator.pretrained={spec}: no such file, run folder (run:NAME) or named model "
+            f"({', '.join(ncnn.NAMED_MODELS)})"
+        )
+    return spec
+
+
+def initialise_from_config(model: nn.Module, cfg: Config) -> str:
+    """Initialise ``model`` as ``cfg.generator.pretrained`` says; returns the source (``meta.generator.init``).
+
+    Random weights are taken only when the config asks for them, and then an adversarial or
+    perceptual run warns: the supplement starts those from a fidelity-oriented model.
+    """
+    from sfd.models import ncnn
+
+    spec = cfg.generator.pretrained
+    source = resolve_pretrained(spec, cfg.train.output_dir)
+    first_stage = not (cfg.uses_clip or cfg.image_d.type or cfg.loss.perceptual > 0)
+    if source is None:
+        if not first_stage:
+            warmup = f" (after {cfg.train.pixel_warmup} L1 warm-up iterations)" if cfg.train.pixel_warmup else ""
+            warnings.warn(
+                f"generator.pretrained=random: this run trains a randomly initialised generator{warmup}, "
+                "not one initialised from a fidelity-oriented first stage as the supplement does", stacklevel=2)
+        return "random initialisation (generator.pretrained=random)"
+    if spec in ncnn.NAMED_MODELS and not first_stage:
+        warnings.warn(f"generator.pretrained={spec} is a GAN-trained model: a quick start, not the supplement's "
+                      "fidelity-oriented first stage", stacklevel=2)
+    try:
+        described = init_generator(model, source)
+    except FileNotFoundError as err:  # a mistyped path or a missing named-model package: one line for the CLI
+        raise PretrainedError(f"generator.pretrained={spec}: {err}") from err
+    return f"{described} [generator.pretrained={spec}]" if spec.startswith("run:") else described

@@ -1,0 +1,303 @@
+"""``sfd eval --paper-table supp1|supp2``: the supplement's tables, our numbers beside the published ones.
+
+The published numbers and their source are in ``paper_tables.yml`` next to this file. Datasets
+are found by name under the data root (``sfd.evaluate.datasets``); LR is MATLAB bicubic of each
+HR (``sfd.evaluate.run.evaluate``). What cannot be measured here is said, never guessed: a
+missing dataset is a row "not found under DIR", a metric whose ImageNet backbone is missing
+is "n/a" with the reason (random backbones are refused: their numbers are not LPIPS/DISTS).
+
+Each of our methods may name the paper column it reproduces (``--model rrdb_sfd=CKPT``); the
+table then shows the difference (ours − paper) next to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from sfd.evaluate import run
+from sfd.evaluate.datasets import DatasetNotFound, data_root, resolve_dataset
+
+__all__ = ["PaperTable", "OurMethod", "load_paper_table", "parse_method", "evaluate_paper_table", "cmd_paper_table"]
+
+TABLES_FILE = Path(__file__).with_name("paper_tables.yml")
+LABELS = {"psnr": "PSNR↑", "ssim": "SSIM↑", "lpips": "LPIPS↓", "dists": "DISTS↓"}
+DECIMALS = {"psnr": 2, "ssim": 3, "lpips": 3, "dists": 3}  # the supplement's precision
+# [choice] the supplement does not say which LPIPS network; AlexNet is the lpips package's default.
+METRIC_NOTES = {"lpips": "LPIPS: AlexNet v0.1, the lpips package's default (the supplement does not name the network)"}
+
+
+@dataclass
+class PaperTable:
+    key: str
+    title: str
+    layout: str  # "metrics_as_rows" (Table 1) or "methods_as_rows" (Table 2)
+    scale: int
+    datasets: list[str]
+    metrics: list[str]
+    columns: dict[str, str]  # key -> the supplement's label
+    values: dict[str, dict[str, list[float]]]  # dataset -> metric -> one value per column
+    source: str
+
+    def published(self, column: str, dataset: str, metric: str) -> float:
+        return self.values[dataset][metric][list(self.columns).index(column)]
+
+
+@dataclass
+class OurMethod:
+    name: str  # our label
+    spec: str | None  # model spec; None for bicubic
+    column: str | None  # the paper column it reproduces, if any
+
+
+@dataclass
+class PaperResult:
+    table: PaperTable
+    root: Path | None
+    ours: list[OurMethod]
+    found: dict[str, Path] = field(default_factory=dict)  # dataset -> folder
+    missing: dict[str, str] = field(default_factory=dict)  # dataset -> why
+    unavailable: dict[str, str] = field(default_factory=dict)  # metric -> why
+    means: dict[str, dict[str, dict[str, float | None]]] = field(default_factory=dict)  # dataset -> ours -> metric
+    evaluation: run.EvalResult | None = None
+    notes: list[str] = field(default_factory=list)
+
+    # ---------------------------------------------------------------- cells
+
+    def value(self, method: str, dataset: str, metric: str) -> float | None:
+        return self.means.get(dataset, {}).get(method, {}).get(metric)
+
+    def difference(self, method: OurMethod, dataset: str, metric: str) -> float | None:
+        v = self.value(method.name, dataset, metric)
+        return None if v is None or method.column is None else v - self.table.published(method.column, dataset, metric)
+
+    def _ours_cell(self, method: str, dataset: str, metric: str) -> str:
+        if dataset in self.missing:
+            return "not found"
+        if metric in self.unavailable:
+            return "n/a"
+        v = self.value(method, dataset, metric)
+        return "n/a" if v is None else f"{v:.{DECIMALS[metric]}f}"
+
+    def _diff_cell(self, method: OurMethod, dataset: str, metric: str) -> str:
+        d = self.difference(method, dataset, metric)
+        return "" if d is None else f"{d:+.{DECIMALS[metric]}f}"
+
+    def rows(self) -> list[list[str]]:
+        """The table as rows of cells, the first row the header, in the supplement's layout."""
+        t, paper = self.table, self.table.columns
+        if t.layout == "metrics_as_rows":
+            header = ["Benchmark", "Metric", *paper.values()]
+            for m in self.ours:
+                header.append(f"{m.name} (measured)")
+                if m.column:
+                    header.append(f"Δ {m.name} − {paper[m.column]}")
+            rows = [header]
+            for d in t.datasets:
+                if d in self.missing:
+                    rows.append([d, f"not found under {self.root}"] + [""] * (len(header) - 2))
+                    continue
+                for metric in t.metrics:
+                    row = [d, LABELS[metric], *(f"{t.published(c, d, metric):.{DECIMALS[metric]}f}" for c in paper)]
+                    for m in self.ours:
+                        row.append(self._ours_cell(m.name, d, metric))
+                        if m.column:
+                            row.append(self._diff_cell(m, d, metric))
+                    rows.append(row)
+            return rows
+        header = ["Extractor", *(f"{d} {LABELS[metric]}" for d in t.datasets for metric in t.metrics)]
+        rows = [header]
+        for c, label in paper.items():
+            rows.append([f"{label} (paper)", *(f"{t.published(c, d, m):.{DECIMALS[m]}f}"
+                                               for d in t.datasets for m in t.metrics)])  # fmt: skip
+        for m in self.ours:
+            cells = [self._ours_cell(m.name, d, x) for d in t.datasets for x in t.metrics]
+            rows.append([f"{m.name} (measured)", *cells])
+            if m.column:
+                rows.append([f"Δ {m.name} − {paper[m.column]}",
+                             *(self._diff_cell(m, d, x) for d in t.datasets for x in t.metrics)])  # fmt: skip
+        return rows
+
+    def markdown(self) -> str:
+        rows = self.rows()
+        lines = [f"**{self.table.title}**", "", "| " + " | ".join(rows[0]) + " |",
+                 "|---|" + "---:|" * (len(rows[0]) - 1)]  # fmt: skip
+        lines += ["| " + " | ".join(r) + " |" for r in rows[1:]]
+        return "\n".join(lines + [""] + [f"- {n}" for n in self.notes])
+
+    def html(self) -> str:
+        rows = self.rows()
+        head = "".join(f"<th>{html.escape(c)}</th>" for c in rows[0])
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows[1:])
+        notes = "".join(f"<li>{html.escape(n)}</li>" for n in self.notes)
+        return f"<h2>{html.escape(self.table.title)}</h2><table><tr>{head}</tr>{body}</table><ul>{notes}</ul>"
+
+    def to_json(self) -> dict:
+        t = self.table
+        return {
+            "table": t.key,
+            "title": t.title,
+            "source": t.source,
+            "data_root": str(self.root) if self.root else None,
+            "scale": t.scale,
+            "datasets": {d: ({"found": str(self.found[d])} if d in self.found else {"not_found": self.missing[d]})
+                         for d in t.datasets},  # fmt: skip
+            "metrics": {m: ({"available": False, "reason": self.unavailable[m]} if m in self.unavailable
+                            else {"available": True}) for m in t.metrics},  # fmt: skip
+            "paper": {label: {d: {m: t.published(c, d, m) for m in t.metrics} for d in t.datasets}
+                      for c, label in t.columns.items()},  # fmt: skip
+            "ours": {
+                m.name: {
+                    "model": m.spec or "bicubic",
+                    "paper_column": t.columns[m.column] if m.column else None,
+                    "values": {d: self.means.get(d, {}).get(m.name) for d in self.found},
+                    "difference": ({d: {x: self.difference(m, d, x) for x in t.metrics} for d in self.found}
+                                   if m.column else None),
+                }
+                for m in self.ours
+            },
+            "notes": self.notes,
+        }
+
+
+def load_paper_table(key: str, path: Path = TABLES_FILE) -> PaperTable:
+    data = yaml.safe_load(path.read_text())
+    if key not in data["tables"]:
+        raise ValueError(f"unknown paper table {key!r}; available: {', '.join(data['tables'])}")
+    t = data["tables"][key]
+    return PaperTable(key, t["title"], t["layout"], t["scale"], t["datasets"], t["metrics"], t["columns"], t["values"],
+                      data["source"])  # fmt: skip
+
+
+def parse_method(arg: str, table: PaperTable) -> OurMethod:
+    """``--model`` value: ``KEY=SPEC`` (KEY a paper column, e.g. rrdb_sfd), ``NAME=SPEC`` or ``SPEC``."""
+    name, sep, spec = arg.partition("=")
+    if not sep or "/" in name or not name:  # no NAME= prefix (a path may contain "=")
+        name, spec = Path(arg).stem, arg
+    column = name if name in table.columns else None
+    return OurMethod(name, spec, column)
+
+
+def evaluate_paper_table(
+    table: PaperTable,
+    ours: list[OurMethod],
+    root: str | Path | None,
+    metric_names: list[str] | None = None,
+    device: str = "cpu",
+    precision: str = "fp32",
+    tile: int = 0,
+    tile_pad: int = 32,
+    allow_pickle: bool = False,
+    keep_crops: bool = False,
+    save_sr: str | Path | None = None,
+) -> PaperResult:
+    """Measure ``ours`` on the table's datasets (those found under ``root``) with the table's metrics."""
+    names = [m.name for m in ours]
+    if len(set(names)) != len(names):
+        raise ValueError(f"two methods share a name: {names}; name them with --model NAME=PATH")
+    base = data_root(root)
+    result = PaperResult(table, base, ours)
+    for d in table.datasets:
+        try:
+            result.found[d] = resolve_dataset(d, base)
+        except DatasetNotFound as err:
+            result.missing[d] = str(err)
+    wanted = metric_names or table.metrics
+    unknown = [m for m in wanted if m not in table.metrics]
+    if unknown:
+        raise ValueError(f"{table.key} has no metric {', '.join(unknown)}; its metrics: {', '.join(table.metrics)}")
+    options = run.MetricOptions(device=device)  # ImageNet backbones only, never random ones
+    metrics = []
+    for name in table.metrics:
+        if name not in wanted:
+            result.unavailable[name] = "not asked for (--metrics)"
+            continue
+        try:
+            metrics.append(run.create_metric(name, options))
+        except FileNotFoundError as err:  # LPIPS/DISTS without their ImageNet backbone
+            result.unavailable[name] = str(err)
+
+    methods = [run.bicubic_method(table.scale) if m.spec is None else
+               run.model_method(m.spec, table.scale, device, precision, tile, tile_pad, name=m.name,
+                                allow_pickle=allow_pickle) for m in ours]  # fmt: skip
+    combined = run.EvalResult(table.scale, metrics, methods, [])
+    for d, folder in result.found.items():
+        part = run.evaluate(methods, [folder], table.scale, metrics, keep_crops=keep_crops, save_sr=save_sr)
+        folder_name = part.datasets[0]
+        for r in part.records:  # datasets by the table's names (B100 -> BSDS100)
+            r["dataset"] = d
+        combined.records += part.records
+        combined.crops.update({(d, img): c for (_, img), c in part.crops.items()})
+        combined.crop_boxes.update({(d, img): b for (_, img), b in part.crop_boxes.items()})
+        combined.datasets.append(d)
+        combined.notes = part.notes  # the convention and each metric's description
+        result.notes.append(f"{d}: HR images in {folder}" + (f" (as {folder_name})" if folder_name != d else ""))
+    result.means = combined.means() if combined.datasets else {}
+    result.evaluation = combined
+    t = table
+    result.notes = [f"published numbers: {t.source}"] + combined.notes + result.notes
+    result.notes += [f"{d}: not found under {base}" for d in result.missing]
+    result.notes += [f"{m.upper()}: n/a here: {why}" for m, why in result.unavailable.items()]
+    result.notes += [METRIC_NOTES[m] for m in t.metrics if m in METRIC_NOTES and m not in result.unavailable]
+    for m in ours:
+        if m.column:
+            result.notes.append(f"{m.name}: {m.spec}, compared with the paper's {t.columns[m.column]} "
+                                "(Δ = ours − paper)")
+        elif m.spec:
+            result.notes.append(f"{m.name}: {m.spec} (no paper column; --model KEY={m.spec} with KEY one of "
+                                f"{', '.join(t.columns)} compares it)")
+    return result
+
+
+def cmd_paper_table(args: argparse.Namespace) -> int:
+    """The ``--paper-table`` branch of ``sfd eval``: usage errors exit 2, nothing measurable exits 1."""
+    if args.sr or args.dataset or args.hr:
+        return _fail("--paper-table takes its datasets from the table: drop --sr/--hr/--dataset, give --data-root")
+    if not (args.model or args.method):
+        return _fail("--paper-table needs at least one --model [COLUMN=]PATH or --method bicubic")
+    if args.backbone_weights == "random":
+        return _fail("--paper-table compares with published LPIPS/DISTS: random backbones give no such numbers")
+    if data_root(args.data_root) is None:
+        return _fail("--paper-table needs --data-root DIR (or $SFD_DATA) holding the datasets, e.g. DIR/BSDS100/")
+    try:
+        table = load_paper_table(args.paper_table)
+        if args.scale and args.scale != table.scale:
+            return _fail(f"{args.paper_table} is x{table.scale}; drop --scale {args.scale}")
+        ours = ([OurMethod("bicubic", None, None)] if "bicubic" in args.method else []) + \
+            [parse_method(m, table) for m in args.model]
+        metric_names = [m.strip() for m in args.metrics.split(",")] if args.metrics else None
+        result = evaluate_paper_table(table, ours, args.data_root, metric_names, args.device, args.precision, args.tile,
+                                      args.tile_pad, args.allow_pickle, keep_crops=args.report,
+                                      save_sr=Path(args.out) / "sr" if args.save_sr else None)  # fmt: skip
+    except (FileNotFoundError, ValueError, ImportError) as err:
+        return _fail(str(err))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"paper_table": out / "paper_table.md", "paper_json": out / "paper_table.json"}
+    paths["paper_table"].write_text(result.markdown() + "\n")
+    report = result.to_json()
+    if result.evaluation is not None and result.evaluation.datasets:
+        paths.update(result.evaluation.write(out))
+        report["per_image"] = result.evaluation.to_json()["per_image"]
+        if args.report:
+            from sfd.evaluate.report import write_report
+
+            paths["report"] = write_report(result.evaluation, out, intro_html=result.html())
+    paths["paper_json"].write_text(json.dumps(report, indent=2, allow_nan=False))
+    print(json.dumps(report, indent=2, allow_nan=False) if args.json else result.markdown())
+    print("wrote " + ", ".join(str(p) for p in paths.values()), file=sys.stderr)
+    if not result.found:
+        print(f"error: none of {', '.join(table.datasets)} found under {result.root}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
