@@ -4,6 +4,10 @@ import sfd.iqa
 metric = sfd.iqa.create_metric("sfd-iqa", checkpoint="runs/iqa/checkpoints/iter_00400000.pth")
 scores = metric(images)            # (N,) in [0, 1], higher is better (metric.lower_better is False)
 loss = sfd.iqa.create_metric("sfd-iqa", checkpoint=..., as_loss=True)(sr)  # differentiable, lower is better
+
+The metrics live in the one registry of ``sfd.metrics``; ``create_metric`` here is an alias of
+``sfd.metrics.create_metric`` that keeps ``checkpoint`` as its second argument, and ``list_metrics``
+lists the no-reference metrics.
 """
 
 from __future__ import annotations
@@ -13,26 +17,17 @@ from typing import Any
 
 import torch
 
+from sfd import metrics as _registry
 from sfd.iqa.metrics import CLIPIQA, NIQE, SFDIQA, ImageProtocol, IQAMetric
+from sfd.metrics import canonical_name
 
-__all__ = ["create_metric", "list_metrics", "IQAMetric", "ImageProtocol", "SFDIQA", "CLIPIQA", "NIQE"]
-
-_METRICS = {"sfd-iqa": SFDIQA, "clipiqa": CLIPIQA, "niqe": NIQE}
-_PROTOCOL_OPTIONS = ("mode", "max_side", "crop", "pad")
+__all__ = ["create_metric", "list_metrics", "canonical_name", "IQAMetric", "ImageProtocol", "SFDIQA", "CLIPIQA",
+           "NIQE"]
 
 
 def list_metrics() -> list[str]:
-    return list(_METRICS)
-
-
-def canonical_name(name: str) -> str:
-    """ "SFD_IQA", "sfdiqa", "clip-iqa" ... -> the registered name."""
-    key = name.strip().lower().replace("_", "-")
-    aliases = {"sfdiqa": "sfd-iqa", "clip-iqa": "clipiqa"}
-    key = aliases.get(key, key)
-    if key not in _METRICS:
-        raise ValueError(f"unknown metric {name!r}; available: {', '.join(_METRICS)}")
-    return key
+    """The no-reference metrics (``sfd.metrics.list_metrics("nr")``)."""
+    return _registry.list_metrics("nr")
 
 
 def create_metric(
@@ -41,28 +36,6 @@ def create_metric(
     device: str | torch.device | None = None,
     as_loss: bool = False,
     **options: Any,
-) -> IQAMetric:
-    """Build metric ``name`` ("sfd-iqa", "clipiqa" or "niqe") as a ``torch.nn.Module``.
-
-    ``checkpoint``: an sfd training checkpoint (required by sfd-iqa). ``device``: default CUDA when
-    available. ``as_loss``: return a differentiable, lower-is-better scalar instead of scores.
-    Options: the image protocol (``mode``, ``max_side``, ``crop``, ``pad``, or ``protocol=ImageProtocol(...)``),
-    ``weights`` (CLIP weights: "openai", a file, "random"), and per metric: sfd-iqa ``alpha_feat``,
-    ``alpha_text``; clipiqa ``prompts`` (list of (positive, negative) pairs), ``clip_model``, ``seed``,
-    ``pos_embed``.
-    """
-    key = canonical_name(name)
-    proto = {k: options.pop(k) for k in _PROTOCOL_OPTIONS if k in options}
-    if proto:
-        if "protocol" in options:
-            raise ValueError(f"give either protocol= or its fields {sorted(proto)}, not both")
-        options["protocol"] = ImageProtocol(**proto)
-    if key == "sfd-iqa":
-        if checkpoint is None:
-            raise ValueError(
-                "sfd-iqa needs checkpoint=: an sfd training checkpoint (e.g. trained with configs/iqa.yml)"
-            )
-        return SFDIQA(checkpoint, device=device, as_loss=as_loss, **options)
-    if checkpoint is not None:
-        raise ValueError(f"{key} takes no checkpoint")
-    return _METRICS[key](device=device, as_loss=as_loss, **options)
+):
+    """``sfd.metrics.create_metric`` (see there), with ``checkpoint`` allowed as the second argument."""
+    return _registry.create_metric(name, device=device, as_loss=as_loss, checkpoint=checkpoint, **options)
