@@ -14,6 +14,7 @@ import torchvision
 from PIL import Image
 
 from eval_helpers import tiny_rrdbnet  # noqa: F401  (fixture)
+from sfd import metrics as registry
 from sfd.cli import main
 from sfd.data.io import list_images, to_tensor
 from sfd.data.resize import imresize, mod_crop
@@ -173,14 +174,23 @@ def test_folder_pairing_no_reference_mode_and_plugin_metric(shared_data, tmp_pat
         run.evaluate_folders([tmp_path / "sr"], hr_dir, 4, [run.create_metric("psnr")])
     with pytest.raises(ValueError, match="need --hr"):
         run.evaluate_folders([tmp_path / "sr"], None, None, [run.create_metric("psnr")])
-    # A no-reference metric registered from elsewhere (as SFD-IQA will be) works by name.
-    run.register_metric("mean-luma", lambda opts: run.Metric(
-        "mean-luma", "luma", False, False, 3, lambda sr, hr, s: float(sr.mean()), "test metric"))
+    # A no-reference metric registered in the one registry (sfd.metrics) works by name in sfd eval.
+    class MeanLuma(torch.nn.Module):
+        name, lower_better, score_range, needs_reference = "mean-luma", False, "0, 1", False
+
+        def score_image(self, img, ref=None, border=None):
+            return float(img.mean())
+
+    registry.register_metric("mean-luma", lambda **kw: MeanLuma(), mode="nr", lower_better=False,
+                             score_range="0, 1", description="test metric")
     try:
+        assert "mean-luma" in registry.list_metrics("nr") and "mean-luma" in run.available_metrics()
         result = run.evaluate_folders([tmp_path / "sr"], None, None, [run.create_metric("mean-luma")])
     finally:
-        run._REGISTRY.pop("mean-luma")
+        registry.unregister_metric("mean-luma")
     assert [r["image"] for r in result.records] == ["baby_x4", "bird_x4"]
+    assert result.records[0]["mean-luma"] == pytest.approx(float(to_tensor(Image.open(tmp_path / "sr" / "baby_x4.png")
+                                                                       .convert("RGB")).mean()), abs=1e-6)
     with pytest.raises(ValueError, match="unknown metric"):
         run.create_metric("mean-luma")
 
@@ -201,11 +211,12 @@ def test_eval_command_outputs(shared_data, tmp_path, capsys, monkeypatch):
     table = (out / "table.md").read_text()
     assert "| Set5 | PSNR↑ | 28.42 |" in table and "RANDOM" in table
     html = (out / "report.html").read_text()
-    assert html.count("crops/Set5_") == 10 and (out / "perception_distortion.png").stat().st_size > 1000
-    assert all((out / "crops" / f"Set5_{n}_bicubic.png").is_file() for n in ["baby", "woman"])
+    # LR (nearest-neighbour enlarged), bicubic and HR crops of each of the 5 images
+    assert html.count("crops/Set5_") == 15 and (out / "perception_distortion.png").stat().st_size > 1000
+    assert all((out / "crops" / f"Set5_{n}_{c}.png").is_file() for n in ["baby", "woman"] for c in ["LR", "bicubic"])
     # Without --json, the table goes to stdout; errors are one line on stderr with exit code 2.
     assert main(["eval", "--sr", str(tmp_path), "--dataset", str(tmp_path)]) == 2
-    assert "either --sr" in capsys.readouterr().err
+    assert "give one of --sr" in capsys.readouterr().err
 
 
 def test_eval_model_needs_matching_scale(shared_data, tmp_path, capsys):

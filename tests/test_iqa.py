@@ -128,7 +128,7 @@ def images(n: int, seed: int = 0, size=(96, 80)) -> torch.Tensor:
 
 
 def test_registry_and_conventions(metric):
-    assert iqa.list_metrics() == ["sfd-iqa", "clipiqa", "niqe"]
+    assert iqa.list_metrics() == ["clipiqa", "niqe", "sfd-iqa"]  # the no-reference part of sfd.metrics
     assert isinstance(metric, torch.nn.Module)
     assert metric.lower_better is False and metric.score_range == "0, 1"
     assert iqa.create_metric("niqe").lower_better is True
@@ -259,7 +259,7 @@ def test_fig9_cli_shows_both_metrics(artifact, tmp_path, capsys):
     save_png(artifact.broken, tmp_path / "collapse.png")
     (tmp_path / "broken.png").write_bytes(b"not an image")
     out_csv = tmp_path / "scores.csv"
-    rc = main(["iqa", str(tmp_path), "--model", str(artifact.ckpt), "--metric", "sfd-iqa,clipiqa",
+    rc = main(["iqa", str(tmp_path), "--checkpoint", str(artifact.ckpt), "--metric", "sfd-iqa,clipiqa",
                "--json", "--csv", str(out_csv), "--no-progress"])  # fmt: skip
     assert rc == 0
     captured = capsys.readouterr()
@@ -352,8 +352,8 @@ def test_iqa_eval_small_folder(artifact, tmp_path, capsys):
     out = tmp_path / "eval"
     with pytest.warns(UserWarning, match="not in"):
         rc = main(["iqa-eval", "--images", str(folder), "--mos", str(csv_path), "--metrics", "sfd-iqa,clipiqa,niqe",
-                   "--model", str(artifact.ckpt), "--image-col", "filename", "--mos-col", "score",
-                   "--out", str(out), "--no-progress"])  # fmt: skip
+                   "--checkpoint", str(artifact.ckpt), "--image-col", "filename", "--mos-col", "score",
+                   "-o", str(out), "--no-progress"])  # fmt: skip
     assert rc == 0
     table = capsys.readouterr().out.strip()
     assert table == (out / "table.md").read_text().strip()
@@ -379,8 +379,8 @@ def test_iqa_eval_small_folder(artifact, tmp_path, capsys):
 def test_iqa_eval_on_clive(artifact, shared_data, tmp_path, capsys):
     clive = shared_data("iqa/CLIVE")
     rc = main(["iqa-eval", "--images", str(clive / "images"), "--mos", str(clive / "mos.csv"),
-               "--metrics", "niqe,sfd-iqa", "--model", str(artifact.ckpt), "--limit", "4",
-               "--out", str(tmp_path), "--json", "--no-progress"])  # fmt: skip
+               "--metrics", "niqe,sfd-iqa", "--checkpoint", str(artifact.ckpt), "--limit", "4",
+               "-o", str(tmp_path), "--json", "--no-progress"])  # fmt: skip
     assert rc == 0
     report = json.loads(capsys.readouterr().out)
     assert report["dataset"] == "CLIVE" and not report["images_missing"]
@@ -391,8 +391,8 @@ def test_tsne_outputs(artifact, tmp_path, capsys):
     folder, csv_path, mos = make_iqa_folder(tmp_path, artifact.photos, n=20)
     out = tmp_path / "tsne"
     rc = main(["tsne", "--images", str(folder), "--mos", str(csv_path), "--image-col", "filename",
-               "--mos-col", "score", "--model", str(artifact.ckpt), "--per-bin", "3", "--crop", "64",
-               "--out", str(out), "--no-progress"])  # fmt: skip
+               "--mos-col", "score", "--checkpoint", str(artifact.ckpt), "--per-bin", "3", "--crop", "64",
+               "-o", str(out), "--no-progress"])  # fmt: skip
     assert rc == 0
     report = json.loads((out / "tsne.json").read_text())
     Image.open(out / "tsne.png").verify()
@@ -410,15 +410,15 @@ def test_tsne_outputs(artifact, tmp_path, capsys):
 
     # the data-range bins stay available; a scale the data does not fit is one clear error
     rc = main(["tsne", "--images", str(folder), "--mos", str(csv_path), "--image-col", "filename",
-               "--mos-col", "score", "--model", str(artifact.ckpt), "--per-bin", "3", "--crop", "64",
-               "--out", str(out), "--no-progress", "--bins-from", "data"])  # fmt: skip
+               "--mos-col", "score", "--checkpoint", str(artifact.ckpt), "--per-bin", "3", "--crop", "64",
+               "-o", str(out), "--no-progress", "--bins-from", "data"])  # fmt: skip
     assert rc == 0
     report = json.loads((out / "tsne.json").read_text())
     assert report["bins"][0]["range"][0] == min(mos.values()) and report["bins"][-1]["range"][1] == max(mos.values())
     assert report["binning"]["mode"] == "data"
     capsys.readouterr()
     rc = main(["tsne", "--images", str(folder), "--mos", str(csv_path), "--image-col", "filename",
-               "--mos-col", "score", "--model", str(artifact.ckpt), "--out", str(out),
+               "--mos-col", "score", "--checkpoint", str(artifact.ckpt), "-o", str(out),
                "--mos-range", "1,5"])  # fmt: skip
     assert rc != 0 and "outside the MOS range 1,5" in capsys.readouterr().err
 
@@ -460,7 +460,7 @@ def test_features_figure(artifact, tmp_path, capsys):
     torch.save(other, tmp_path / "other.pth")
     src = list_images(artifact.photos)[0]
     rc = main(["features", str(artifact.ckpt), str(tmp_path / "other.pth"), "--image", str(src),
-               "--crop", "32", "--labels", "A,B", "--out", str(tmp_path / "f.png")])  # fmt: skip
+               "--crop", "32", "--labels", "A,B", "-o", str(tmp_path / "f.png")])  # fmt: skip
     assert rc == 0
     Image.open(tmp_path / "f.png").verify()
     assert "model.1.sub.1, model.8" in capsys.readouterr().out

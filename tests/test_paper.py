@@ -105,7 +105,7 @@ def test_a_model_named_after_a_paper_column_gets_its_difference(no_backbones, tm
     assert _cells(table, "Δ rn50 − RN50")[1] == f"{ours['values']['Set5']['psnr'] - 31.63:+.2f}"
     assert _cells(table, "rn50 (measured)")[4:] == ["not found"] * 3
     report = (tmp_path / "out" / "report.html").read_text()
-    assert "Supplement Table 2" in report and report.count("crops/Set5_") == 2 * 3  # HR + two methods, 2 images
+    assert "Supplement Table 2" in report and report.count("crops/Set5_") == 2 * 4  # LR, HR and two methods, 2 images
 
 
 def test_paper_table_usage_errors_are_one_line(tmp_path, capsys, monkeypatch):
@@ -119,7 +119,7 @@ def test_paper_table_usage_errors_are_one_line(tmp_path, capsys, monkeypatch):
     ):
         assert main(["eval", "--paper-table", "supp1", *args]) == 2
         err = capsys.readouterr().err
-        assert err.startswith("error: ") and expect in err and err.count("\n") == 1, err
+        assert err.startswith("sfd eval: error: ") and expect in err and err.count("\n") == 1, err
     # nothing found: the table is still printed, the exit code says nothing was measured
     assert main(["eval", "--paper-table", "supp1", "--method", "bicubic", "--data-root", str(tmp_path),
                  "-o", str(tmp_path / "out")]) == 1  # fmt: skip
@@ -156,5 +156,5 @@ def test_datasets_by_name_under_a_data_root(tmp_path, monkeypatch, capsys):
                  "--metrics", "psnr", "--data-root", str(root), "-o", str(out), "--json"]) == 0  # fmt: skip
     data = json.loads(capsys.readouterr().out)
     assert set(data["means"]) == {"Set5", "HR"} and len(data["per_image"]) == 3
-    assert main(["eval", "--dataset", "Urban100", "--method", "bicubic", "--scale", "4", "-o", str(out)]) == 2
+    assert main(["eval", "--dataset", "Urban100", "--method", "bicubic", "--scale", "4", "-o", str(out)]) == 1
     assert "Urban100 not found under" in capsys.readouterr().err

@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+from sfd.errors import UsageError
+
 
 __all__ = ["register", "cmd_sr", "cmd_eval", "cmd_export", "cmd_fetch_niqe_model"]
 
@@ -34,24 +36,42 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_runtime_args(p)
     p.set_defaults(func=cmd_sr)
 
-    p = sub.add_parser("eval", help="measure SR results: PSNR/SSIM/LPIPS/DISTS/NIQE tables and reports",
-                       description="Either --sr DIR... [--hr DIR] (existing results) or --dataset DIR... with "
-                                   "--model/--method (LR made by MATLAB bicubic from each HR).")
+    p = sub.add_parser(
+        "eval", help="measure SR results: PSNR/SSIM/LPIPS/DISTS/NIQE/SFD-IQA tables and reports",
+        description="Either --sr DIR... [--hr DIR] (existing results), --dataset NAME|DIR... with --model/--method "
+                    "(a folder: HR images, LR made by MATLAB bicubic; a name: RealSR-Canon, RealSR-Nikon, DRealSR "
+                    "under --data-root), or --lr DIR [--hr DIR] with --model/--method (real LR images, scored "
+                    "against their HR partners, or without HR by no-reference metrics only).")
     p.add_argument("--sr", nargs="+", metavar="DIR", help="folders of SR images (one method each)")
-    p.add_argument("--hr", metavar="DIR", help="HR folder matching --sr (omit for no-reference metrics only)")
+    p.add_argument("--hr", metavar="DIR", help="HR folder matching --sr or --lr (omit for no-reference metrics only)")
+    p.add_argument("--lr", metavar="DIR", help="folder of real LR images to super-resolve (photos, RealSR, DRealSR)")
     p.add_argument("--model", nargs="+", default=[], metavar="MODEL",
                    help="generators to evaluate (with --paper-table: [COLUMN=]MODEL, e.g. rrdb_sfd=CKPT)")
     p.add_argument("--method", nargs="+", default=[], choices=["bicubic"], help="built-in methods")
-    p.add_argument("--dataset", nargs="+", metavar="DIR|NAME",
-                   help="HR dataset folders, or names under --data-root (Set5, Set14, B100, Manga109, ...)")
-    p.add_argument("--data-root", metavar="DIR", help="folder of named datasets (default $SFD_DATA)")
+    p.add_argument("--dataset", nargs="+", metavar="NAME|DIR",
+                   help="HR dataset folders, or names under --data-root: Set5, Set14, B100, Manga109, Urban100, "
+                        "DIV2K100 (LR by MATLAB bicubic); RealSR-Canon, RealSR-Nikon, DRealSR (real LR)")
+    p.add_argument("--data-root", metavar="DIR", help="where named datasets are (default $SFD_DATA)")
     p.add_argument("--paper-table", choices=["supp1", "supp2"],
                    help="the supplement's Table 1 or 2: its datasets under --data-root, printed beside the "
                         "published numbers (docs/evaluation.md)")
-    p.add_argument("--scale", type=int, help="SR factor (border shaved for PSNR/SSIM/NIQE)")
-    p.add_argument("--metrics", help="comma-separated: psnr,ssim,lpips,lpips-alex,lpips-vgg,dists,niqe "
-                                     "(default psnr,ssim,niqe; niqe alone without --hr)")
-    p.add_argument("-o", "--out", default="sfd-eval", help="folder for per_image.csv, table.md, results.json, report")
+    p.add_argument("--scale", type=int, help="SR factor (default: the named dataset's, else the model's)")
+    p.add_argument("--border", type=int, help="pixels shaved for PSNR/SSIM/NIQE (default: the scale)")
+    p.add_argument("--pair-pattern", metavar="LR:HR",
+                   help="how LR and HR names are built from the name they share, e.g. '{}_LR4:{}_HR' "
+                        "(default: RealSR, DRealSR, BasicSR and same-name conventions)")
+    p.add_argument("--shrink-lr", action="store_true",
+                   help="the LR images have the HR's size (registered, as RealSR v1/v2): shrink them by the scale "
+                        "with MATLAB bicubic before SR")
+    p.add_argument("--metrics", help="comma-separated, from `sfd.metrics.list_metrics()`: psnr,ssim,lpips,lpips-alex,"
+                                     "lpips-vgg,dists (need HR), niqe,sfd-iqa,clipiqa (no reference) "
+                                     "(default psnr,ssim,niqe; niqe alone without HR)")
+    p.add_argument("--checkpoint", metavar="CKPT", help="sfd training checkpoint for sfd-iqa (and clipiqa's CLIP)")
+    p.add_argument("--clip-weights", metavar="W", help="CLIP weights for sfd-iqa/clipiqa: openai, a file, or random "
+                                                      "(default: the checkpoint's CLIP; clipiqa alone: openai)")
+    p.add_argument("-o", "--output", dest="out", default="sfd-eval",
+                   help="folder for per_image.csv, table.md, results.json, report (default sfd-eval)")
+    p.add_argument("--out", dest="out", help=argparse.SUPPRESS)  # the name before -o/--output
     p.add_argument("--json", action="store_true", help="print the whole result as JSON on stdout")
     p.add_argument("--report", action="store_true", help="also write report.html with crops and a plot")
     p.add_argument("--save-sr", action="store_true", help="save SR images under OUT/sr/DATASET/METHOD/")
@@ -81,13 +101,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_fetch_niqe_model)
 
 
-def _fail(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return 2
 
-
-def _setup(args: argparse.Namespace) -> str | None:
-    """Apply --threads and resolve --device; returns an error message or None."""
+def _setup(args: argparse.Namespace) -> None:
+    """Apply --threads and resolve --device (auto: CUDA when available) in one place."""
     import torch
 
     from sfd.device import resolve_device
@@ -97,8 +113,7 @@ def _setup(args: argparse.Namespace) -> str | None:
     try:
         args.device = str(resolve_device(args.device))
     except ValueError as err:
-        return str(err)
-    return None
+        raise UsageError(str(err)) from None
 
 
 # --------------------------------------------------------------------------- sr
@@ -124,17 +139,13 @@ def cmd_sr(args: argparse.Namespace) -> int:
     from sfd.evaluate.tiling import PRECISIONS, bicubic_upscale, run_model, tiled_upscale
     from sfd.models.loading import load_generator
 
-    if err := _setup(args):
-        return _fail(err)
-    try:
-        images = list_images(args.inputs)
-        outputs = _output_paths(images, Path(args.output))
-        gen = load_generator(args.model, device=args.device, prefer_ema=not args.no_ema, allow_pickle=args.allow_pickle)
-    except (FileNotFoundError, ValueError, ImportError) as err:
-        return _fail(str(err))
+    _setup(args)
+    images = list_images(args.inputs)
+    outputs = _output_paths(images, Path(args.output))
+    gen = load_generator(args.model, device=args.device, prefer_ema=not args.no_ema, allow_pickle=args.allow_pickle)
     dtype = PRECISIONS[args.precision]
     if (dtype == torch.float16 and not gen.supports_half) or (dtype == torch.bfloat16 and not gen.supports_bfloat16):
-        return _fail(f"{gen.architecture} does not support {args.precision}; use fp32")
+        raise UsageError(f"{gen.architecture} does not support {args.precision}; use fp32")
     gen.model.to(dtype)
     fn = run_model(gen.model, gen.scale, gen.size_multiple, gen.min_size)
     print(f"model: {gen.source}, {gen.architecture} x{gen.scale}, {args.precision} on {args.device}", file=sys.stderr)
@@ -171,46 +182,105 @@ def cmd_sr(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- eval
 
 
+_GENERIC_FOLDERS = {"lr", "lq", "hr", "gt", "test", "test_lr", "test_hr", "input", "inputs", "images", "lr_bicubic"}
+
+
+def _folder_label(path: Path) -> str:
+    """A dataset name from a folder: ``Canon/Test/4`` -> Canon, ``DRealSR/Test_x4/test_LR`` -> DRealSR."""
+    path = path.resolve()
+    for part in [path, *path.parents]:
+        name = part.name
+        if name and not (name.isdigit() or name.lower() in _GENERIC_FOLDERS or name.lower().startswith("test_x")
+                         or (name.lower().startswith("x") and name[1:].isdigit())):
+            return name
+    return path.name or "images"
+
+
+def _eval_datasets(args: argparse.Namespace, pattern) -> tuple[list, set[int]]:
+    """DatasetSpecs of --dataset and --lr, and the scales named datasets fix."""
+    from sfd.evaluate.datasets import resolve
+    from sfd.evaluate.run import DatasetSpec
+
+    specs, scales = [], set()
+    for item in args.dataset or []:
+        if Path(item).is_dir():
+            specs.append(DatasetSpec(Path(item).name, hr=Path(item)))
+            continue
+        found = resolve(item, args.data_root)
+        specs.append(DatasetSpec(found.name, hr=found.hr, lr=found.lr, pair_pattern=pattern, shrink_lr=args.shrink_lr)
+                     if found.lr else DatasetSpec(found.name, hr=found.hr))
+        scales |= {found.scale} if found.scale else set()
+    if args.lr:
+        for folder in [args.lr] + ([args.hr] if args.hr else []):
+            if not Path(folder).is_dir():
+                raise FileNotFoundError(f"no such folder: {folder}")
+        specs.append(DatasetSpec(_folder_label(Path(args.lr)), hr=Path(args.hr) if args.hr else None,
+                                 lr=Path(args.lr), pair_pattern=pattern, shrink_lr=args.shrink_lr))
+    return specs, scales
+
+
+def _eval_methods(args: argparse.Namespace, scale: int | None) -> list:
+    from sfd.evaluate import run
+
+    methods = []
+    stems = [Path(m).stem for m in args.model]
+    for spec, stem in zip(args.model, stems):  # column names: file stems unless two collide
+        methods.append(run.model_method(spec, scale, args.device, args.precision, args.tile, args.tile_pad,
+                                        name=spec if stems.count(stem) > 1 else None,
+                                        allow_pickle=args.allow_pickle))
+        scale = scale or methods[-1].scale  # the first model fixes the scale when nothing else did
+    if "bicubic" in args.method:
+        if not scale:
+            raise ValueError("--method bicubic needs --scale")
+        methods.insert(0, run.bicubic_method(scale))
+    return methods
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from sfd.evaluate import run
-    from sfd.evaluate.datasets import resolve_dataset_arg
+    from sfd.evaluate.pairing import PairPattern
 
-    if err := _setup(args):
-        return _fail(err)
+    _setup(args)
     if args.paper_table:
         from sfd.evaluate.paper import cmd_paper_table
 
         return cmd_paper_table(args)
-    by_folder = bool(args.sr)
-    if by_folder == bool(args.dataset):
-        return _fail("give either --sr DIR... (with --hr DIR for reference metrics) or --dataset DIR... with "
-                     "--model/--method")
-    if by_folder and (args.model or args.method):
-        return _fail("--model/--method make SR images from --dataset; with --sr the SR images already exist")
-    if args.dataset and not (args.model or args.method):
-        return _fail("--dataset needs at least one --model or --method bicubic")
-    if args.dataset and not args.scale:
-        return _fail("--dataset needs --scale")
-    names = args.metrics.split(",") if args.metrics else (["psnr", "ssim", "niqe"] if (args.hr or args.dataset)
-                                                           else ["niqe"])
+    if sum(map(bool, (args.sr, args.dataset, args.lr))) != 1:
+        raise UsageError("give one of --sr DIR... (existing SR images, with --hr DIR for reference metrics), "
+                     "--dataset NAME|DIR... or --lr DIR (both with --model/--method)")
+    if args.sr and (args.model or args.method):
+        raise UsageError("--model/--method make SR images from --dataset or --lr; with --sr the SR images already exist")
+    if not args.sr and not (args.model or args.method):
+        raise UsageError(f"{'--dataset' if args.dataset else '--lr'} needs at least one --model or --method bicubic")
+    if args.hr and args.dataset:
+        raise UsageError("--hr goes with --sr or --lr; a --dataset brings its own HR")
+    if args.sr and (args.pair_pattern or args.shrink_lr):
+        raise UsageError("--pair-pattern and --shrink-lr are for real LR images (--lr or a named --dataset)")
+    pattern = PairPattern.parse(args.pair_pattern) if args.pair_pattern else None
+    specs, named_scales = _eval_datasets(args, pattern) if not args.sr else ([], set())
+    if len(named_scales) > 1:
+        raise UsageError(f"the named datasets have different scales ({sorted(named_scales)}); evaluate them separately")
+    scale = args.scale or next(iter(named_scales), None)
+    if args.scale and named_scales and args.scale not in named_scales:
+        raise UsageError(f"--scale {args.scale}, but the named datasets are x{next(iter(named_scales))}")
+    if any(not s.real for s in specs) and not scale and not args.model:
+        raise UsageError("a --dataset folder needs --scale")
+    has_hr = bool(args.hr) or any(s.hr for s in specs)
+    names = args.metrics.split(",") if args.metrics else (["psnr", "ssim", "niqe"] if has_hr else ["niqe"])
     options = run.MetricOptions(device=args.device, niqe_model=args.niqe_model,
-                                backbone_weights="random" if args.backbone_weights == "random" else None)
-    try:
-        metrics = [run.create_metric(n.strip(), options) for n in names if n.strip()]
-        if by_folder:
-            result = run.evaluate_folders(args.sr, args.hr, args.scale, metrics, keep_crops=args.report)
-        else:
-            methods = [run.bicubic_method(args.scale)] if "bicubic" in args.method else []
-            stems = [Path(m).stem for m in args.model]
-            for spec, stem in zip(args.model, stems):  # column names: file stems unless two collide
-                methods.append(run.model_method(spec, args.scale, args.device, args.precision, args.tile,
-                                                args.tile_pad, name=spec if stems.count(stem) > 1 else None,
-                                                allow_pickle=args.allow_pickle))
-            save_sr = Path(args.out) / "sr" if args.save_sr else None
-            datasets = [resolve_dataset_arg(d, args.data_root) for d in args.dataset]
-            result = run.evaluate(methods, datasets, args.scale, metrics, keep_crops=args.report, save_sr=save_sr)
-    except (FileNotFoundError, ValueError, ImportError) as err:
-        return _fail(str(err))
+                                backbone_weights="random" if args.backbone_weights == "random" else None,
+                                checkpoint=args.checkpoint, clip_weights=args.clip_weights)
+    metrics = [run.create_metric(n.strip(), options) for n in names if n.strip()]
+    run.check_references(specs, metrics)
+    if args.sr:
+        result = run.evaluate_folders(args.sr, args.hr, args.scale, metrics, keep_crops=args.report,
+                                      border=args.border)
+    else:
+        methods = _eval_methods(args, scale)
+        scale = scale or methods[0].scale
+        save_sr = Path(args.out) / "sr" if args.save_sr else None
+        result = run.evaluate(methods, specs, scale, metrics, keep_crops=args.report, save_sr=save_sr,
+                              border=args.border)
     paths = result.write(args.out)
     if args.report:
         from sfd.evaluate.report import write_report
@@ -221,8 +291,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     else:
         print(result.markdown_table())
         print("\n".join(f"- {n}" for n in result.notes))
+    for line in result.errors:  # each bad image or pair: one line; the others were measured
+        print(f"error: {line}", file=sys.stderr)
     print("wrote " + ", ".join(str(p) for p in paths.values()), file=sys.stderr)
-    return 0
+    if result.errors:
+        print(f"sfd eval: {len(result.errors)} error(s); {len(result.records)} result(s) measured", file=sys.stderr)
+    return 1 if result.errors else 0
 
 
 # --------------------------------------------------------------------------- export
@@ -231,11 +305,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from sfd.models.export import export_safetensors
 
-    try:
-        info = export_safetensors(args.checkpoint, args.output, prefer_ema=not args.no_ema,
-                                  allow_pickle=args.allow_pickle)
-    except (FileNotFoundError, ValueError, ImportError) as err:
-        return _fail(str(err))
+    info = export_safetensors(args.checkpoint, args.output, prefer_ema=not args.no_ema,
+                              allow_pickle=args.allow_pickle)
     print(f"wrote {args.output}: {info['architecture']} x{info['scale']} from {info['source']}; "
           "verified: spandrel loads it with the same architecture, scale and outputs")
     return 0
@@ -249,10 +320,7 @@ def cmd_fetch_niqe_model(args: argparse.Namespace) -> int:
 
     dest = Path(args.dest) if args.dest else matlab_model_cache_path()
     before = dest.stat().st_mtime_ns if dest.is_file() else None
-    try:
-        path = fetch_matlab_model(dest, force=args.force)
-    except (OSError, RuntimeError) as err:
-        return _fail(str(err))
+    path = fetch_matlab_model(dest, force=args.force)
     action = "already cached" if path.stat().st_mtime_ns == before else "fetched from PyPI (basicsr==1.4.2 sdist)"
     print(f"{path}: MATLAB's NIQE pristine model, {action} (SHA-256 {MATLAB_MODEL_SHA256[:16]}...)")
     return 0

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import yaml
 
+from sfd.errors import CommandFailed, UsageError
 from sfd.evaluate import run
 from sfd.evaluate.datasets import DatasetNotFound, data_root, resolve_dataset
 
@@ -258,25 +259,22 @@ def evaluate_paper_table(
 def cmd_paper_table(args: argparse.Namespace) -> int:
     """The ``--paper-table`` branch of ``sfd eval``: usage errors exit 2, nothing measurable exits 1."""
     if args.sr or args.dataset or args.hr:
-        return _fail("--paper-table takes its datasets from the table: drop --sr/--hr/--dataset, give --data-root")
+        raise UsageError("--paper-table takes its datasets from the table: drop --sr/--hr/--dataset, give --data-root")
     if not (args.model or args.method):
-        return _fail("--paper-table needs at least one --model [COLUMN=]PATH or --method bicubic")
+        raise UsageError("--paper-table needs at least one --model [COLUMN=]PATH or --method bicubic")
     if args.backbone_weights == "random":
-        return _fail("--paper-table compares with published LPIPS/DISTS: random backbones give no such numbers")
+        raise UsageError("--paper-table compares with published LPIPS/DISTS: random backbones give no such numbers")
     if data_root(args.data_root) is None:
-        return _fail("--paper-table needs --data-root DIR (or $SFD_DATA) holding the datasets, e.g. DIR/BSDS100/")
-    try:
-        table = load_paper_table(args.paper_table)
-        if args.scale and args.scale != table.scale:
-            return _fail(f"{args.paper_table} is x{table.scale}; drop --scale {args.scale}")
-        ours = ([OurMethod("bicubic", None, None)] if "bicubic" in args.method else []) + \
-            [parse_method(m, table) for m in args.model]
-        metric_names = [m.strip() for m in args.metrics.split(",")] if args.metrics else None
-        result = evaluate_paper_table(table, ours, args.data_root, metric_names, args.device, args.precision, args.tile,
-                                      args.tile_pad, args.allow_pickle, keep_crops=args.report,
-                                      save_sr=Path(args.out) / "sr" if args.save_sr else None)  # fmt: skip
-    except (FileNotFoundError, ValueError, ImportError) as err:
-        return _fail(str(err))
+        raise UsageError("--paper-table needs --data-root DIR (or $SFD_DATA) holding the datasets, e.g. DIR/BSDS100/")
+    table = load_paper_table(args.paper_table)
+    if args.scale and args.scale != table.scale:
+        raise UsageError(f"{args.paper_table} is x{table.scale}; drop --scale {args.scale}")
+    ours = ([OurMethod("bicubic", None, None)] if "bicubic" in args.method else []) + \
+        [parse_method(m, table) for m in args.model]
+    metric_names = [m.strip() for m in args.metrics.split(",")] if args.metrics else None
+    result = evaluate_paper_table(table, ours, args.data_root, metric_names, args.device, args.precision, args.tile,
+                                  args.tile_pad, args.allow_pickle, keep_crops=args.report,
+                                  save_sr=Path(args.out) / "sr" if args.save_sr else None)  # fmt: skip
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"paper_table": out / "paper_table.md", "paper_json": out / "paper_table.json"}
@@ -293,11 +291,6 @@ def cmd_paper_table(args: argparse.Namespace) -> int:
     print(json.dumps(report, indent=2, allow_nan=False) if args.json else result.markdown())
     print("wrote " + ", ".join(str(p) for p in paths.values()), file=sys.stderr)
     if not result.found:
-        print(f"error: none of {', '.join(table.datasets)} found under {result.root}", file=sys.stderr)
-        return 1
+        raise CommandFailed(f"none of {', '.join(table.datasets)} found under {result.root}")
     return 0
 
-
-def _fail(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return 2

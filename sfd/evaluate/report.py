@@ -90,7 +90,9 @@ def write_report(result: EvalResult, out_dir: str | Path, intro_html: str = "") 
     crop_dir = out / "crops"
     crop_dir.mkdir(parents=True, exist_ok=True)
     plot_metric = perception_distortion_plot(result, out / "perception_distortion.png")
-    columns = (["HR"] if any("HR" in c for c in result.crops.values()) else []) + [m.name for m in result.methods]
+    # The LR (enlarged by nearest neighbour), each method, then the HR where there is one: all the same region.
+    columns = (["LR"] if any("LR" in c for c in result.crops.values()) else []) + [m.name for m in result.methods]
+    columns += ["HR"] if any("HR" in c for c in result.crops.values()) else []
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>sfd eval report</title><style>",
         "body{font-family:sans-serif;margin:1.5em} table{border-collapse:collapse} td,th{border:1px solid #ccc;"
@@ -109,7 +111,9 @@ def write_report(result: EvalResult, out_dir: str | Path, intro_html: str = "") 
                      "<img src='perception_distortion.png' alt='perception-distortion plot'>")
     else:
         parts.append("<p>No perception-distortion plot: it needs PSNR and LPIPS or NIQE.</p>")
-    parts.append("<h2>Zoomed crops (the same region in every column)</h2>")
+    if result.errors:
+        parts.append("<h2>Errors</h2><ul>" + "".join(f"<li>{html.escape(e)}</li>" for e in result.errors) + "</ul>")
+    parts.append("<h2>Zoomed crops (the same region in every column; LR enlarged by nearest neighbour)</h2>")
     for dataset in result.datasets:
         parts.append(f"<h3>{html.escape(dataset)}</h3><table class='crops'><tr><th>image</th>"
                      + "".join(f"<th>{html.escape(c)}</th>" for c in columns) + "</tr>")

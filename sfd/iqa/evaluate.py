@@ -21,7 +21,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from sfd.iqa import canonical_name, create_metric
+from sfd.errors import UsageError
+from sfd.iqa import create_metric
+from sfd.metrics import metric_entry
 from sfd.iqa.correlation import correlations, logistic4
 from sfd.iqa.metrics import IQAMetric
 
@@ -115,7 +117,11 @@ def build_metrics(
     else the checkpoint's CLIP (so both CLIP metrics see the same CLIP), else "openai"."""
     metrics = {}
     for raw in names:
-        name = canonical_name(raw)
+        entry = metric_entry(raw)
+        name = entry.name
+        if entry.mode == "fr":
+            raise UsageError(f"{name} compares an image with its reference; this command scores images alone "
+                             "(use sfd eval --hr for reference metrics)")
         if name == "sfd-iqa":
             if checkpoint is None:
                 raise ValueError("sfd-iqa needs a checkpoint: --model CKPT")

@@ -137,6 +137,7 @@ class IQAMetric(nn.Module, ABC):
     name: str = ""
     lower_better: bool = False
     score_range: str = "0, 1"  # pyiqa's notation: "min, max", "~" for rough bounds
+    needs_reference = False  # no-reference ("nr") metrics, in sfd.metrics' registry
 
     def __init__(self, device: str | torch.device | None = None, as_loss: bool = False):
         super().__init__()
@@ -155,6 +156,11 @@ class IQAMetric(nn.Module, ABC):
         """Per image, the score and its parts (e.g. S_feat and S_text of SFD-IQA), as floats."""
         with torch.no_grad():
             return [{k: float(v) for k, v in self.score_one(self._prepare(img)).items()} for img in load_inputs(inputs)]
+
+    def score_image(self, img: torch.Tensor, ref: torch.Tensor | None = None, border: int | None = None) -> float:
+        """The score of one (3, H, W) image, as ``sfd eval`` asks every registry metric (``ref`` is unused)."""
+        with torch.no_grad():
+            return float(self.score_one(self._prepare(img))["score"])
 
     def _prepare(self, img: torch.Tensor) -> torch.Tensor:
         img = img.to(self.device, torch.float32)
@@ -409,8 +415,12 @@ class NIQE(IQAMetric):
     def describe(self) -> dict[str, Any]:
         return super().describe() | {"pristine_model": self.model.source, "border": self.border, "color": self.color}
 
-    def score_one(self, img: torch.Tensor) -> dict[str, torch.Tensor]:
+    def score_one(self, img: torch.Tensor, border: int | None = None) -> dict[str, torch.Tensor]:
         from sfd.evaluate.niqe import niqe
 
-        value = niqe(img.detach().cpu(), border=self.border, color=self.color, model=self.model)
+        border = self.border if border is None else border
+        value = niqe(img.detach().cpu(), border=border, color=self.color, model=self.model)
         return {"score": torch.tensor(value, dtype=torch.float64)}
+
+    def score_image(self, img: torch.Tensor, ref: torch.Tensor | None = None, border: int | None = None) -> float:
+        return float(self.score_one(img, border)["score"])  # sfd eval shaves the scale, as SR papers do
