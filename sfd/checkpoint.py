@@ -23,7 +23,8 @@ import torch
 from sfd.config import Config
 from sfd.yamlconfig import ConfigError, config_from_dict
 
-__all__ = ["Checkpoint", "CheckpointError", "load", "from_dict", "save", "find_latest", "list_checkpoints"]
+__all__ = ["Checkpoint", "CheckpointError", "load", "from_dict", "save", "find_latest", "list_checkpoints",
+           "load_latest_good", "prune"]
 
 # Names used by earlier versions -> today's names (old checkpoints keep loading).
 _LEGACY_PARTS = {"lpp": "tg_d"}
@@ -130,6 +131,10 @@ def save(state: dict, path: str | Path) -> Path:
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
+        if delay := os.environ.get("SFD_TEST_SAVE_DELAY"):  # test hook: a window in which to kill a write
+            import time
+
+            time.sleep(float(delay))
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -159,3 +164,38 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
 def find_latest(run_dir: str | Path) -> Path | None:
     found = list_checkpoints(run_dir)
     return found[-1] if found else None
+
+
+def load_latest_good(run_dir: str | Path, say=print) -> Checkpoint | None:
+    """The newest checkpoint of the run that loads, or None when there is none.
+
+    A truncated or corrupt one (a disk error, a copy cut short) is renamed ``*.corrupt`` (kept for
+    inspection, never picked again) and the previous one is tried; ``say`` reports each such step.
+    """
+    for path in reversed(list_checkpoints(run_dir)):
+        try:
+            return load(path)
+        except CheckpointError as err:
+            bad = path.with_name(path.name + ".corrupt")
+            os.replace(path, bad)
+            say(f"warning: {err}; moved it to {bad.name} and trying the previous checkpoint")
+    return None
+
+
+def prune(run_dir: str | Path, keep: int | None, keep_every: int = 0) -> list[Path]:
+    """Delete all but the newest ``keep`` checkpoints (None: keep all). Checkpoints whose iteration
+    is a multiple of ``keep_every`` (> 0) are kept too, as are the ones beside a ``NAME.keep`` marker
+    file. Returns the deleted paths."""
+    if keep is None:
+        return []
+    found = list_checkpoints(run_dir)
+    old = found[: max(0, len(found) - keep)]
+    deleted = []
+    for path in old:
+        m = re.fullmatch(r"iter_(\d+)\.pth", path.name)
+        marked = path.with_name(path.name + ".keep").exists()
+        if marked or (keep_every > 0 and m and int(m.group(1)) % keep_every == 0):
+            continue
+        path.unlink(missing_ok=True)
+        deleted.append(path)
+    return deleted
