@@ -7,6 +7,7 @@ silently falls back to a default. ``--set a.b=value`` overrides any field from t
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Optional
@@ -251,11 +252,16 @@ class Config:
         return self.feat_d.enabled or self.tg_d.enabled or bool(self.loss.clipiqa_loss.variant)
 
 
-def _check_prompts(key: str, prompts: list[str], room: int) -> None:
-    """Each prompt must fit in ``room`` tokens of CLIP's context (77 with SOS and EOT)."""
+@functools.lru_cache(maxsize=1)
+def _tokenizer():
     from open_clip.tokenizer import SimpleTokenizer  # only when a config has prompts: it takes ~0.5 s
 
-    tokenizer = SimpleTokenizer()
+    return SimpleTokenizer()
+
+
+def _check_prompts(key: str, prompts: list[str], room: int) -> None:
+    """Each prompt must fit in ``room`` tokens of CLIP's context (77 with SOS and EOT)."""
+    tokenizer = _tokenizer()
     for text in prompts:
         n = len(tokenizer.encode(text))
         if n > room:

@@ -57,9 +57,11 @@ class BadStepCounter:
         if self.in_a_row >= self.limit:
             raise TrainingDiverged(
                 f"{self.in_a_row} steps in a row had a NaN/Inf loss or gradient (last, at iteration {iteration}: "
-                f"{what}); stopped (train.max_bad_steps={self.limit}). Last checkpoint (good weights): {last_good or 'none'}"
+                f"{what}); stopped (train.max_bad_steps={self.limit}). "
+                f"Last checkpoint (good weights): {last_good or 'none'}"
             )
-        return f"iteration {iteration}: skipped a step with a NaN/Inf {what} ({self.in_a_row} in a row, {self.total} in all)"
+        return (f"iteration {iteration}: skipped a step with a NaN/Inf {what} "
+                f"({self.in_a_row} in a row, {self.total} in all)")  # fmt: skip
 
 
 class StopSignals:

@@ -33,7 +33,7 @@ from sfd.config import Config, config_to_dict
 from sfd.errors import UsageError
 from sfd.yamlconfig import ConfigError, apply_overrides, config_from_dict
 from sfd.data.datasets import HRPatches, IterationSampler
-from sfd.data.io import list_images, load_rgb, to_tensor
+from sfd.data.io import list_images, load_rgb, probe_images, to_tensor
 from sfd.data.resize import bicubic_lr, mod_crop
 from sfd.device import resolve_device
 from sfd.evaluate.metrics import psnr, ssim
@@ -361,6 +361,10 @@ def _check_before_work(cfg: Config) -> None:
     missing = [d for d in cfg.data.train if not Path(d).exists()]
     if missing:
         raise ConfigError(f"data.train: no such folder: {', '.join(map(str, missing))}")
+    usable, _ = probe_images(list_images(cfg.data.train), cfg.data.patch_size)
+    if not usable:
+        raise ConfigError(f"data.train: no usable training images (readable, at least {cfg.data.patch_size} pixels "
+                          f"on a side) in {', '.join(map(str, cfg.data.train))}")  # fmt: skip
     if cfg.data.val and not Path(cfg.data.val).exists():  # else the first validation would fail, hours in
         raise ConfigError(f"data.val: no such folder: {cfg.data.val} (set data.val=null to skip validation)")
     if str(cfg.train.device).startswith("cuda") and not torch.cuda.is_available():
@@ -428,9 +432,9 @@ def _train(cfg, resume, progress, overrides, overwrite, held: contextlib.ExitSta
             data = apply_overrides(config_to_dict(ckpt.config), overrides or [])
             cfg = config_from_dict(data, Config).validate()
     out = run_dir_for(cfg)
+    _check_before_work(cfg)
     if not locked:
         held.enter_context(RunLock(out))
-    _check_before_work(cfg)
     if ckpt is None and (latest := checkpoint.find_latest(out)) is not None:
         if not overwrite:
             raise UsageError(

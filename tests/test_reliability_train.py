@@ -168,7 +168,8 @@ def test_resume_auto_skips_a_truncated_newest_checkpoint(photos, tmp_path, capsy
     _assert_same(ref, final)
 
 
-def test_a_full_disk_stops_training_and_keeps_the_previous_checkpoint(photos, tmp_path, monkeypatch, capsys, one_thread):
+def test_a_full_disk_stops_training_and_keeps_the_previous_checkpoint(photos, tmp_path, monkeypatch, capsys,
+                                                                      one_thread):
     real_save, calls = torch.save, {"n": 0}
 
     def save(obj, f, *a, **kw):
@@ -179,7 +180,7 @@ def test_a_full_disk_stops_training_and_keeps_the_previous_checkpoint(photos, tm
         return real_save(obj, f, *a, **kw)
 
     monkeypatch.setattr(torch, "save", save)
-    overrides = tiny_overrides(photos, tmp_path) + ["train.save_every=1"]
+    overrides = tiny_overrides(photos, tmp_path) + ["train.save_every=1", "data.val=null"]
     args = ["train", "--no-progress", "-c", str(REPO / "configs" / "classic_rrdb_x4.yml")]
     assert main(args + [a for o in overrides for a in ("--set", o)]) == 1
     err = capsys.readouterr().err
@@ -220,7 +221,7 @@ def test_realworld_resume_restores_the_pair_pool_exactly(photos, tmp_path, one_t
 def test_a_second_train_on_the_same_run_folder_stops_at_once(photos, tmp_path, capsys):
     cfg = tiny_config(photos, tmp_path)
     with RunLock(tmp_path / cfg.name):
-        overrides = tiny_overrides(photos, tmp_path)
+        overrides = tiny_overrides(photos, tmp_path) + ["data.val=null"]
         t0 = time.perf_counter()
         assert main(["train", "-c", str(REPO / "configs" / "classic_rrdb_x4.yml"), "--set", "name=" + cfg.name]
                     + [a for o in overrides for a in ("--set", o)]) == 1  # fmt: skip
@@ -231,7 +232,8 @@ def test_a_second_train_on_the_same_run_folder_stops_at_once(photos, tmp_path, c
 
 
 def test_the_lock_of_a_killed_process_is_released(tmp_path):
-    code = f"from sfd.runlock import RunLock; import time; RunLock({str(tmp_path)!r}).acquire(); print('ok', flush=True); time.sleep(60)"
+    code = (f"from sfd.runlock import RunLock; import time; RunLock({str(tmp_path)!r}).acquire(); "
+            "print('ok', flush=True); time.sleep(60)")
     p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, env=_env())
     assert p.stdout.readline().strip() == b"ok"
     with pytest.raises(RunLocked, match=f"pid {p.pid}"):
@@ -302,4 +304,27 @@ def test_sigkill_at_any_moment_then_resume_auto_is_bit_exact(photos, tmp_path, r
     # 3: to the end
     done = subprocess.run(resume, env=_env(), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    _assert_same(tmp_path / "ref" / "classic_rrdb_x4" / "checkpoints" / f"iter_{n:08d}.pth", ckpts / f"iter_{n:08d}.pth")
+    name = f"iter_{n:08d}.pth"
+    _assert_same(tmp_path / "ref" / "classic_rrdb_x4" / "checkpoints" / name, ckpts / name)
+
+
+# ---------------------------------------------------------------- unreadable training images
+
+
+def test_an_image_that_fails_to_decode_mid_training_is_skipped_and_counted(photos, tmp_path, one_thread):
+    import io
+    import shutil
+
+    import numpy as np
+    from PIL import Image
+
+    data = tmp_path / "data"
+    shutil.copytree(photos, data)
+    buf = io.BytesIO()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (128, 128, 3), dtype=np.uint8)).save(buf, "PNG")
+    (data / "aaa_cut.png").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])  # the header is fine
+    cfg = tiny_config(data, tmp_path, ["data.batch_size=3"], iterations=2)  # 6 samples: every image once
+    with pytest.warns(UserWarning, match=r"training data: skipping .*aaa_cut\.png: truncated or corrupt .*1 skipped"):
+        final = train(cfg, progress=False)
+    assert checkpoint.load(final).iteration == 2

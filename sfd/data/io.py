@@ -19,8 +19,8 @@ from PIL import Image, ImageOps
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageData", "ImageReadError", "list_images", "load_rgb", "to_tensor", "save_png",
-           "read_image", "save_image"]  # fmt: skip
+__all__ = ["IMAGE_EXTENSIONS", "ImageData", "ImageReadError", "list_images", "probe_images", "load_rgb", "to_tensor",
+           "save_png", "read_image", "save_image"]  # fmt: skip
 
 
 class ImageReadError(OSError, ValueError):
@@ -37,7 +37,7 @@ def _reason(path: Path, err: Exception) -> str:
     if isinstance(err, Image.UnidentifiedImageError):
         return "not an image, or a format Pillow cannot read"
     text = " ".join(str(err).split())[:160] or type(err).__name__
-    if "truncated" in text or isinstance(err, (SyntaxError, EOFError)):
+    if "truncated" in text.lower() or isinstance(err, (SyntaxError, EOFError)):
         return f"truncated or corrupt ({text})"
     return f"unreadable ({type(err).__name__}: {text})"
 
@@ -68,6 +68,24 @@ def list_images(inputs: str | Path | Iterable[str | Path]) -> list[Path]:
         else:
             raise FileNotFoundError(f"no such file or folder: {path}")
     return found
+
+
+def probe_images(files: Iterable[str | Path], min_side: int = 1) -> tuple[list[Path], dict[Path, str]]:
+    """Split ``files`` into usable ones and {file: reason} for the others, from their headers only
+    (cheap: no pixels decoded). Too small means a side under ``min_side`` after EXIF rotation."""
+    ok, bad = [], {}
+    for path in map(Path, files):
+        try:
+            with _reading(path), Image.open(path) as im:
+                w, h = im.size
+        except (OSError, ImportError) as err:
+            bad[path] = str(err).removeprefix(f"{path}: ")
+            continue
+        if min(w, h) < min_side:
+            bad[path] = f"{w}x{h} is smaller than {min_side} pixels on a side"
+        else:
+            ok.append(path)
+    return ok, bad
 
 
 def load_rgb(path: str | Path) -> Image.Image:

@@ -114,7 +114,7 @@ def cmd_sr(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
-    from sfd.data.io import list_images, read_image, save_image
+    from sfd.data.io import IMAGE_EXTENSIONS, list_images, read_image, save_image
     from sfd.evaluate.tiling import PRECISIONS, bicubic_upscale, run_model, tiled_upscale
     from sfd.models.loading import load_generator
 
@@ -122,6 +122,8 @@ def cmd_sr(args: argparse.Namespace) -> int:
         return _fail(err)
     try:
         images = list_images(args.inputs)
+        if not images:  # a folder with no images (or only other files) is a mistake, not a success
+            raise FileNotFoundError(f"no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) in {' '.join(args.inputs)}")
         outputs = _output_paths(images, Path(args.output))
         gen = load_generator(args.model, device=args.device, prefer_ema=not args.no_ema, allow_pickle=args.allow_pickle)
     except (FileNotFoundError, ValueError, ImportError) as err:

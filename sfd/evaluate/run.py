@@ -21,10 +21,9 @@ from typing import Callable
 
 import numpy as np
 import torch
-from PIL import Image
 from tqdm import tqdm
 
-from sfd.data.io import list_images, save_png, to_tensor
+from sfd.data.io import list_images, load_rgb, save_png, to_tensor
 from sfd.data.resize import bicubic_lr, imresize, mod_crop, quantize_8bit
 from sfd.evaluate import metrics as fr
 from sfd.evaluate.tiling import PRECISIONS, run_model, tiled_upscale
@@ -319,8 +318,7 @@ def _measure(metrics: list[Metric], sr: torch.Tensor, hr: torch.Tensor | None, s
 
 
 def _load_rgb64(path: Path) -> torch.Tensor:
-    with Image.open(path) as im:
-        return to_tensor(im.convert("RGB")).double()
+    return to_tensor(load_rgb(path)).double()  # a bad file: an ImageReadError that names it
 
 
 def evaluate(

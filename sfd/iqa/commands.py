@@ -133,6 +133,8 @@ def cmd_iqa(args: argparse.Namespace) -> int:
     for key, msg in failed.items():
         print(f"skipped {key}: {msg}", file=sys.stderr)
     scored = [k for k in paths if all(k in results[n] for n in metrics)]
+    if failed:  # the scores of the rest still print, but the exit status says not all went well
+        print(f"sfd iqa: {len(failed)} of {len(paths)} images could not be scored (see above)", file=sys.stderr)
     if not scored:
         print("sfd iqa: no image could be scored", file=sys.stderr)
         return 1
@@ -150,14 +152,14 @@ def cmd_iqa(args: argparse.Namespace) -> int:
             "mean": means,
             "skipped": failed,
         }, indent=2, default=str))  # fmt: skip
-        return 0
+        return 1 if failed else 0
     width = max(len(k) for k in scored + ["mean"])
     header = "".join(f"  {n + (' ↓' if m.lower_better else ''):>10}" for n, m in metrics.items())
     print(f"{'image':<{width}}{header}")
     for k in scored:
         print(f"{k:<{width}}" + "".join(f"  {results[n][k]['score']:>10.4f}" for n in metrics))
     print(f"{'mean':<{width}}" + "".join(f"  {means[n]:>10.4f}" for n in metrics) + f"   ({len(scored)} images)")
-    return 0
+    return 1 if failed else 0
 
 
 def cmd_iqa_eval(args: argparse.Namespace) -> int:
