@@ -173,6 +173,14 @@ def cmd_iqa_eval(args: argparse.Namespace) -> int:
         return _fail("iqa-eval", err)
     print(json.dumps(report, indent=2, default=str) if args.json else markdown_table(report))
     print(f"wrote {Path(args.out) / 'table.md'}, results.json, scores_*.csv, scatter_*.png", file=sys.stderr)
+    failed = {k for m in report["metrics"].values() for k in m["failed"]}
+    for key in sorted(failed):
+        print(f"skipped {key}: " + "; ".join(f"{n}: {m['failed'][key]}" for n, m in report["metrics"].items()
+                                           if key in m["failed"]), file=sys.stderr)  # fmt: skip
+    if report["images_missing"] or failed:  # correlations over fewer images than listed: say so in the status
+        print(f"sfd iqa-eval: {len(report['images_missing'])} images of the MOS file not found, {len(failed)} could "
+              "not be scored", file=sys.stderr)  # fmt: skip
+        return 1
     return 0
 
 
