@@ -225,3 +225,58 @@ def test_iqa_eval_exits_1_when_listed_images_are_missing_or_unreadable(inputs, t
     code, _, err = _run(capsys, ["iqa-eval", "--images", str(inputs / "mixed"), "--mos", str(mos), "--metrics", "niqe",
                                  "--out", str(tmp_path / "o"), "--no-progress"])  # fmt: skip
     assert code != 0, err
+
+
+# ---------------------------------------------------------------- very large images: tiles in bounded memory
+
+
+def _rss_mb(field: str) -> float:
+    for line in open("/proc/self/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    pytest.skip("no /proc/self/status on this platform")
+
+
+def test_tiling_keeps_memory_bounded_by_the_output(tmp_path):
+    """An image's tiles go through the model one by one: peak memory grows by the (uint8) output and
+    one tile's work, not by the full-size float result (x2: 4x the input's float size)."""
+    from sfd.evaluate.tiling import tiled_upscale
+
+    def fn(x):  # a stand-in generator with the memory profile of a real one's output
+        return torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest")
+
+    x = torch.rand(3, 2400, 2400)  # 66 MB as float32; the untiled float result would be 264 MB
+    try:
+        open("/proc/self/clear_refs", "w").write("5")  # reset the peak-RSS counter (Linux >= 4.0)
+    except OSError:
+        pytest.skip("cannot reset the peak RSS counter here")
+    before = _rss_mb("VmRSS")
+    out = tiled_upscale(fn, x, 2, tile=256, tile_pad=16, out_dtype=torch.uint8)
+    growth = _rss_mb("VmHWM") - before
+    output_mb = out.numel() / 2**20  # 66 MB of uint8
+    assert out.shape == (3, 4800, 4800)
+    assert growth < output_mb + 48, f"peak grew by {growth:.0f} MB for a {output_mb:.0f} MB output"
+    assert torch.equal(out[:, ::2, ::2], torch.floor(x * 255 + 0.5).to(torch.uint8))
+
+
+@pytest.mark.slow
+def test_sr_of_an_8000x8000_image_by_tiles(tmp_path):
+    """Soak: `sfd sr --tile 256` on an 8000x8000 PNG with a tiny x2 generator, in a subprocess whose
+    peak RSS is measured (input and output alone are 0.77 GB each as float32/uint8)."""
+    import resource
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    torch.save(tiny_rrdbnet(scale=2, num_filters=4).state_dict(), tmp_path / "g.pth")
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (8000, 8000, 3), dtype=np.uint8)).save(
+        tmp_path / "big.png", compress_level=1)  # fmt: skip
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-m", "sfd", "sr", str(tmp_path / "big.png"), "-o", str(tmp_path / "out"),
+                           "--model", str(tmp_path / "g.pth"), "--tile", "256", "--device", "cpu"],
+                          capture_output=True, text=True, env={"PYTHONPATH": str(repo), "PATH": "/usr/bin:/bin"})  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    peak_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
+    with Image.open(tmp_path / "out" / "big.png") as im:
+        assert im.size == (16000, 16000)
+    assert peak_gb < 4.0, f"peak RSS {peak_gb:.1f} GB"
