@@ -280,3 +280,22 @@ def test_sr_of_an_8000x8000_image_by_tiles(tmp_path):
     with Image.open(tmp_path / "out" / "big.png") as im:
         assert im.size == (16000, 16000)
     assert peak_gb < 4.0, f"peak RSS {peak_gb:.1f} GB"
+
+
+def test_export_never_overwrites_without_overwrite(inputs, tmp_path, capsys):
+    out = tmp_path / "g.safetensors"
+    out.write_bytes(b"the user's file")
+    code, _, err = _run(capsys, ["export", str(inputs / "g_x2.pth"), "-o", str(out)])
+    assert code == 2 and "already exists" in err and out.read_bytes() == b"the user's file"
+    code, _, err = _run(capsys, ["export", str(inputs / "g_x2.pth"), "-o", str(out), "--overwrite"])
+    assert code == 0 and out.read_bytes() != b"the user's file", err
+
+
+def test_images_too_small_for_niqe_are_named_with_the_reason(tmp_path, capsys):
+    Image.new("RGB", (1, 1)).save(tmp_path / "one.png")
+    _photo((150, 90)).save(tmp_path / "small.png")  # under two 96x96 blocks
+    _photo().save(tmp_path / "fine.png")
+    code, out, err = _run(capsys, ["iqa", str(tmp_path), "--metric", "niqe", "--no-progress"])
+    assert code == 1 and "fine.png" in out
+    for name in ("one.png", "small.png"):
+        assert any(name in line and "96x96 blocks" in line for line in err.splitlines()), err

@@ -62,6 +62,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, help="output .safetensors file")
     p.add_argument("--no-ema", action="store_true", help="export the raw generator instead of its EMA")
     p.add_argument("--allow-pickle", action="store_true", help="load .pth files that need full pickle")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("fetch-niqe-model", help="cache MATLAB's NIQE pristine model (from BasicSR's sdist on PyPI)",
@@ -221,6 +222,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from sfd.models.export import export_safetensors
 
+    if Path(args.output).exists() and not args.overwrite:
+        return _fail(f"{args.output} already exists: choose another -o, or add --overwrite to replace it")
     try:
         info = export_safetensors(args.checkpoint, args.output, prefer_ema=not args.no_ema,
                                   allow_pickle=args.allow_pickle)
