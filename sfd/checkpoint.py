@@ -23,8 +23,8 @@ import torch
 from sfd.config import Config
 from sfd.yamlconfig import ConfigError, config_from_dict
 
-__all__ = ["Checkpoint", "CheckpointError", "load", "from_dict", "save", "find_latest", "list_checkpoints",
-           "load_latest_good", "prune"]
+__all__ = ["Checkpoint", "CheckpointError", "CorruptCheckpoint", "load", "from_dict", "save", "find_latest",
+           "list_checkpoints", "load_latest_good", "prune"]
 
 # Names used by earlier versions -> today's names (old checkpoints keep loading).
 _LEGACY_PARTS = {"lpp": "tg_d"}
@@ -32,6 +32,10 @@ _LEGACY_PARTS = {"lpp": "tg_d"}
 
 class CheckpointError(ValueError):
     """A file that is not a readable sfd checkpoint (missing, truncated, corrupt or of another kind)."""
+
+
+class CorruptCheckpoint(CheckpointError):
+    """A file whose bytes do not read back (truncated, corrupt): not just of another kind or version."""
 
 
 @dataclass
@@ -91,7 +95,8 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoi
     try:
         raw = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # truncated zip, random bytes, pickled objects: all the same to a user
-        raise CheckpointError(f"{path} is not a readable checkpoint ({type(err).__name__}: {str(err)[:120]})") from None
+        reason = f"{type(err).__name__}: {str(err)[:120]}"
+        raise CorruptCheckpoint(f"{path} is not a readable checkpoint ({reason})") from None
     return from_dict(raw, str(path))
 
 
@@ -175,7 +180,7 @@ def load_latest_good(run_dir: str | Path, say=print) -> Checkpoint | None:
     for path in reversed(list_checkpoints(run_dir)):
         try:
             return load(path)
-        except CheckpointError as err:
+        except CorruptCheckpoint as err:  # not one of another version: that error reaches the user as it is
             bad = path.with_name(path.name + ".corrupt")
             os.replace(path, bad)
             say(f"warning: {err}; moved it to {bad.name} and trying the previous checkpoint")

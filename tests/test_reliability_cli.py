@@ -155,7 +155,8 @@ def test_a_model_file_that_is_not_a_model_is_one_line(inputs, tmp_path, capsys, 
 
 def test_eval_refuses_a_model_of_another_scale(inputs, tmp_path, capsys):
     code, _, err = _run(capsys, ["eval", "--dataset", str(inputs / "mixed"), "--model", str(inputs / "g_x2.pth"),
-                                 "--scale", "4", "--metrics", "psnr", "-o", str(tmp_path), "--device", "cpu"])  # fmt: skip
+                                 "--scale", "4", "--metrics", "psnr", "-o", str(tmp_path),
+                                 "--device", "cpu"])  # fmt: skip
     assert code in (1, 2) and "x2" in err and "4" in err, err
 
 
@@ -274,7 +275,8 @@ def test_sr_of_an_8000x8000_image_by_tiles(tmp_path):
     repo = Path(__file__).resolve().parents[1]
     proc = subprocess.run([sys.executable, "-m", "sfd", "sr", str(tmp_path / "big.png"), "-o", str(tmp_path / "out"),
                            "--model", str(tmp_path / "g.pth"), "--tile", "256", "--device", "cpu"],
-                          capture_output=True, text=True, env={"PYTHONPATH": str(repo), "PATH": "/usr/bin:/bin"})  # fmt: skip
+                          capture_output=True, text=True,
+                          env={"PYTHONPATH": str(repo), "PATH": "/usr/bin:/bin"})  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     peak_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
     with Image.open(tmp_path / "out" / "big.png") as im:

@@ -39,7 +39,8 @@ def test_impossible_configs_name_the_key(override, key):
 def test_prompts_longer_than_clips_context_are_refused():
     long = " ".join(["sharp"] * 80)
     with pytest.raises(ConfigError, match=r"loss.clipiqa_loss.prompts: .* more than the 75"):
-        load_config("classic_rrdb_x4", ["loss.clipiqa_loss.variant=maximize", f"loss.clipiqa_loss.prompts=[{long}, bad]"])
+        load_config("classic_rrdb_x4",
+                    ["loss.clipiqa_loss.variant=maximize", f"loss.clipiqa_loss.prompts=[{long}, bad]"])
     with pytest.raises(ConfigError, match=r"tg_d.init_words: .* more than the 4"):
         load_config("classic_rrdb_x4", ["tg_d.length=4", "tg_d.init_words=[a very sharp clean photo, blurry]"])
     load_config("classic_rrdb_x4", ["tg_d.length=8", "tg_d.init_words=[a sharp photo, a blurry photo]"])  # fits

@@ -168,6 +168,16 @@ def test_resume_auto_skips_a_truncated_newest_checkpoint(photos, tmp_path, capsy
     _assert_same(ref, final)
 
 
+def test_a_checkpoint_of_another_version_is_reported_not_set_aside(tmp_path):
+    d = tmp_path / "checkpoints"
+    d.mkdir()
+    torch.save({"generator": {}, "config": {"no_such_key": 1}}, d / "iter_00000002.pth")
+    torch.save({"generator": {}, "config": {}}, d / "iter_00000001.pth")
+    with pytest.raises(checkpoint.CheckpointError, match="does not load with this sfd version"):
+        checkpoint.load_latest_good(tmp_path)
+    assert (d / "iter_00000002.pth").exists()  # only unreadable bytes are renamed *.corrupt
+
+
 def test_a_full_disk_stops_training_and_keeps_the_previous_checkpoint(photos, tmp_path, monkeypatch, capsys,
                                                                       one_thread):
     real_save, calls = torch.save, {"n": 0}
