@@ -13,6 +13,7 @@ through this module and never imports the trainer. Layout (a plain dict, so that
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from dataclasses import dataclass, field
@@ -97,7 +98,31 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoi
     except Exception as err:  # truncated zip, random bytes, pickled objects: all the same to a user
         reason = f"{type(err).__name__}: {str(err)[:120]}"
         raise CorruptCheckpoint(f"{path} is not a readable checkpoint ({reason})") from None
+    if isinstance(raw, dict) and "integrity" in raw:  # torch.load does not notice flipped bits in tensor data
+        stored = raw.pop("integrity")
+        if stored.get("sha256") != tensor_digest(raw):
+            raise CorruptCheckpoint(f"{path} is corrupt: its tensors do not match the checksum written with them")
     return from_dict(raw, str(path))
+
+
+def tensor_digest(state) -> str:
+    """SHA-256 over every tensor of a nested dict/list (key paths, dtypes, shapes and bytes), in a fixed order."""
+    h = hashlib.sha256()
+
+    def walk(obj, key: str) -> None:
+        if torch.is_tensor(obj):
+            t = obj.detach().cpu().contiguous()
+            h.update(f"{key}:{t.dtype}:{tuple(t.shape)}".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        elif isinstance(obj, dict):
+            for k in sorted(obj, key=str):
+                walk(obj[k], f"{key}/{k}")
+        elif isinstance(obj, (list, tuple)):
+            for i, v in enumerate(obj):
+                walk(v, f"{key}/{i}")
+
+    walk(state, "")
+    return h.hexdigest()
 
 
 def from_dict(raw: dict, path: str = "<dict>") -> Checkpoint:
@@ -127,8 +152,10 @@ def from_dict(raw: dict, path: str = "<dict>") -> Checkpoint:
 
 def save(state: dict, path: str | Path) -> Path:
     """Write ``state`` atomically and durably: a temporary file, flushed and fsynced, renamed over
-    ``path``, then the folder fsynced. A crash or a full disk leaves the previous file intact."""
+    ``path``, then the folder fsynced. A crash or a full disk leaves the previous file intact.
+    An ``integrity`` entry (``tensor_digest``) lets ``load`` detect corrupted tensor data."""
     path = Path(path)
+    state = {**state, "integrity": {"sha256": tensor_digest(state)}}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     try:

@@ -168,6 +168,24 @@ def test_resume_auto_skips_a_truncated_newest_checkpoint(photos, tmp_path, capsy
     _assert_same(ref, final)
 
 
+def test_flipped_bits_in_a_checkpoint_are_detected(tmp_path, capsys):
+    state = {"generator": {"w": torch.arange(200_000, dtype=torch.float32)}, "config": {}, "iteration": 7}
+    path = checkpoint.save(state, tmp_path / "c.pth")
+    assert checkpoint.load(path).iteration == 7 and "integrity" not in checkpoint.load(path).extra
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01  # inside the tensor data: torch.load alone reads it without complaint
+    path.write_bytes(bytes(data))
+    assert torch.load(path, weights_only=True)["iteration"] == 7
+    with pytest.raises(checkpoint.CorruptCheckpoint, match="tensors do not match the checksum"):
+        checkpoint.load(path)
+    assert main(["inspect", str(path)]) == 1
+    assert "c.pth is corrupt" in capsys.readouterr().err
+    from sfd.models.loading import load_checkpoint_file
+
+    with pytest.raises(ValueError, match="c.pth is corrupt"):  # what sr, eval and export read models with
+        load_checkpoint_file(path)
+
+
 def test_a_checkpoint_of_another_version_is_reported_not_set_aside(tmp_path):
     d = tmp_path / "checkpoints"
     d.mkdir()

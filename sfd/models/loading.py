@@ -67,6 +67,11 @@ def load_checkpoint_file(path: str | Path, allow_pickle: bool = False) -> dict:
         raise ValueError(f"{path} is not a model file torch can read ({type(err).__name__}: {reason})") from err
     if not isinstance(obj, dict):
         raise ValueError(f"{path} holds a {type(obj).__name__}, not a state dict or checkpoint dict")
+    if isinstance(obj.get("integrity"), dict):  # an sfd checkpoint's checksum: flipped bits load silently otherwise
+        from sfd.checkpoint import tensor_digest
+
+        if obj.pop("integrity").get("sha256") != tensor_digest(obj):
+            raise ValueError(f"{path} is corrupt: its tensors do not match the checksum written with them")
     return obj
 
 
