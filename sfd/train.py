@@ -33,7 +33,7 @@ from sfd.config import Config, config_to_dict
 from sfd.errors import UsageError
 from sfd.yamlconfig import ConfigError, apply_overrides, config_from_dict
 from sfd.data.datasets import HRPatches, IterationSampler
-from sfd.data.io import list_images, load_rgb, probe_images, to_tensor
+from sfd.data.io import ImageReadError, list_images, load_rgb, probe_images, to_tensor
 from sfd.data.resize import bicubic_lr, mod_crop
 from sfd.device import resolve_device
 from sfd.evaluate.metrics import psnr, ssim
@@ -342,11 +342,17 @@ def validate(run: Run) -> dict[str, float]:
     model.eval()
     psnrs, ssims = [], []
     for path in list_images(run.cfg.data.val)[: run.cfg.data.val_max_images]:
-        hr = mod_crop(to_tensor(load_rgb(path)), s)
+        try:
+            hr = mod_crop(to_tensor(load_rgb(path)), s)
+        except ImageReadError as err:  # one bad validation image must not stop a long run
+            warnings.warn(f"validation: skipping {err}", stacklevel=2)
+            continue
         lr = bicubic_lr(hr, s)
         sr = model(lr[None].to(run.device)).clamp(0, 1)[0].cpu()
         psnrs.append(float(psnr(sr, hr, border=s)))
         ssims.append(float(ssim(sr, hr, border=s)))
+    if not psnrs:
+        return {}
     return {"val_psnr": float(np.mean(psnrs)), "val_ssim": float(np.mean(ssims))}
 
 

@@ -168,7 +168,7 @@ def test_eval_names_the_bad_file(inputs, tmp_path, capsys):
 
 @pytest.mark.parametrize("name", list(BAD) + ["missing.png"])
 def test_degrade_preview_names_the_bad_image(inputs, tmp_path, capsys, name):
-    code, _, err = _run(capsys, ["degrade-preview", str(inputs / "mixed" / name), "-o", str(tmp_path)])
+    code, _, err = _run(capsys, ["degrade-preview", str(inputs / "mixed" / name), "-o", str(tmp_path / "s.png")])
     assert code == 1 and len(err.strip().splitlines()) == 1 and name in err, err
 
 
@@ -282,6 +282,16 @@ def test_sr_of_an_8000x8000_image_by_tiles(tmp_path):
     with Image.open(tmp_path / "out" / "big.png") as im:
         assert im.size == (16000, 16000)
     assert peak_gb < 4.0, f"peak RSS {peak_gb:.1f} GB"
+
+
+def test_degrade_preview_never_overwrites_without_overwrite(inputs, tmp_path, capsys):
+    out = tmp_path / "sheet.png"
+    out.write_bytes(b"the user's file")
+    args = ["degrade-preview", str(inputs / "mixed" / "good.png"), "-o", str(out), "--n", "1", "--patch", "64"]
+    code, _, err = _run(capsys, args)
+    assert code == 2 and "already exists" in err and out.read_bytes() == b"the user's file"
+    code, _, err = _run(capsys, args + ["--overwrite"])
+    assert code == 0 and out.read_bytes() != b"the user's file", err
 
 
 def test_export_never_overwrites_without_overwrite(inputs, tmp_path, capsys):

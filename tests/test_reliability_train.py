@@ -356,3 +356,17 @@ def test_an_image_that_fails_to_decode_mid_training_is_skipped_and_counted(photo
     with pytest.warns(UserWarning, match=r"training data: skipping .*aaa_cut\.png: truncated or corrupt .*1 skipped"):
         final = train(cfg, progress=False)
     assert checkpoint.load(final).iteration == 2
+
+
+def test_a_validation_image_that_fails_to_decode_is_skipped(photos, tmp_path, one_thread):
+    import shutil
+
+    val = tmp_path / "val"
+    shutil.copytree(photos, val)
+    (val / "aaa_empty.png").write_bytes(b"")
+    cfg = tiny_config(photos, tmp_path, [f"data.val={val}", "data.val_max_images=2", "train.val_every=1"],
+                      iterations=1)  # fmt: skip
+    with pytest.warns(UserWarning, match=r"validation: skipping .*aaa_empty\.png: empty file"):
+        final = train(cfg, progress=False)
+    log = [json.loads(line) for line in (final.parents[1] / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["val_psnr"] > 0  # from the readable image
