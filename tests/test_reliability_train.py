@@ -370,3 +370,34 @@ def test_a_validation_image_that_fails_to_decode_is_skipped(photos, tmp_path, on
         final = train(cfg, progress=False)
     log = [json.loads(line) for line in (final.parents[1] / "log.jsonl").read_text().splitlines()]
     assert log[-1]["val_psnr"] > 0  # from the readable image
+
+
+@pytest.mark.slow
+def test_soak_sigkill_at_random_moments_until_done_is_bit_exact(photos, tmp_path):
+    """Soak: kill `sfd train` (classic, 8 iterations, a checkpoint each) at seeded random moments,
+    resume each time with --resume auto, until it finishes; then compare with an uninterrupted run."""
+    import random
+
+    n = 8
+    ref = subprocess.run(_train_cmd(photos, tmp_path / "ref", n), env=_env(), capture_output=True, text=True)
+    assert ref.returncode == 0, ref.stderr
+    out = tmp_path / "run"
+    resume = _train_cmd(photos, out, n) + ["--resume", "auto"]
+    rng, kills = random.Random(11), 0
+    for _ in range(6):  # start-up takes a few seconds: some kills land before the first step, some mid-write
+        proc = subprocess.Popen(resume, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            proc.wait(timeout=rng.uniform(2.0, 12.0))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            kills += 1
+            continue
+        assert proc.returncode == 0, proc.stderr.read()
+        break
+    done = subprocess.run(resume, env=_env(), capture_output=True, text=True)  # to the end (or nothing left)
+    assert done.returncode == 0, done.stderr
+    assert kills >= 1
+    name = f"iter_{n:08d}.pth"
+    _assert_same(tmp_path / "ref" / "classic_rrdb_x4" / "checkpoints" / name,
+                 out / "classic_rrdb_x4" / "checkpoints" / name)  # fmt: skip
