@@ -88,3 +88,15 @@ def test_train_refuses_bad_data_before_any_work(photos, tmp_path, capsys, extra,
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("sfd train: error: ") and message in err[0], err
     assert not (tmp_path / "runs").exists()  # nothing was written, not even the run folder
+
+
+def test_a_pretrained_generator_of_another_scale_is_one_line(photos, tmp_path, capsys):
+    import torch
+
+    from eval_helpers import tiny_rrdbnet
+
+    torch.save(tiny_rrdbnet(scale=2, num_filters=8).state_dict(), tmp_path / "psnr_x2.pth")
+    extra = ["data.val=null", f"generator.pretrained={tmp_path / 'psnr_x2.pth'}"]
+    assert main(_train_args(photos, tmp_path / "runs", extra)) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "psnr_x2.pth" in err[0] and "x2" in err[0], err
