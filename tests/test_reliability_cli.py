@@ -263,7 +263,8 @@ def test_tiling_keeps_memory_bounded_by_the_output(tmp_path):
 @pytest.mark.slow
 def test_sr_of_an_8000x8000_image_by_tiles(tmp_path):
     """Soak: `sfd sr --tile 256` on an 8000x8000 PNG with a tiny x2 generator, in a subprocess whose
-    peak RSS is measured (input and output alone are 0.77 GB each as float32/uint8)."""
+    peak RSS is measured (input and output alone are 0.77 GB each as float32/uint8). On 2 CPU cores
+    the model alone needs ~4 s per tile, ~70 min for the 977 tiles; with a GPU, minutes."""
     import resource
     import subprocess
     import sys
@@ -274,7 +275,7 @@ def test_sr_of_an_8000x8000_image_by_tiles(tmp_path):
         tmp_path / "big.png", compress_level=1)  # fmt: skip
     repo = Path(__file__).resolve().parents[1]
     proc = subprocess.run([sys.executable, "-m", "sfd", "sr", str(tmp_path / "big.png"), "-o", str(tmp_path / "out"),
-                           "--model", str(tmp_path / "g.pth"), "--tile", "256", "--device", "cpu"],
+                           "--model", str(tmp_path / "g.pth"), "--tile", "256", "--device", "auto"],
                           capture_output=True, text=True,
                           env={"PYTHONPATH": str(repo), "PATH": "/usr/bin:/bin"})  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
