@@ -72,7 +72,8 @@ def list_images(inputs: str | Path | Iterable[str | Path]) -> list[Path]:
 
 def probe_images(files: Iterable[str | Path], min_side: int = 1) -> tuple[list[Path], dict[Path, str]]:
     """Split ``files`` into usable ones and {file: reason} for the others, from their headers only
-    (cheap: no pixels decoded). Too small means a side under ``min_side`` after EXIF rotation."""
+    (cheap: no pixels decoded). Too small: the shorter side is under ``min_side``. A file whose pixel
+    data is cut short passes; ``load_rgb`` raises ``ImageReadError`` for it later."""
     ok, bad = [], {}
     for path in map(Path, files):
         try:
