@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint format demo clean
+.PHONY: install test test-slow lint format demo clean
 
 install: $(STAMP)
 
@@ -31,6 +31,10 @@ lint: install
 format: install
 	$(VENV)/bin/ruff format sfd tests benchmarks
 	$(VENV)/bin/ruff check --fix sfd tests benchmarks
+
+# Soak runs excluded from `make test` (pyproject addopts "-m 'not slow'"); see docs/reliability.md.
+test-slow: install
+	$(PY) -m pytest -q -m slow
 
 demo: install
 	$(VENV)/bin/sfd demo -o runs/demo

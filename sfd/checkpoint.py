@@ -13,6 +13,7 @@ through this module and never imports the trainer. Layout (a plain dict, so that
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from dataclasses import dataclass, field
@@ -23,7 +24,8 @@ import torch
 from sfd.config import Config
 from sfd.yamlconfig import ConfigError, config_from_dict
 
-__all__ = ["Checkpoint", "CheckpointError", "load", "from_dict", "save", "find_latest", "list_checkpoints"]
+__all__ = ["Checkpoint", "CheckpointError", "CorruptCheckpoint", "load", "from_dict", "save", "find_latest",
+           "list_checkpoints", "load_latest_good", "prune"]
 
 # Names used by earlier versions -> today's names (old checkpoints keep loading).
 _LEGACY_PARTS = {"lpp": "tg_d"}
@@ -31,6 +33,10 @@ _LEGACY_PARTS = {"lpp": "tg_d"}
 
 class CheckpointError(ValueError):
     """A file that is not a readable sfd checkpoint (missing, truncated, corrupt or of another kind)."""
+
+
+class CorruptCheckpoint(CheckpointError):
+    """A file whose bytes do not read back (truncated, corrupt): not just of another kind or version."""
 
 
 @dataclass
@@ -97,8 +103,33 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoi
     try:
         raw = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # truncated zip, random bytes, pickled objects: all the same to a user
-        raise CheckpointError(f"{path} is not a readable checkpoint ({type(err).__name__}: {str(err)[:120]})") from None
+        reason = f"{type(err).__name__}: {str(err)[:120]}"
+        raise CorruptCheckpoint(f"{path} is not a readable checkpoint ({reason})") from None
+    if isinstance(raw, dict) and "integrity" in raw:  # torch.load does not notice flipped bits in tensor data
+        stored = raw.pop("integrity")
+        if stored.get("sha256") != tensor_digest(raw):
+            raise CorruptCheckpoint(f"{path} is corrupt: its tensors do not match the checksum written with them")
     return from_dict(raw, str(path))
+
+
+def tensor_digest(state) -> str:
+    """SHA-256 over every tensor of a nested dict/list (key paths, dtypes, shapes and bytes), in a fixed order."""
+    h = hashlib.sha256()
+
+    def walk(obj, key: str) -> None:
+        if torch.is_tensor(obj):
+            t = obj.detach().cpu().contiguous()
+            h.update(f"{key}:{t.dtype}:{tuple(t.shape)}".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        elif isinstance(obj, dict):
+            for k in sorted(obj, key=str):
+                walk(obj[k], f"{key}/{k}")
+        elif isinstance(obj, (list, tuple)):
+            for i, v in enumerate(obj):
+                walk(v, f"{key}/{i}")
+
+    walk(state, "")
+    return h.hexdigest()
 
 
 def from_dict(raw: dict, path: str = "<dict>") -> Checkpoint:
@@ -128,8 +159,10 @@ def from_dict(raw: dict, path: str = "<dict>") -> Checkpoint:
 
 def save(state: dict, path: str | Path) -> Path:
     """Write ``state`` atomically and durably: a temporary file, flushed and fsynced, renamed over
-    ``path``, then the folder fsynced. A crash or a full disk leaves the previous file intact."""
+    ``path``, then the folder fsynced. A crash or a full disk leaves the previous file intact.
+    An ``integrity`` entry (``tensor_digest``) lets ``load`` detect corrupted tensor data."""
     path = Path(path)
+    state = {**state, "integrity": {"sha256": tensor_digest(state)}}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     try:
@@ -137,6 +170,10 @@ def save(state: dict, path: str | Path) -> Path:
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
+        if delay := os.environ.get("SFD_TEST_SAVE_DELAY"):  # test hook: a window in which to kill a write
+            import time
+
+            time.sleep(float(delay))
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -166,3 +203,38 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
 def find_latest(run_dir: str | Path) -> Path | None:
     found = list_checkpoints(run_dir)
     return found[-1] if found else None
+
+
+def load_latest_good(run_dir: str | Path, say=print) -> Checkpoint | None:
+    """The newest checkpoint of the run that loads, or None when there is none.
+
+    A truncated or corrupt one (a disk error, a copy cut short) is renamed ``*.corrupt`` (kept for
+    inspection, never picked again) and the previous one is tried; ``say`` reports each such step.
+    """
+    for path in reversed(list_checkpoints(run_dir)):
+        try:
+            return load(path)
+        except CorruptCheckpoint as err:  # not one of another version: that error reaches the user as it is
+            bad = path.with_name(path.name + ".corrupt")
+            os.replace(path, bad)
+            say(f"warning: {err}; moved it to {bad.name} and trying the previous checkpoint")
+    return None
+
+
+def prune(run_dir: str | Path, keep: int | None, keep_every: int = 0) -> list[Path]:
+    """Delete all but the newest ``keep`` checkpoints (None: keep all). Checkpoints whose iteration
+    is a multiple of ``keep_every`` (> 0) are kept too, as are the ones beside a ``NAME.keep`` marker
+    file. Returns the deleted paths."""
+    if keep is None:
+        return []
+    found = list_checkpoints(run_dir)
+    old = found[: max(0, len(found) - keep)]
+    deleted = []
+    for path in old:
+        m = re.fullmatch(r"iter_(\d+)\.pth", path.name)
+        marked = path.with_name(path.name + ".keep").exists()
+        if marked or (keep_every > 0 and m and int(m.group(1)) % keep_every == 0):
+            continue
+        path.unlink(missing_ok=True)
+        deleted.append(path)
+    return deleted

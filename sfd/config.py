@@ -7,6 +7,7 @@ silently falls back to a default. ``--set a.b=value`` overrides any field from t
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Optional
@@ -182,6 +183,12 @@ class TrainConfig:
     # Iterations of L1-only warm-up before adversarial training (0: start adversarial at once,
     # as the supplement does from a PSNR checkpoint).
     pixel_warmup: int = 0
+    # Checkpoint retention (docs/reliability.md): keep the newest K (None: all), plus every one whose
+    # iteration is a multiple of keep_every (0: none), plus any with a NAME.keep marker file beside it.
+    keep_checkpoints: Optional[int] = None
+    keep_every: int = 0
+    # A step whose loss or gradient is NaN/Inf is skipped; this many in a row stop the run.
+    max_bad_steps: int = 10
 
 
 @dataclass
@@ -205,8 +212,12 @@ class Config:
             raise ConfigError("image_d.type is set: disable feat_d.enabled and tg_d.enabled (one D family per run)")
         if self.clip.model != "RN50" and self.feat_d.enabled:
             raise ConfigError(f"feat_d needs CLIP RN50's pixel-wise features; clip.model={self.clip.model} is TG-D only")
-        if self.data.patch_size % 32 or self.data.patch_size % self.generator.scale:
+        self._check_ranges()
+        if self.data.patch_size % 32:
             raise ConfigError(f"data.patch_size={self.data.patch_size} must be a multiple of 32 (CLIP's stride)")
+        if self.data.patch_size % self.generator.scale:
+            raise ConfigError(f"data.patch_size={self.data.patch_size} is not a multiple of generator.scale="
+                              f"{self.generator.scale}: the LR patch would not align")  # fmt: skip
         if self.image_d.type == "vgg" and self.image_d.input_size != self.data.patch_size:
             raise ConfigError("image_d.input_size must equal data.patch_size for the VGG-style discriminator")
         if self.loss.clipiqa_loss.variant and len(self.loss.clipiqa_loss.prompts) != 2:
@@ -222,11 +233,62 @@ class Config:
             raise ConfigError(f"generator.pretrained={self.generator.pretrained!r} names nothing")
         if self.tg_d.length + 2 > 77:
             raise ConfigError(f"tg_d.length={self.tg_d.length} does not fit CLIP's 77-token context")
+        if self.tg_d.enabled and self.tg_d.init_words is not None:
+            if len(self.tg_d.init_words) != 2:
+                raise ConfigError("tg_d.init_words takes two phrases: [positive, negative]")
+            _check_prompts("tg_d.init_words", self.tg_d.init_words, self.tg_d.length)
+        if self.loss.clipiqa_loss.variant:
+            _check_prompts("loss.clipiqa_loss.prompts", self.loss.clipiqa_loss.prompts, 75)
         return self
+
+    def _check_ranges(self) -> None:
+        """Numbers that no run can use, named by their key."""
+        at_least = {
+            "generator.scale": (self.generator.scale, 1), "data.patch_size": (self.data.patch_size, 32),
+            "data.batch_size": (self.data.batch_size, 1), "data.num_workers": (self.data.num_workers, 0),
+            "data.val_max_images": (self.data.val_max_images, 1), "train.iterations": (self.train.iterations, 1),
+            "train.log_every": (self.train.log_every, 1), "train.val_every": (self.train.val_every, 1),
+            "train.save_every": (self.train.save_every, 1), "train.pixel_warmup": (self.train.pixel_warmup, 0),
+            "train.keep_every": (self.train.keep_every, 0), "train.max_bad_steps": (self.train.max_bad_steps, 1),
+            "tg_d.n_pairs": (self.tg_d.n_pairs, 1), "tg_d.length": (self.tg_d.length, 1),
+        }  # fmt: skip
+        if self.train.keep_checkpoints is not None:
+            at_least["train.keep_checkpoints"] = (self.train.keep_checkpoints, 1)
+        for key, (value, low) in at_least.items():
+            if value < low:
+                raise ConfigError(f"{key}={value} must be at least {low}")
+        o = self.optim
+        for key, value in (("optim.lr_g", o.lr_g), ("optim.lr_d", o.lr_d), ("optim.gamma", o.gamma)):
+            if not value > 0:
+                raise ConfigError(f"{key}={value} must be positive")
+        if o.grad_clip is not None and not o.grad_clip > 0:
+            raise ConfigError(f"optim.grad_clip={o.grad_clip} must be positive (or null for none)")
+        if o.ema_decay is not None and not 0 < o.ema_decay < 1:
+            raise ConfigError(f"optim.ema_decay={o.ema_decay} must lie in (0, 1) (or null for no EMA)")
+        if len(o.betas) != 2 or not all(0 <= b < 1 for b in o.betas):
+            raise ConfigError(f"optim.betas={o.betas} must be two numbers in [0, 1)")
+        if any(n < 0 for n in self.loss.__dict__.values() if isinstance(n, (int, float)) and not isinstance(n, bool)):
+            raise ConfigError("loss weights (loss.l1, loss.perceptual, loss.feat_d, ...) must not be negative")
 
     @property
     def uses_clip(self) -> bool:
         return self.feat_d.enabled or self.tg_d.enabled or bool(self.loss.clipiqa_loss.variant)
+
+
+@functools.lru_cache(maxsize=1)
+def _tokenizer():
+    from open_clip.tokenizer import SimpleTokenizer  # only when a config has prompts: it takes ~0.5 s
+
+    return SimpleTokenizer()
+
+
+def _check_prompts(key: str, prompts: list[str], room: int) -> None:
+    """Each prompt must fit in ``room`` tokens of CLIP's context (77 with SOS and EOT)."""
+    tokenizer = _tokenizer()
+    for text in prompts:
+        n = len(tokenizer.encode(text))
+        if n > room:
+            raise ConfigError(f"{key}: '{text[:40]}...' is {n} tokens, more than the {room} that fit CLIP's context")
 
 
 CONFIG_DIR = Path(__file__).parent / "configs"  # the shipped configs (a link to the repository's configs/)

@@ -10,9 +10,11 @@ D step reuses the detached SR features. Nothing here is global: all state lives 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import random
+import signal
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -31,15 +33,17 @@ from sfd.config import Config, config_to_dict
 from sfd.errors import UsageError
 from sfd.yamlconfig import ConfigError, apply_overrides, config_from_dict
 from sfd.data.datasets import HRPatches, IterationSampler
-from sfd.data.io import list_images, load_rgb, to_tensor
+from sfd.data.io import ImageReadError, list_images, load_rgb, probe_images, to_tensor
 from sfd.data.resize import bicubic_lr, mod_crop
 from sfd.device import resolve_device
 from sfd.evaluate.metrics import psnr, ssim
+from sfd.guard import BadStepCounter, StopSignals, TrainingInterrupted, bad_losses, grads_finite
 from sfd.losses import PerceptualLoss, clipiqa_loss, d_adversarial_loss, g_adversarial_loss
 from sfd.models.clip import ImageFeatures, TextEncoder, load_clip
 from sfd.models.discriminators import build_discriminators
 from sfd.models.generators import build_generator, initialise_from_config, parameter_sha256, resolve_pretrained
 from sfd.models.tg_d import tg_d_logits
+from sfd.runlock import RunLock
 from sfd.schedulers import build_scheduler
 from sfd.weights import describe_weights
 
@@ -65,16 +69,16 @@ class Run:
     pool: object | None = None  # Real-ESRGAN's training-pair pool (decorrelates a batch)
     meta: dict = field(default_factory=dict)
     iteration: int = 0
+    bad: list[str] = field(default_factory=list)  # what was NaN/Inf in the last step (it was skipped)
 
 
-def build_run(cfg: Config, init: bool = True) -> Run:
-    """Everything ``cfg`` describes; ``init=False`` skips ``generator.pretrained`` (a resumed run's weights
-    come from its checkpoint)."""
+def build_run(cfg: Config, load_pretrained: bool = True) -> Run:
+    """``load_pretrained=False`` when resuming: the checkpoint's weights replace ``generator.pretrained``'s."""
     device = resolve_device(cfg.train.device)
     torch.manual_seed(cfg.train.seed)
     g = build_generator(cfg.generator)
     meta: dict = {"sfd_version": sfd.__version__, "generator": {"arch": cfg.generator.arch, "scale": cfg.generator.scale}}
-    if init:
+    if load_pretrained:
         meta["generator"]["init"] = initialise_from_config(g, cfg)
     g.to(device)
     g_ema = copy.deepcopy(g).eval().requires_grad_(False) if cfg.optim.ema_decay else None
@@ -116,12 +120,20 @@ def build_run(cfg: Config, init: bool = True) -> Run:
 # ---------------------------------------------------------------- one iteration
 
 
-def _step(opt: torch.optim.Optimizer, loss: torch.Tensor, params, clip: float | None) -> None:
+def _step(opt: torch.optim.Optimizer, loss: torch.Tensor, params, clip: float | None) -> bool:
+    """One optimizer step; skipped (False) when the loss or a gradient is NaN/Inf."""
     opt.zero_grad(set_to_none=True)
+    if not torch.isfinite(loss):
+        return False
     loss.backward()
+    params = list(params)
+    if not grads_finite(params):
+        opt.zero_grad(set_to_none=True)
+        return False
     if clip:
         torch.nn.utils.clip_grad_norm_(params, clip)
     opt.step()
+    return True
 
 
 @torch.no_grad()
@@ -168,12 +180,14 @@ def train_step(run: Run, lr: torch.Tensor, hr: torch.Tensor, hr_real: torch.Tens
     with amp():
         sr, loss_g, f_sr, f_hr = _generator_losses(run, lr, hr, hr_real, adversarial, logs)
     logs["l_g_total"] = loss_g.item()
-    _step(run.optimizers["g"], loss_g, run.generator.parameters(), cfg.optim.grad_clip)
-    if run.generator_ema is not None:
+    run.bad = []
+    if not _step(run.optimizers["g"], loss_g, run.generator.parameters(), cfg.optim.grad_clip):
+        run.bad = bad_losses(logs) or ["gradient of l_g_total"]
+    elif run.generator_ema is not None:
         _update_ema(run.generator_ema, run.generator, cfg.optim.ema_decay)
 
-    # ---- discriminator step (reuses the detached SR features: no second CLIP forward)
-    if adversarial and discs:
+    # ---- discriminator step (reuses the detached SR features: no second CLIP forward); none after a bad G step
+    if adversarial and discs and not run.bad:
         for d in discs.values():
             d.requires_grad_(True)
         for name in ("feat_d", "tg_d", "image_d"):
@@ -184,7 +198,8 @@ def train_step(run: Run, lr: torch.Tensor, hr: torch.Tensor, hr_real: torch.Tens
                 loss = d_adversarial_loss(real, fake, gan)
             logs[f"l_d_{name}"] = loss.item()
             logs[f"{name}_real"], logs[f"{name}_fake"] = real.mean().item(), fake.mean().item()
-            _step(run.optimizers[name], loss, discs[name].parameters(), cfg.optim.grad_clip)
+            if not _step(run.optimizers[name], loss, discs[name].parameters(), cfg.optim.grad_clip):
+                run.bad += bad_losses({f"l_d_{name}": logs[f"l_d_{name}"]}) or [f"gradient of l_d_{name}"]
 
     with warnings.catch_warnings():  # D optimizers do not step during the pixel warm-up; schedules still count
         warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
@@ -294,6 +309,8 @@ def save_checkpoint(run: Run, path: str | Path) -> Path:
         "rng": _rng_state(),
         "meta": meta,
     }
+    if run.pool is not None:  # the real-world pair pool: a resumed run draws the same batches
+        state["pair_pool"] = run.pool.state_dict()
     return checkpoint.save(state, path)
 
 
@@ -309,6 +326,10 @@ def restore(run: Run, ckpt: checkpoint.Checkpoint) -> None:
         s.load_state_dict(ckpt.schedulers[k])
     run.iteration = ckpt.iteration
     _set_rng_state(ckpt.rng)
+    if run.pool is not None and "pair_pool" in ckpt.extra:
+        run.pool.load_state_dict(ckpt.extra["pair_pool"])
+    if init := ckpt.meta.get("generator", {}).get("init"):  # what the run started from, not loaded again
+        run.meta["generator"]["init"] = init
 
 
 # ---------------------------------------------------------------- validation and the loop
@@ -322,11 +343,17 @@ def validate(run: Run) -> dict[str, float]:
     model.eval()
     psnrs, ssims = [], []
     for path in list_images(run.cfg.data.val)[: run.cfg.data.val_max_images]:
-        hr = mod_crop(to_tensor(load_rgb(path)), s)
+        try:
+            hr = mod_crop(to_tensor(load_rgb(path)), s)
+        except ImageReadError as err:  # one bad validation image must not stop a long run
+            warnings.warn(f"validation: skipping {err}", stacklevel=2)
+            continue
         lr = bicubic_lr(hr, s)
         sr = model(lr[None].to(run.device)).clamp(0, 1)[0].cpu()
         psnrs.append(float(psnr(sr, hr, border=s)))
         ssims.append(float(ssim(sr, hr, border=s)))
+    if not psnrs:
+        return {}
     return {"val_psnr": float(np.mean(psnrs)), "val_ssim": float(np.mean(ssims))}
 
 
@@ -343,6 +370,12 @@ def _check_before_work(cfg: Config, resuming: bool) -> None:
     missing = [d for d in cfg.data.train if not Path(d).exists()]
     if missing:
         raise ConfigError(f"data.train: no such folder: {', '.join(map(str, missing))}")
+    usable, _ = probe_images(list_images(cfg.data.train), cfg.data.patch_size)
+    if not usable:
+        raise ConfigError(f"data.train: no usable training images (readable, at least {cfg.data.patch_size} pixels "
+                          f"on a side) in {', '.join(map(str, cfg.data.train))}")  # fmt: skip
+    if cfg.data.val and not Path(cfg.data.val).exists():  # else the first validation would fail, hours in
+        raise ConfigError(f"data.val: no such folder: {cfg.data.val} (set data.val=null to skip validation)")
     if str(cfg.train.device).startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"train.device={cfg.train.device}, but torch sees no CUDA device: use train.device=auto or cpu")
 
@@ -368,15 +401,39 @@ def train(
 
     ``overrides`` (``--set`` strings) apply to a resumed checkpoint's own config when ``cfg`` is None.
     A run folder that already holds checkpoints is continued only with ``resume`` and started over
-    only with ``overwrite``. Returns the path of the final checkpoint.
+    only with ``overwrite``. Returns the path of the final checkpoint. One process per run folder
+    (``sfd.runlock``); SIGINT/SIGTERM write a checkpoint and raise ``TrainingInterrupted``.
     """
-    ckpt = None
+    with contextlib.ExitStack() as held:  # the run lock and signal handlers, released however we leave
+        return _train(cfg, resume, progress, overrides, overwrite, held)
+
+
+def _save(run: Run, out: Path) -> Path:
+    """Write this iteration's checkpoint, then prune old ones. A failed write (a full disk) stops the run
+    with a message; ``checkpoint.save`` has left the previous checkpoints as they were."""
+    path = out / "checkpoints" / f"iter_{run.iteration:08d}.pth"
+    try:
+        save_checkpoint(run, path)
+    except OSError as err:
+        previous = checkpoint.find_latest(out)
+        raise OSError(f"could not write checkpoint {path} ({err.strerror or err}); training stopped. "
+                      f"The previous checkpoint is intact: {previous or 'none'}") from err  # fmt: skip
+    checkpoint.prune(out, run.cfg.train.keep_checkpoints, run.cfg.train.keep_every)
+    return path
+
+
+def _train(cfg, resume, progress, overrides, overwrite, held: contextlib.ExitStack) -> Path:
+    ckpt, locked = None, False
     if resume == "auto":
         if cfg is None:
             raise UsageError("--resume auto needs the config (-c), to find its run folder")
-        resume = checkpoint.find_latest(run_dir_for(cfg))
-        if resume is None:
+        locked = held.enter_context(RunLock(run_dir_for(cfg)))  # before it reads (and may set aside) checkpoints
+        ckpt = checkpoint.load_latest_good(run_dir_for(cfg), say=tqdm.write)  # skips a corrupt newest one
+        if ckpt is None:
             tqdm.write(f"starting from scratch: no checkpoint in {run_dir_for(cfg) / 'checkpoints'}")
+        else:
+            tqdm.write(f"resuming from {ckpt.path}")
+        resume = None
     if resume:
         tqdm.write(f"resuming from {resume}")
         ckpt = checkpoint.load(resume)
@@ -385,6 +442,8 @@ def train(
             cfg = config_from_dict(data, Config).validate()
     out = run_dir_for(cfg)
     _check_before_work(cfg, resuming=ckpt is not None)
+    if not locked:
+        held.enter_context(RunLock(out))
     if ckpt is None and (latest := checkpoint.find_latest(out)) is not None:
         if not overwrite:
             raise UsageError(
@@ -393,7 +452,7 @@ def train(
             )
         tqdm.write(f"--overwrite: removing the earlier run's checkpoints and logs in {out}")
         _clear_run(out)
-    run = build_run(cfg, init=ckpt is None)
+    run = build_run(cfg, load_pretrained=ckpt is None)
     if ckpt is not None:
         restore(run, ckpt)
         run.meta["generator"]["init"] = ckpt.meta.get("generator", {}).get("init")
@@ -418,10 +477,16 @@ def train(
     log_file = open(out / "log.jsonl", "a")
     bar = tqdm(total=cfg.train.iterations, initial=run.iteration, disable=not progress, desc=cfg.name, dynamic_ncols=True)
     last = None
+    last_good = ckpt.path if ckpt is not None else None
+    bad_steps = BadStepCounter(cfg.train.max_bad_steps)
+    stop = held.enter_context(StopSignals())
     try:
         tick = time.perf_counter()
         for batch in loader:
             logs = train_step(run, *make_pair(run, batch))
+            if note := bad_steps.update(run.iteration, run.bad, last_good):  # raises after too many in a row
+                tqdm.write(note)
+                logs["bad_steps"] = float(bad_steps.total)
             logs["iter_time"] = time.perf_counter() - tick
             tick = time.perf_counter()
             it = run.iteration
@@ -434,14 +499,18 @@ def train(
                     writer.add_scalar(k, v, it)
             bar.update(1)
             bar.set_postfix({k.removeprefix("l_"): f"{v:.4g}" for k, v in logs.items() if k in _BAR_KEYS})
-            if it % cfg.train.save_every == 0 or it == cfg.train.iterations:
-                last = save_checkpoint(run, out / "checkpoints" / f"iter_{it:08d}.pth")
+            if it % cfg.train.save_every == 0 or it == cfg.train.iterations or stop.signum:
+                last = last_good = _save(run, out)
+            if stop.signum:
+                name = signal.Signals(stop.signum).name
+                raise TrainingInterrupted(f"stopped by {name} at iteration {it}; wrote {last}. Continue with: "
+                                          f"sfd train --resume {last}  (or -c CONFIG --resume auto)", stop.signum)
     finally:
         bar.close()
         log_file.close()
         writer.close()
     if last is None:  # nothing left to train (resumed at the end)
-        last = save_checkpoint(run, out / "checkpoints" / f"iter_{run.iteration:08d}.pth")
+        last = _save(run, out)
     return last
 
 

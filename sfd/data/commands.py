@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from sfd.errors import UsageError
 
@@ -23,6 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scale", type=int, default=4, help="SR scale: the LR is patch/scale (default 4)")
     p.add_argument("--patch", type=int, default=256, help="HR patch size, centre crop (default 256)")
     p.add_argument("--cols", type=int, default=None, help="tiles per row (default: a near-square grid)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument(
         "--config",
         help="YAML with the degradation fields: a training config (its data.degradation), "
@@ -37,6 +39,8 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.n < 1 or args.scale < 1 or args.patch < args.scale:
         raise UsageError("--n and --scale must be >= 1 and --patch >= --scale")
+    if Path(args.output).exists() and not args.overwrite:
+        raise UsageError(f"{args.output} already exists: choose another -o, or add --overwrite to replace it")
     cfg = load_degradation_config(args.config)
     image = to_tensor(load_rgb(args.image))
     texts = preview_sheet(image, args.output, args.n, args.seed, args.scale, args.patch, args.cols, cfg)

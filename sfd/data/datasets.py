@@ -8,13 +8,14 @@ run would have seen.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from sfd.data.io import list_images, load_rgb
+from sfd.data.io import ImageReadError, list_images, load_rgb, probe_images
 from sfd.data.pixels import to_levels
 from sfd.data.resize import bicubic_lr, mod_crop
 
@@ -44,9 +45,12 @@ class HRPatches(Dataset):
         use_rot: bool = True,
         bicubic: bool = True,
     ):
-        self.files = list_images(folders)
+        self.files, unusable = probe_images(list_images(folders), patch_size)  # headers only: cheap
+        for path, why in unusable.items():
+            warnings.warn(f"training data: skipping {path}: {why}", stacklevel=2)
         if not self.files:
-            raise ValueError(f"no images found in {[str(f) for f in folders]}")
+            raise ValueError(f"no usable training images in {[str(f) for f in folders]} ({len(unusable)} unusable)")
+        self.skipped: set[Path] = set()  # files that failed to decode during training (per worker process)
         if patch_size % scale:
             raise ValueError(f"patch_size {patch_size} is not a multiple of scale {scale}")
         self.patch, self.scale, self.seed = patch_size, scale, seed
@@ -68,12 +72,25 @@ class HRPatches(Dataset):
             self._cache[idx] = (hr, lr)
         return self._cache[idx]
 
+    def _usable_image(self, order: np.ndarray, pos: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The image at ``order[pos]``, or the next one in the epoch's order when it cannot be decoded
+        (a truncated file passes the header check): skipped, counted and warned about once."""
+        for step in range(len(order)):
+            idx = int(order[(pos + step) % len(order)])
+            try:
+                return self._image(idx)
+            except ImageReadError as err:
+                if self.files[idx] not in self.skipped:
+                    self.skipped.add(self.files[idx])
+                    warnings.warn(f"training data: skipping {err} ({len(self.skipped)} skipped so far)", stacklevel=2)
+        raise ValueError(f"none of the {len(order)} training images could be decoded")
+
     def __getitem__(self, k: int) -> dict:
         n = len(self.files)
         epoch, pos = divmod(int(k), n)
         order = np.random.default_rng([self.seed, epoch, 1]).permutation(n)
         rng = np.random.default_rng([self.seed, int(k), 2])
-        hr, lr = self._image(int(order[pos]))
+        hr, lr = self._usable_image(order, pos)
         s, p = self.scale, self.patch
         top = int(rng.integers(0, (hr.shape[1] - p) // s + 1)) * s  # aligned with the LR grid
         left = int(rng.integers(0, (hr.shape[2] - p) // s + 1)) * s

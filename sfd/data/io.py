@@ -8,6 +8,7 @@ Pillow reads 16-bit colour PNG/TIFF as 8-bit without warning, so those go throug
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -20,7 +21,39 @@ from PIL import Image, ImageOps
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageData", "list_images", "load_rgb", "to_tensor", "save_png", "read_image", "save_image"]
+__all__ = ["IMAGE_EXTENSIONS", "ImageData", "ImageReadError", "list_images", "probe_images", "load_rgb", "to_tensor",
+           "save_png", "read_image", "save_image"]  # fmt: skip
+
+
+class ImageReadError(OSError, ValueError):
+    """A file that exists but is not a readable image (empty, truncated, corrupt, not an image).
+    Both an OSError and a ValueError, so that either kind of handler reports it as the user's file."""
+
+
+def _reason(path: Path, err: Exception) -> str:
+    try:
+        if path.stat().st_size == 0:
+            return "empty file (0 bytes)"
+    except OSError:
+        pass
+    if isinstance(err, Image.UnidentifiedImageError):
+        return "not an image, or a format Pillow cannot read"
+    text = " ".join(str(err).split())[:160] or type(err).__name__
+    if "truncated" in text.lower() or isinstance(err, (SyntaxError, EOFError)):
+        return f"truncated or corrupt ({text})"
+    return f"unreadable ({type(err).__name__}: {text})"
+
+
+@contextmanager
+def _reading(path: str | Path):
+    """Turn whatever a decoder raises on a bad file into one ``ImageReadError`` naming the file and why.
+    A missing file, a permission problem or a missing optional package keep their own errors."""
+    try:
+        yield
+    except (FileNotFoundError, IsADirectoryError, PermissionError, ImportError, ImageReadError):
+        raise
+    except Exception as err:  # Pillow raises OSError, SyntaxError, ValueError, struct.error, ... on bad bytes
+        raise ImageReadError(f"{path}: {_reason(Path(path), err)}") from err
 
 
 def list_images(inputs: str | Path | Iterable[str | Path]) -> list[Path]:
@@ -39,9 +72,29 @@ def list_images(inputs: str | Path | Iterable[str | Path]) -> list[Path]:
     return found
 
 
+def probe_images(files: Iterable[str | Path], min_side: int = 1) -> tuple[list[Path], dict[Path, str]]:
+    """Split ``files`` into usable ones and {file: reason} for the others, from their headers only
+    (cheap: no pixels decoded). Too small: the shorter side is under ``min_side``. A file whose pixel
+    data is cut short passes; ``load_rgb`` raises ``ImageReadError`` for it later."""
+    ok, bad = [], {}
+    for path in map(Path, files):
+        try:
+            with _reading(path), Image.open(path) as im:
+                w, h = im.size
+        except (OSError, ImportError) as err:
+            bad[path] = str(err).removeprefix(f"{path}: ")
+            continue
+        if min(w, h) < min_side:
+            bad[path] = f"{w}x{h} is smaller than {min_side} pixels on a side"
+        else:
+            ok.append(path)
+    return ok, bad
+
+
 def load_rgb(path: str | Path) -> Image.Image:
-    """An 8-bit RGB PIL image, EXIF orientation applied (grayscale and palette become RGB)."""
-    with Image.open(path) as im:
+    """An 8-bit RGB PIL image, EXIF orientation applied (grayscale and palette become RGB).
+    A bad file raises ``ImageReadError`` (see ``_reading``)."""
+    with _reading(path), Image.open(path) as im:
         im = ImageOps.exif_transpose(im)
         return im.convert("RGB")
 
@@ -124,8 +177,13 @@ def _read_16bit_colour(path: Path, im: Image.Image) -> np.ndarray:
 
 
 def read_image(path: str | Path) -> ImageData:
-    """Read any supported image for super-resolution (see ``ImageData``)."""
+    """Read any supported image for super-resolution (see ``ImageData``); ``ImageReadError`` for a bad file."""
     path = Path(path)
+    with _reading(path):
+        return _read_image(path)
+
+
+def _read_image(path: Path) -> ImageData:
     with Image.open(path) as im:
         if _png_16bit_colour(path) or _tiff_16bit_colour(im):
             arr = _read_16bit_colour(path, im).astype(np.float32) / 65535.0

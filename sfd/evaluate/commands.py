@@ -88,6 +88,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, help="output .safetensors file")
     p.add_argument("--no-ema", action="store_true", help="export the raw generator instead of its EMA")
     p.add_argument("--allow-pickle", action="store_true", help="load .pth files that need full pickle")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("fetch-niqe-model", help="cache MATLAB's NIQE pristine model (from BasicSR's sdist on PyPI)",
@@ -135,12 +136,14 @@ def cmd_sr(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
-    from sfd.data.io import list_images, read_image, save_image
+    from sfd.data.io import IMAGE_EXTENSIONS, list_images, read_image, save_image
     from sfd.evaluate.tiling import PRECISIONS, bicubic_upscale, run_model, tiled_upscale
     from sfd.models.loading import load_generator
 
     _setup(args)
     images = list_images(args.inputs)
+    if not images:  # a folder with no images (or only other files) is a mistake, not a success
+        raise FileNotFoundError(f"no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) in {' '.join(args.inputs)}")
     outputs = _output_paths(images, Path(args.output))
     gen = load_generator(args.model, device=args.device, prefer_ema=not args.no_ema, allow_pickle=args.allow_pickle)
     dtype = PRECISIONS[args.precision]
@@ -305,6 +308,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from sfd.models.export import export_safetensors
 
+    if Path(args.output).exists() and not args.overwrite:
+        raise UsageError(f"{args.output} already exists: choose another -o, or add --overwrite to replace it")
     info = export_safetensors(args.checkpoint, args.output, prefer_ema=not args.no_ema,
                               allow_pickle=args.allow_pickle)
     print(f"wrote {args.output}: {info['architecture']} x{info['scale']} from {info['source']}; "

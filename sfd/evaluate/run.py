@@ -29,9 +29,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from sfd.errors import UsageError
 from sfd import metrics as registry
 from sfd.data.io import list_images, load_rgb, save_png
+from sfd.errors import UsageError
 from sfd.data.resize import bicubic_lr, imresize, mod_crop, quantize_8bit
 from sfd.evaluate import metrics as fr
 from sfd.evaluate.pairing import Pair, PairPattern, pair_images, split_mixed_folder

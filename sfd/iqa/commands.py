@@ -9,7 +9,6 @@ import sys
 import warnings
 from pathlib import Path
 
-from sfd.errors import UsageError
 
 
 def _add_metric_options(p: argparse.ArgumentParser) -> None:
@@ -134,6 +133,8 @@ def cmd_iqa(args: argparse.Namespace) -> int:
     for key, msg in failed.items():
         print(f"skipped {key}: {msg}", file=sys.stderr)
     scored = [k for k in paths if all(k in results[n] for n in metrics)]
+    if failed:  # the scores of the rest still print, but the exit status says not all went well
+        print(f"sfd iqa: {len(failed)} of {len(paths)} images could not be scored (see above)", file=sys.stderr)
     if not scored:
         print("sfd iqa: no image could be scored", file=sys.stderr)
         return 1
@@ -151,14 +152,14 @@ def cmd_iqa(args: argparse.Namespace) -> int:
             "mean": means,
             "skipped": failed,
         }, indent=2, default=str))  # fmt: skip
-        return 0
+        return 1 if failed else 0
     width = max(len(k) for k in scored + ["mean"])
     header = "".join(f"  {n + (' ↓' if m.lower_better else ''):>10}" for n, m in metrics.items())
     print(f"{'image':<{width}}{header}")
     for k in scored:
         print(f"{k:<{width}}" + "".join(f"  {results[n][k]['score']:>10.4f}" for n in metrics))
     print(f"{'mean':<{width}}" + "".join(f"  {means[n]:>10.4f}" for n in metrics) + f"   ({len(scored)} images)")
-    return 0
+    return 1 if failed else 0
 
 
 def cmd_iqa_eval(args: argparse.Namespace) -> int:
@@ -169,6 +170,14 @@ def cmd_iqa_eval(args: argparse.Namespace) -> int:
                       args.limit, progress=not args.no_progress)  # fmt: skip
     print(json.dumps(report, indent=2, default=str) if args.json else markdown_table(report))
     print(f"wrote {Path(args.out) / 'table.md'}, results.json, scores_*.csv, scatter_*.png", file=sys.stderr)
+    failed = {k for m in report["metrics"].values() for k in m["failed"]}
+    for key in sorted(failed):
+        print(f"skipped {key}: " + "; ".join(f"{n}: {m['failed'][key]}" for n, m in report["metrics"].items()
+                                           if key in m["failed"]), file=sys.stderr)  # fmt: skip
+    if report["images_missing"] or failed:  # correlations over fewer images than listed: say so in the status
+        print(f"sfd iqa-eval: {len(report['images_missing'])} images of the MOS file not found, {len(failed)} could "
+              "not be scored", file=sys.stderr)  # fmt: skip
+        return 1
     return 0
 
 

@@ -44,12 +44,20 @@ def read_mos(path: str | Path, image_col: str = "image", mos_col: str = "mos") -
                 raise ValueError(
                     f"{path} has no column {col!r} (columns: {', '.join(columns)}); choose with --image-col/--mos-col"
                 )
-        mos = {}
+        mos, lines = {}, {}
         for line, row in enumerate(reader, start=2):
+            name = (row[image_col] or "").strip()
             try:
-                mos[row[image_col].strip()] = float(row[mos_col])
+                score = float(row[mos_col])
             except (TypeError, ValueError) as err:
                 raise ValueError(f"{path}:{line}: bad score {row.get(mos_col)!r} ({err})") from err
+            if not name:
+                raise ValueError(f"{path}:{line}: no image name in column {image_col!r}")
+            if not math.isfinite(score):
+                raise ValueError(f"{path}:{line}: score {row[mos_col]!r} for {name} is not a finite number")
+            if name in mos:  # two opinions of one image: which one is meant?
+                raise ValueError(f"{path}:{line}: {name} is listed twice (also on line {lines[name]})")
+            mos[name], lines[name] = score, line
     if not mos:
         raise ValueError(f"{path} lists no images")
     return mos

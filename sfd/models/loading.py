@@ -48,7 +48,11 @@ def load_checkpoint_file(path: str | Path, allow_pickle: bool = False) -> dict:
     if path.suffix.lower() == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except Exception as err:  # SafetensorError on a truncated or foreign file
+            reason = " ".join(str(err).split())[:160]
+            raise ValueError(f"{path} is not a readable .safetensors file ({reason})") from err
     try:
         obj = torch.load(path, map_location="cpu", weights_only=not allow_pickle)
     except pickle.UnpicklingError as err:
@@ -56,8 +60,18 @@ def load_checkpoint_file(path: str | Path, allow_pickle: bool = False) -> dict:
             f"{path} holds pickled Python objects that torch's safe loader refuses ({err}). "
             "If you trust the file, load it with allow_pickle=True (CLI: --allow-pickle)."
         ) from err
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        raise
+    except Exception as err:  # truncated zip, random bytes (struct.error, EOFError, RuntimeError, ...)
+        reason = " ".join(str(err).split())[:120] or type(err).__name__
+        raise ValueError(f"{path} is not a model file torch can read ({type(err).__name__}: {reason})") from err
     if not isinstance(obj, dict):
         raise ValueError(f"{path} holds a {type(obj).__name__}, not a state dict or checkpoint dict")
+    if isinstance(obj.get("integrity"), dict):  # an sfd checkpoint's checksum: flipped bits load silently otherwise
+        from sfd.checkpoint import tensor_digest
+
+        if obj.pop("integrity").get("sha256") != tensor_digest(obj):
+            raise ValueError(f"{path} is corrupt: its tensors do not match the checksum written with them")
     return obj
 
 
