@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from sfd.data.cache import LRUCache
 from sfd.data.io import list_images, load_rgb
 from sfd.data.resize import bicubic_lr, mod_crop
 
@@ -26,6 +27,7 @@ class HRPatches(Dataset):
     ``bicubic=True`` pairs each HR patch with the aligned patch of the whole image's MATLAB-bicubic
     LR (8-bit), as precomputed LR folders give. ``bicubic=False`` returns HR patches only, for
     on-the-fly degradations in the trainer. Indices are unbounded: k // len(images) is the epoch.
+    ``cache_mb`` bounds the decoded images kept per process (least recently used go first).
     """
 
     def __init__(
@@ -37,6 +39,7 @@ class HRPatches(Dataset):
         use_flip: bool = True,
         use_rot: bool = True,
         bicubic: bool = True,
+        cache_mb: float = 0,
     ):
         self.files = list_images(folders)
         if not self.files:
@@ -45,7 +48,8 @@ class HRPatches(Dataset):
             raise ValueError(f"patch_size {patch_size} is not a multiple of scale {scale}")
         self.patch, self.scale, self.seed = patch_size, scale, seed
         self.use_flip, self.use_rot, self.bicubic = use_flip, use_rot, bicubic
-        self._cache: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}  # per worker process
+        # Decoded images (HR, LR) of this process, bounded in MB (0: decode on every access).
+        self._cache = LRUCache(cache_mb)
 
     def __len__(self) -> int:
         return len(self.files)
@@ -60,6 +64,7 @@ class HRPatches(Dataset):
             if self.bicubic:
                 lr = (bicubic_lr(hr.double() / 255.0, self.scale) * 255).round().to(torch.uint8)
             self._cache[idx] = (hr, lr)
+            return hr, lr
         return self._cache[idx]
 
     def __getitem__(self, k: int) -> dict:
