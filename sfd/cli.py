@@ -14,6 +14,7 @@ COMMAND_MODULES = [
     "sfd.evaluate.commands",  # sr, eval, export, fetch-niqe-model, fetch-weights
     "sfd.data.commands",  # degrade-preview
     "sfd.iqa.commands",  # iqa, iqa-eval, tsne, features
+    "sfd.bench_commands",  # bench step|data|sr|iqa|sweep
 ]
 
 
