@@ -107,8 +107,16 @@ def bench_step(blocks=23, batch=2, patch=128, device="cpu", precision="fp32", re
                extra=None, names=None, profile_rows: int = 0) -> dict:  # fmt: skip
     _quiet()
     runs = step_runs(blocks, patch, device, precision, extra, names)
-    times = interleaved({k: _step_fn(r, batch, patch) for k, r in runs.items()}, repeats, warmup, device)
+    fns = {k: _step_fn(r, batch, patch) for k, r in runs.items()}
+    times = interleaved(fns, repeats, warmup, device)
     med = {k: statistics.median(v) for k, v in times.items()}
+    peak = None
+    if str(device).startswith("cuda"):  # one more iteration of each run alone, for its peak memory
+        peak = {}
+        for k, fn in fns.items():
+            torch.cuda.reset_peak_memory_stats()
+            fn()
+            peak[k] = torch.cuda.max_memory_allocated() / 2**20
     base = med.get("ESRGAN")
     out = {
         "machine": machine(device),
@@ -116,6 +124,7 @@ def bench_step(blocks=23, batch=2, patch=128, device="cpu", precision="fp32", re
         "setting": {"generator": f"RRDBNet {blocks} blocks", "batch": batch, "patch": patch, "device": device,
                     "precision": precision, "repeats": repeats},  # fmt: skip
         "seconds_per_iteration": med,
+        "peak_mb": peak,
         "times": times,
         "ratio_to_esrgan": {k: v / base for k, v in med.items()} if base else None,
     }

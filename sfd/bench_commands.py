@@ -74,8 +74,18 @@ def cmd_step(args) -> int:
     unknown = [n for n in args.only or [] if n not in STEP_RUNS]
     if unknown:
         raise UsageError(f"unknown runs {unknown}; choose from {list(STEP_RUNS)}")
+    from sfd import distributed
+    from sfd.device import resolve_device
+
+    # Under torchrun: every process steps its own batch of --batch, gradients averaged (sfd.distributed).
+    distributed.init(resolve_device("auto" if args.device == "cuda" else args.device))
     r = bench_step(args.blocks, args.batch, args.patch, args.device, args.precision, args.repeats,
                    extra=args.overrides, names=args.only, profile_rows=args.profile)  # fmt: skip
+    r["setting"]["processes"] = distributed.world_size()
+    main = distributed.is_main()
+    distributed.shutdown()
+    if not main:  # rank 0 alone reports
+        return 0
     table = ["| run | s / iteration | ratio to ESRGAN |", "|---|---|---|"]
     for name, s in r["seconds_per_iteration"].items():
         ratio = f"{r['ratio_to_esrgan'][name]:.2f}" if r["ratio_to_esrgan"] else "-"

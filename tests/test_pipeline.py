@@ -95,3 +95,17 @@ def test_tg_d_logits_stay_fp32_under_autocast():
     assert out.dtype == torch.float32
     ref = tg_d_logits(v.bfloat16().float(), t.bfloat16().float(), scale)
     assert torch.allclose(out, ref, atol=1e-5)
+
+
+def test_prepare_cuts_sub_images_that_cover_each_image(photos, tmp_path):
+    from PIL import Image
+
+    from sfd.cli import main
+    from sfd.data.prepare import crop_starts
+
+    assert crop_starts(1000, 480, 240) == [0, 240, 480, 520] and crop_starts(400, 480, 240) == [0]
+    assert main(["prepare", str(photos), "-o", str(tmp_path / "sub"), "--crop", "192", "--step", "96"]) == 0
+    subs = sorted((tmp_path / "sub").glob("astronaut_s*.png"))
+    assert len(subs) == len(crop_starts(512, 192, 96)) ** 2  # astronaut.png is 512x512
+    assert all(Image.open(p).size == (192, 192) for p in subs)
+    assert len(HRPatches([tmp_path / "sub"], 64, 4)) > len(HRPatches([photos], 64, 4))
