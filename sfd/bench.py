@@ -29,14 +29,17 @@ def machine(device: str = "cpu") -> str:
                 break
     except OSError:
         pass
-    text = f"{cpu}, {len(os.sched_getaffinity(0))} cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+    cores, threads = len(os.sched_getaffinity(0)), torch.get_num_threads()
+    text = f"{cpu}, {cores} cores, {threads} torch threads, torch {torch.__version__}"
     if str(device).startswith("cuda") and torch.cuda.is_available():
         text += f", {torch.cuda.get_device_name()} x{torch.cuda.device_count()}"
     return text
 
 
 def command() -> str:
-    return "sfd " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith(("sfd", "__main__.py")) else " ".join(sys.argv)
+    if sys.argv and sys.argv[0].endswith(("sfd", "__main__.py")):
+        return "sfd " + " ".join(sys.argv[1:])
+    return " ".join(sys.argv)
 
 
 def _sync(device) -> None:
@@ -44,7 +47,8 @@ def _sync(device) -> None:
         torch.cuda.synchronize()
 
 
-def interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1, device="cpu") -> dict[str, list[float]]:
+def interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1,
+                device="cpu") -> dict[str, list[float]]:  # fmt: skip
     """Seconds per call of each function, alternating them round by round (after ``warmup`` calls each)."""
     for fn in fns.values():
         for _ in range(warmup):

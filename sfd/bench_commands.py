@@ -117,7 +117,8 @@ def cmd_sr(args) -> int:
              "|---|---|---|---|---|---|"]  # fmt: skip
     for row in r["rows"]:
         u, t = row["untiled"], row["tiled"]
-        table.append(f"| {row['size']}² | {u['mp_per_s']:.3f} | {t['mp_per_s']:.3f} | {row['tiled_over_untiled_speed']:.2f} "
+        ratio = row["tiled_over_untiled_speed"]
+        table.append(f"| {row['size']}² | {u['mp_per_s']:.3f} | {t['mp_per_s']:.3f} | {ratio:.2f} "
                      f"| {u['peak_mb']:.0f} | {t['peak_mb']:.0f} |")  # fmt: skip
     return _emit(args, r, table)
 

@@ -428,7 +428,8 @@ def train(
     data = cfg.data
     global_batch = data.batch_size * distributed.world_size()
     if main and distributed.is_distributed():
-        tqdm.write(f"{distributed.world_size()} processes x data.batch_size {data.batch_size} = global batch {global_batch}")
+        n = distributed.world_size()
+        tqdm.write(f"{n} processes x data.batch_size {data.batch_size} = global batch {global_batch}")
     degrade_in_loader = run.degrader is not None and data.degrade_in == "workers"
     loader = build_loader(cfg, run.samples_seen, cfg.train.iterations - run.iteration, run.device, distributed.rank(),
                           distributed.world_size(), run.degrader if degrade_in_loader else None)  # fmt: skip

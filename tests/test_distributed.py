@@ -47,7 +47,8 @@ def test_two_gloo_processes_match_one_process_and_resume_in_one(tmp_path):
            "--no-progress", "-c", str(config), "--set", "data.batch_size=2"]  # fmt: skip
     for o in sets:
         cmd += ["--set", o]
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    path = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=path)
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     two_dir = tmp_path / "two" / "tiny"
