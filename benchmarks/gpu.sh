@@ -48,15 +48,16 @@ for path in sorted(out.glob("step_*.json")):
     st = r["setting"]
     for name, s in r["seconds_per_iteration"].items():
         peak = (r["peak_mb"] or {}).get(name)
-        lines.append(f"| {name} | {st['precision']} | {st['processes']} | {st['batch'] * st['processes']} | {s:.3f} "
-                     f"| {1 / s:.2f} | {peak:.0f} | {400_000 * s / 3600:.1f} |" if peak else
-                     f"| {name} | {st['precision']} | {st['processes']} | {st['batch'] * st['processes']} | {s:.3f} "
-                     f"| {1 / s:.2f} | - | {400_000 * s / 3600:.1f} |")
+        peak = f"{peak:.0f}" if peak else "-"
+        lines.append(f"| {name} | {st['precision']} | {st['processes']} | {st['batch'] * st['processes']} "
+                     f"| {s:.3f} | {1 / s:.2f} | {peak} | {400_000 * s / 3600:.1f} |")
 sr = json.loads((out / "sr_fp16.json").read_text())
-lines += ["", "| sr input (fp16) | untiled MP/s | tiled MP/s | untiled peak MB | tiled peak MB |", "|---|---|---|---|---|"]
+lines += ["", "| sr input (fp16) | untiled MP/s | tiled MP/s | untiled peak MB | tiled peak MB |",
+          "|---|---|---|---|---|"]
 for row in sr["rows"]:
     u, t = row["untiled"], row["tiled"]
-    lines.append(f"| {row['size']}² | {u['mp_per_s']:.2f} | {t['mp_per_s']:.2f} | {u['peak_mb']:.0f} | {t['peak_mb']:.0f} |")
+    lines.append(f"| {row['size']}² | {u['mp_per_s']:.2f} | {t['mp_per_s']:.2f} | {u['peak_mb']:.0f} "
+                 f"| {t['peak_mb']:.0f} |")
 lines += ["", f"machine: {sr['machine']}"]
 (out / "summary.md").write_text("\n".join(lines) + "\n")
 print("\n".join(lines))
