@@ -13,7 +13,9 @@ COMMAND_MODULES = [
     "sfd.commands",  # train, inspect, demo
     "sfd.evaluate.commands",  # sr, eval, export, fetch-niqe-model, fetch-weights
     "sfd.data.commands",  # degrade-preview
+    "sfd.data.prepare",  # prepare
     "sfd.iqa.commands",  # iqa, iqa-eval, tsne, features
+    "sfd.bench_commands",  # bench step|data|sr|iqa|sweep
 ]
 
 

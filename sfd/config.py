@@ -149,6 +149,12 @@ class DataConfig:
     val_max_images: int = 10
     # None: LR by MATLAB bicubic (classic SISR). Set it for Real-ESRGAN's second-order degradations.
     degradation: Optional[DegradationConfig] = None
+    # Where the degradations run: in the loader workers (CPU, overlapped with training) or in the
+    # trainer (on its device). Both give the same pairs for the same seeds.
+    degrade_in: Literal["workers", "trainer"] = "workers"
+    # Decoded images kept per loader process, least recently used dropped first (0: decode every time).
+    cache_mb: float = 512
+    prefetch_factor: int = 2  # batches each worker prepares ahead
 
 
 @dataclass
@@ -174,8 +180,13 @@ class TrainConfig:
     iterations: int = 400_000
     seed: int = 0
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1"
-    # bf16: forward passes under torch.autocast (weights, optimizer states and EMA stay fp32).
-    precision: Literal["fp32", "bf16"] = "fp32"
+    # bf16/fp16: forward passes under torch.autocast (weights, optimizer states and EMA stay fp32);
+    # fp16 also scales each loss (one GradScaler per optimizer). See docs/benchmarks.md for speeds.
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    channels_last: bool = False  # NHWC memory format for the conv nets (G, CLIP, VGG, Ds) and their inputs
+    # torch.compile the generator and the CLIP image tower with this backend ("inductor", torch's
+    # default; "aot_eager" compiles nothing to C++), or null: not compiled.
+    compile: Optional[str] = None
     output_dir: str = "runs"
     log_every: int = 100
     val_every: int = 5000

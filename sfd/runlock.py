@@ -28,7 +28,7 @@ class RunLock:
         self._fd: int | None = None
 
     def acquire(self) -> "RunLock":
-        if fcntl is None:
+        if fcntl is None or int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 locks for all
             return self
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)

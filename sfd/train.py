@@ -24,16 +24,15 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 import sfd
-from sfd import checkpoint
+from sfd import checkpoint, distributed
 from sfd.config import Config, config_to_dict
 from sfd.errors import UsageError
 from sfd.yamlconfig import ConfigError, apply_overrides, config_from_dict
-from sfd.data.datasets import HRPatches, IterationSampler
 from sfd.data.io import ImageReadError, list_images, load_rgb, probe_images, to_tensor
+from sfd.data.pipeline import build_loader
 from sfd.data.resize import bicubic_lr, mod_crop
 from sfd.device import resolve_device
 from sfd.evaluate.metrics import psnr, ssim
@@ -43,6 +42,7 @@ from sfd.models.clip import ImageFeatures, TextEncoder, load_clip
 from sfd.models.discriminators import build_discriminators
 from sfd.models.generators import build_generator, initialise_from_config, parameter_sha256, resolve_pretrained
 from sfd.models.tg_d import tg_d_logits
+from sfd.precision import autocast, make_scalers, prepare_models
 from sfd.runlock import RunLock
 from sfd.schedulers import build_scheduler
 from sfd.weights import describe_weights
@@ -70,6 +70,9 @@ class Run:
     meta: dict = field(default_factory=dict)
     iteration: int = 0
     bad: list[str] = field(default_factory=list)  # what was NaN/Inf in the last step (it was skipped)
+    scalers: dict[str, torch.amp.GradScaler] = field(default_factory=dict)  # per optimizer; active for fp16
+    samples_seen: int = 0  # position in the global sample stream (any number of processes)
+    text_features: torch.Tensor | None = None  # TG-D's prompt features of this iteration (G step -> D step)
 
 
 def build_run(cfg: Config, load_pretrained: bool = True) -> Run:
@@ -114,25 +117,32 @@ def build_run(cfg: Config, load_pretrained: bool = True) -> Run:
     for name, d in discs.items():
         optimizers[name] = torch.optim.Adam(d.parameters(), lr=o.lr_d, betas=betas, weight_decay=o.weight_decay)
     schedulers = {k: build_scheduler(opt, o) for k, opt in optimizers.items()}
-    return Run(cfg, device, g, g_ema, discs, optimizers, schedulers, meta=meta, **run_kw)
+    run_kw["scalers"] = make_scalers(device, cfg.train.precision, optimizers)
+    run = Run(cfg, device, g, g_ema, discs, optimizers, schedulers, meta=meta, **run_kw)
+    prepare_models(run)
+    return run
 
 
 # ---------------------------------------------------------------- one iteration
 
 
-def _step(opt: torch.optim.Optimizer, loss: torch.Tensor, params, clip: float | None) -> bool:
-    """One optimizer step; skipped (False) when the loss or a gradient is NaN/Inf."""
+def _step(opt: torch.optim.Optimizer, loss: torch.Tensor, params, clip: float | None, scaler) -> bool:
+    """One optimizer step; skipped (False) when the loss or a gradient is NaN/Inf.
+
+    Gradients are averaged over processes first, so every process takes the same decision. With fp16
+    the gradient scaler skips overflowing steps itself (that is calibration, not a bad step)."""
     opt.zero_grad(set_to_none=True)
-    if not torch.isfinite(loss):
-        return False
-    loss.backward()
     params = list(params)
-    if not grads_finite(params):
+    scaler.scale(loss).backward()
+    distributed.average_gradients(params)  # the same step on every process (sfd.distributed)
+    scaler.unscale_(opt)  # fp16: clip and step on the true gradients
+    if not torch.isfinite(loss) or (not scaler.is_enabled() and not grads_finite(params)):
         opt.zero_grad(set_to_none=True)
         return False
     if clip:
         torch.nn.utils.clip_grad_norm_(params, clip)
-    opt.step()
+    scaler.step(opt)  # fp16: skipped when a gradient overflowed
+    scaler.update()
     return True
 
 
@@ -153,7 +163,10 @@ def make_pair(run: Run, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.
     hr = batch["hr"].to(run.device, non_blocking=True)
     if run.degrader is None:
         return batch["lr"].to(run.device, non_blocking=True), hr, hr
-    lr, hr_target = run.degrader(hr, batch["seed"])
+    if "target" in batch:  # degraded in the loader (sfd.data.pipeline)
+        lr, hr_target = batch["lr"].to(run.device, non_blocking=True), batch["target"].to(run.device, non_blocking=True)
+    else:
+        lr, hr_target = run.degrader(hr, batch["seed"])
     if run.pool is not None:
         lr, hr_target, hr = run.pool(lr, hr_target, hr)
     return lr, hr_target, hr
@@ -166,8 +179,7 @@ def train_step(run: Run, lr: torch.Tensor, hr: torch.Tensor, hr_real: torch.Tens
     discriminators see as real.
     """
     hr_real = hr if hr_real is None else hr_real
-    bf16 = run.cfg.train.precision == "bf16"
-    amp = lambda: torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=bf16)  # noqa: E731
+    amp = lambda: autocast(run.device, run.cfg.train.precision)  # noqa: E731
     cfg, gan = run.cfg, run.cfg.loss.gan_type
     adversarial = run.iteration >= cfg.train.pixel_warmup
     logs: dict[str, float] = {}
@@ -176,12 +188,12 @@ def train_step(run: Run, lr: torch.Tensor, hr: torch.Tensor, hr_real: torch.Tens
     for d in discs.values():
         d.train().requires_grad_(False)  # G step: no gradients into D parameters
 
-    # ---- generator step (forward under autocast for bf16; backward and optimizer steps outside it)
+    # ---- generator step (forward under autocast for bf16/fp16; backward and optimizer steps outside it)
     with amp():
         sr, loss_g, f_sr, f_hr = _generator_losses(run, lr, hr, hr_real, adversarial, logs)
     logs["l_g_total"] = loss_g.item()
     run.bad = []
-    if not _step(run.optimizers["g"], loss_g, run.generator.parameters(), cfg.optim.grad_clip):
+    if not _step(run.optimizers["g"], loss_g, run.generator.parameters(), cfg.optim.grad_clip, run.scalers["g"]):
         run.bad = bad_losses(logs) or ["gradient of l_g_total"]
     elif run.generator_ema is not None:
         _update_ema(run.generator_ema, run.generator, cfg.optim.ema_decay)
@@ -198,8 +210,9 @@ def train_step(run: Run, lr: torch.Tensor, hr: torch.Tensor, hr_real: torch.Tens
                 loss = d_adversarial_loss(real, fake, gan)
             logs[f"l_d_{name}"] = loss.item()
             logs[f"{name}_real"], logs[f"{name}_fake"] = real.mean().item(), fake.mean().item()
-            if not _step(run.optimizers[name], loss, discs[name].parameters(), cfg.optim.grad_clip):
+            if not _step(run.optimizers[name], loss, discs[name].parameters(), cfg.optim.grad_clip, run.scalers[name]):
                 run.bad += bad_losses({f"l_d_{name}": logs[f"l_d_{name}"]}) or [f"gradient of l_d_{name}"]
+    run.text_features = None
 
     with warnings.catch_warnings():  # D optimizers do not step during the pixel warm-up; schedules still count
         warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
@@ -238,8 +251,10 @@ def _generator_losses(run: Run, lr, hr, hr_real, adversarial: bool, logs: dict):
             logs["l_g_feat_d"] = (l := g_adversarial_loss(fake, real, gan)).item()
             loss_g = loss_g + lam.feat_d * l
         if "tg_d" in discs:
-            with torch.no_grad():
-                text = discs["tg_d"].text_features(run.clip_text)
+            # The text tower runs once per iteration, with gradient to the contexts, kept for the D step
+            # (the contexts do not change in between); the G loss uses the features detached.
+            run.text_features = discs["tg_d"].requires_grad_(True).text_features(run.clip_text)
+            text = run.text_features.detach()
             scale = run.clip_text.logit_scale
             fake = tg_d_logits(f_sr["out"], text, scale)
             real = tg_d_logits(f_hr["out"], text, scale) if gan == "ragan" else None
@@ -266,7 +281,7 @@ def _discriminator_logits(run: Run, name: str, sr, f_sr, f_hr, hr_real) -> tuple
     if name == "feat_d":
         return d(f_hr), d({k: v.detach() for k, v in f_sr.items()})
     if name == "tg_d":
-        text = d.text_features(run.clip_text)  # once per D step, with gradient to the contexts
+        text = run.text_features if run.text_features is not None else d.text_features(run.clip_text)
         scale = run.clip_text.logit_scale
         return tg_d_logits(f_hr["out"], text, scale), tg_d_logits(f_sr["out"].detach(), text, scale)
     return d(hr_real), d(sr.detach())
@@ -305,6 +320,8 @@ def save_checkpoint(run: Run, path: str | Path) -> Path:
         "optimizers": {k: o.state_dict() for k, o in run.optimizers.items()},
         "schedulers": {k: s.state_dict() for k, s in run.schedulers.items()},
         "iteration": run.iteration,
+        "samples_seen": run.samples_seen,
+        "scalers": {k: s.state_dict() for k, s in run.scalers.items()},
         "config": config_to_dict(run.cfg),
         "rng": _rng_state(),
         "meta": meta,
@@ -325,6 +342,10 @@ def restore(run: Run, ckpt: checkpoint.Checkpoint) -> None:
     for k, s in run.schedulers.items():
         s.load_state_dict(ckpt.schedulers[k])
     run.iteration = ckpt.iteration
+    run.samples_seen = ckpt.extra.get("samples_seen", ckpt.iteration * run.cfg.data.batch_size)
+    for k, s in ckpt.extra.get("scalers", {}).items():
+        if k in run.scalers and s:
+            run.scalers[k].load_state_dict(s)
     _set_rng_state(ckpt.rng)
     if run.pool is not None and "pair_pool" in ckpt.extra:
         run.pool.load_state_dict(ckpt.extra["pair_pool"])
@@ -444,6 +465,10 @@ def _train(cfg, resume, progress, overrides, overwrite, held: contextlib.ExitSta
     _check_before_work(cfg, resuming=ckpt is not None)
     if not locked:
         held.enter_context(RunLock(out))
+    joined = distributed.init(resolve_device(cfg.train.device))  # under torchrun: one process of many
+    if joined:
+        held.callback(distributed.shutdown)
+    main = distributed.is_main()  # rank 0 alone writes files, logs and validates
     if ckpt is None and (latest := checkpoint.find_latest(out)) is not None:
         if not overwrite:
             raise UsageError(
@@ -451,66 +476,85 @@ def _train(cfg, resume, progress, overrides, overwrite, held: contextlib.ExitSta
                 "or start over with --overwrite"
             )
         tqdm.write(f"--overwrite: removing the earlier run's checkpoints and logs in {out}")
-        _clear_run(out)
+        if main:
+            _clear_run(out)
+    distributed.barrier()
     run = build_run(cfg, load_pretrained=ckpt is None)
     if ckpt is not None:
         restore(run, ckpt)
         run.meta["generator"]["init"] = ckpt.meta.get("generator", {}).get("init")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=2))
+    distributed.broadcast_modules(run.generator, run.generator_ema, *run.discriminators.values())
     notes = describe_weights(run.meta)
-    (out / "meta.json").write_text(json.dumps({**run.meta, "notes": notes}, indent=2))
-    for note in notes:
-        tqdm.write(note)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=2))
+        (out / "meta.json").write_text(json.dumps({**run.meta, "notes": notes}, indent=2))
+        for note in notes:
+            tqdm.write(note)
 
     data = cfg.data
-    dataset = HRPatches(data.train, data.patch_size, cfg.generator.scale, cfg.train.seed, use_hflip=data.use_hflip,
-                        use_vflip=data.use_vflip, use_rot=data.use_rot, bicubic=data.degradation is None)  # fmt: skip
-    sampler = IterationSampler(run.iteration * data.batch_size, cfg.train.iterations * data.batch_size)
-    loader = DataLoader(dataset, batch_size=data.batch_size, sampler=sampler, num_workers=data.num_workers,
-                        drop_last=True, pin_memory=run.device.type == "cuda",
-                        persistent_workers=False)  # fmt: skip
+    global_batch = data.batch_size * distributed.world_size()
+    if main and distributed.is_distributed():
+        n = distributed.world_size()
+        tqdm.write(f"{n} processes x data.batch_size {data.batch_size} = global batch {global_batch}")
+    degrade_in_loader = run.degrader is not None and data.degrade_in == "workers"
+    loader = build_loader(cfg, run.samples_seen, cfg.train.iterations - run.iteration, run.device, distributed.rank(),
+                          distributed.world_size(), run.degrader if degrade_in_loader else None)  # fmt: skip
 
     from torch.utils.tensorboard import SummaryWriter
 
-    writer = SummaryWriter(str(out / "tensorboard"))
-    log_file = open(out / "log.jsonl", "a")
-    bar = tqdm(total=cfg.train.iterations, initial=run.iteration, disable=not progress, desc=cfg.name, dynamic_ncols=True)
+    writer = SummaryWriter(str(out / "tensorboard")) if main else None
+    log_file = open(out / "log.jsonl", "a") if main else None
+    bar = tqdm(total=cfg.train.iterations, initial=run.iteration, disable=not progress or not main, desc=cfg.name,
+               dynamic_ncols=True)  # fmt: skip
     last = None
     last_good = ckpt.path if ckpt is not None else None
     bad_steps = BadStepCounter(cfg.train.max_bad_steps)
     stop = held.enter_context(StopSignals())
     try:
-        tick = time.perf_counter()
+        tick = waited = time.perf_counter()
         for batch in loader:
+            data_time = time.perf_counter() - waited  # how long this step waited for the loader
             logs = train_step(run, *make_pair(run, batch))
             if note := bad_steps.update(run.iteration, run.bad, last_good):  # raises after too many in a row
                 tqdm.write(note)
                 logs["bad_steps"] = float(bad_steps.total)
             logs["iter_time"] = time.perf_counter() - tick
+            logs["data_time"] = data_time
             tick = time.perf_counter()
+            run.samples_seen += global_batch
             it = run.iteration
-            if data.val and (it % cfg.train.val_every == 0 or it == cfg.train.iterations):
+            validate_now = data.val and (it % cfg.train.val_every == 0 or it == cfg.train.iterations)
+            if validate_now or it % cfg.train.log_every == 0 or it == cfg.train.iterations:
+                logs = distributed.mean_logs(logs, run.device)  # means over the global batch (all processes call)
+            if validate_now and main:
                 logs.update(validate(run))
-            if it % cfg.train.log_every == 0 or it == cfg.train.iterations or "val_psnr" in logs:
-                log_file.write(json.dumps({"iter": it, **logs}) + "\n")
+            if main and (it % cfg.train.log_every == 0 or it == cfg.train.iterations or "val_psnr" in logs):
+                log_file.write(json.dumps({"iter": it, "global_batch": global_batch, **logs}) + "\n")
                 log_file.flush()
                 for k, v in logs.items():
                     writer.add_scalar(k, v, it)
             bar.update(1)
             bar.set_postfix({k.removeprefix("l_"): f"{v:.4g}" for k, v in logs.items() if k in _BAR_KEYS})
             if it % cfg.train.save_every == 0 or it == cfg.train.iterations or stop.signum:
-                last = last_good = _save(run, out)
+                last = out / "checkpoints" / f"iter_{it:08d}.pth"
+                if main:
+                    last = last_good = _save(run, out)
             if stop.signum:
                 name = signal.Signals(stop.signum).name
                 raise TrainingInterrupted(f"stopped by {name} at iteration {it}; wrote {last}. Continue with: "
                                           f"sfd train --resume {last}  (or -c CONFIG --resume auto)", stop.signum)
+            waited = time.perf_counter()
     finally:
         bar.close()
-        log_file.close()
-        writer.close()
+        if main:
+            log_file.close()
+            writer.close()
     if last is None:  # nothing left to train (resumed at the end)
-        last = _save(run, out)
+        last = out / "checkpoints" / f"iter_{run.iteration:08d}.pth"
+        if main:
+            last = _save(run, out)
+    distributed.barrier()  # every process returns once rank 0's last checkpoint is on disk
     return last
 
 

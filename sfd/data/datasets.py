@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from sfd.data.cache import LRUCache
 from sfd.data.io import ImageReadError, list_images, load_rgb, probe_images
 from sfd.data.pixels import to_levels
 from sfd.data.resize import bicubic_lr, mod_crop
@@ -32,6 +33,8 @@ class HRPatches(Dataset):
     Augmentation: ``use_hflip`` (left-right), ``use_vflip`` (upside down), ``use_rot`` (transpose,
     which with both flips gives the 8 orientations of BasicSR's ``use_rot``). Real-ESRGAN uses the
     horizontal flip only: an upside-down photo changes CLIP's semantic features.
+
+    ``cache_mb`` bounds the decoded images kept per process (least recently used go first).
     """
 
     def __init__(
@@ -44,6 +47,7 @@ class HRPatches(Dataset):
         use_vflip: bool = True,
         use_rot: bool = True,
         bicubic: bool = True,
+        cache_mb: float = 0,
     ):
         self.files, unusable = probe_images(list_images(folders), patch_size)  # headers only: cheap
         for path, why in unusable.items():
@@ -55,7 +59,8 @@ class HRPatches(Dataset):
             raise ValueError(f"patch_size {patch_size} is not a multiple of scale {scale}")
         self.patch, self.scale, self.seed = patch_size, scale, seed
         self.use_hflip, self.use_vflip, self.use_rot, self.bicubic = use_hflip, use_vflip, use_rot, bicubic
-        self._cache: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}  # per worker process
+        # Decoded images (HR, LR) of this process, bounded in MB (0: decode on every access).
+        self._cache = LRUCache(cache_mb)
 
     def __len__(self) -> int:
         return len(self.files)
@@ -70,6 +75,7 @@ class HRPatches(Dataset):
             if self.bicubic:
                 lr = to_levels(bicubic_lr(hr.double() / 255.0, self.scale)).to(torch.uint8)
             self._cache[idx] = (hr, lr)
+            return hr, lr
         return self._cache[idx]
 
     def _usable_image(self, order: np.ndarray, pos: int) -> tuple[torch.Tensor, torch.Tensor | None]:

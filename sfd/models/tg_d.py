@@ -77,7 +77,12 @@ class TGD(nn.Module):
 
 
 def tg_d_logits(image_out: torch.Tensor, text_feats: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
-    """(B, D) F_out and (N, 2, D) pair features -> (B, N) logits s*(cos+ - cos-)."""
-    v = F.normalize(image_out, dim=-1)
-    cos = torch.einsum("bd,npd->bnp", v, text_feats.to(v.dtype))
-    return logit_scale.exp() * (cos[..., 0] - cos[..., 1])
+    """(B, D) F_out and (N, 2, D) pair features -> (B, N) logits s*(cos+ - cos-).
+
+    Always in float32, also under bf16/fp16 autocast: the scale (about 100) would magnify the
+    rounding of a low-precision cosine gap into the logits.
+    """
+    with torch.autocast(image_out.device.type, enabled=False):
+        v = F.normalize(image_out.float(), dim=-1)
+        cos = torch.einsum("bd,npd->bnp", v, text_feats.float())
+        return logit_scale.float().exp() * (cos[..., 0] - cos[..., 1])

@@ -1,0 +1,331 @@
+"""``sfd bench``: speed against the peers, measured side by side in one invocation.
+
+Absolute times drift on shared machines, so every comparison alternates its contenders (one
+repeat of each, then the next round) and reports medians and ratios. Each result carries the
+machine and the command that produced it; ``--json`` prints the same numbers as JSON.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import sys
+import time
+import warnings
+from typing import Callable
+
+import torch
+
+__all__ = ["machine", "interleaved", "step_runs", "bench_step", "bench_data", "bench_sr", "bench_iqa", "bench_sweep"]
+
+
+def machine(device: str = "cpu") -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    cores, threads = len(os.sched_getaffinity(0)), torch.get_num_threads()
+    text = f"{cpu}, {cores} cores, {threads} torch threads, torch {torch.__version__}"
+    if str(device).startswith("cuda") and torch.cuda.is_available():
+        text += f", {torch.cuda.get_device_name()} x{torch.cuda.device_count()}"
+    return text
+
+
+def command() -> str:
+    if sys.argv and sys.argv[0].endswith(("sfd", "__main__.py")):
+        return "sfd " + " ".join(sys.argv[1:])
+    return " ".join(sys.argv)
+
+
+def _sync(device) -> None:
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1,
+                device="cpu") -> dict[str, list[float]]:  # fmt: skip
+    """Seconds per call of each function, alternating them round by round (after ``warmup`` calls each)."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            _sync(device)
+            t = time.perf_counter()
+            fn()
+            _sync(device)
+            times[name].append(time.perf_counter() - t)
+    return times
+
+
+def _quiet():
+    """Random CLIP/VGG weights are fine for timing: their notices would only clutter the tables."""
+    import logging
+
+    warnings.filterwarnings("ignore")
+    logging.getLogger().setLevel(logging.ERROR)
+
+
+# ---------------------------------------------------------------- training step
+
+STEP_RUNS = {
+    "G only (L1)": ["feat_d.enabled=false", "tg_d.enabled=false", "loss.perceptual=0", "loss.l1=1.0"],
+    "ESRGAN": ["feat_d.enabled=false", "tg_d.enabled=false", "image_d.type=vgg", "loss.gan_type=ragan"],
+    "SFD": [],
+    "SFD Feat-D only": ["tg_d.enabled=false"],
+    "SFD TG-D only": ["feat_d.enabled=false"],
+}
+
+
+def step_runs(blocks: int, patch: int, device: str, precision: str = "fp32", extra: list[str] | None = None,
+              names=None) -> dict:  # fmt: skip
+    """Training runs that differ only in their losses and discriminators: same generator, patch and
+    precision. ESRGAN = L1 + VGG19 perceptual + VGG-style pixel D (RaGAN); SFD = the same L1 and
+    perceptual + Feat-D + TG-D (N=5, L=32)."""
+    from sfd.config import load_config
+    from sfd.train import build_run
+
+    common = [f"generator.num_blocks={blocks}", "clip.weights=random", "loss.vgg_weights=random",
+              f"data.patch_size={patch}", f"image_d.input_size={patch}", f"train.device={device}",
+              f"train.precision={precision}", *(extra or [])]  # fmt: skip
+    return {name: build_run(load_config(None, common + STEP_RUNS[name])) for name in names or STEP_RUNS}
+
+
+def _step_fn(run, batch: int, patch: int):
+    from sfd.train import train_step
+
+    s = run.cfg.generator.scale
+    gen = torch.Generator().manual_seed(0)
+    lr = torch.rand(batch, 3, patch // s, patch // s, generator=gen).to(run.device)
+    hr = torch.rand(batch, 3, patch, patch, generator=gen).to(run.device)
+    return lambda: train_step(run, lr, hr)
+
+
+def bench_step(blocks=23, batch=2, patch=128, device="cpu", precision="fp32", repeats=3, warmup=1,
+               extra=None, names=None, profile_rows: int = 0) -> dict:  # fmt: skip
+    _quiet()
+    runs = step_runs(blocks, patch, device, precision, extra, names)
+    fns = {k: _step_fn(r, batch, patch) for k, r in runs.items()}
+    times = interleaved(fns, repeats, warmup, device)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    peak = None
+    if str(device).startswith("cuda"):  # one more iteration of each run alone, for its peak memory
+        peak = {}
+        for k, fn in fns.items():
+            torch.cuda.reset_peak_memory_stats()
+            fn()
+            peak[k] = torch.cuda.max_memory_allocated() / 2**20
+    base = med.get("ESRGAN")
+    out = {
+        "machine": machine(device),
+        "command": command(),
+        "setting": {"generator": f"RRDBNet {blocks} blocks", "batch": batch, "patch": patch, "device": device,
+                    "precision": precision, "repeats": repeats},  # fmt: skip
+        "seconds_per_iteration": med,
+        "peak_mb": peak,
+        "times": times,
+        "ratio_to_esrgan": {k: v / base for k, v in med.items()} if base else None,
+    }
+    if base and "SFD" in med:
+        out["sfd_over_esrgan"] = med["SFD"] / base
+    if profile_rows and "SFD" in runs:
+        out["profile"] = profile_step(runs["SFD"], batch, patch, profile_rows)
+    return out
+
+
+def profile_step(run, batch: int, patch: int, rows: int = 20) -> str:
+    """torch.profiler's top operators (by self time) over one SFD iteration."""
+    from torch.profiler import ProfilerActivity, profile
+
+    fn = _step_fn(run, batch, patch)
+    fn()
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if run.device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        fn()
+    sort = "self_cuda_time_total" if run.device.type == "cuda" else "self_cpu_time_total"
+    return prof.key_averages().table(sort_by=sort, row_limit=rows, max_name_column_width=40)
+
+
+# ---------------------------------------------------------------- input pipeline
+
+
+def bench_data(folders, batch=2, patch=128, workers=(0, 1, 2), batches=10, repeats=3, step_s: float | None = None,
+               blocks: int = 23, cache_mb: float = 512) -> dict:  # fmt: skip
+    """Patches/s of the classic loader (bicubic LR) and of the real-world one (degradations in the
+    loader), with each number of workers, against what one SFD training step consumes."""
+    from sfd.config import load_config
+    from sfd.data.degradations import RealESRGANDegradation
+    from sfd.data.pipeline import build_loader
+
+    _quiet()
+    base = [f"data.train=[{','.join(map(str, folders))}]", f"data.patch_size={patch}", f"data.batch_size={batch}",
+            f"data.cache_mb={cache_mb}"]  # fmt: skip
+    iters = {}
+    for kind in ("classic", "real-world"):
+        extra = ["data.degradation={queue_size: 0}"] if kind == "real-world" else []
+        for n in workers:
+            cfg = load_config(None, base + extra + [f"data.num_workers={n}"])
+            degrader = RealESRGANDegradation(cfg.data.degradation, 4) if kind == "real-world" else None
+            loader = build_loader(cfg, 0, 10**9, torch.device("cpu"), degrader=degrader)
+            iters[f"{kind}, {n} workers"] = iter(loader)
+
+    def take(it):
+        return lambda: [next(it) for _ in range(batches)]
+
+    times = interleaved({k: take(it) for k, it in iters.items()}, repeats, warmup=1)
+    rates = {k: batch * batches / statistics.median(v) for k, v in times.items()}
+    if step_s is None:
+        step_s = statistics.median(bench_step(blocks, batch, patch, repeats=1, names=["SFD"])["times"]["SFD"])
+    return {"machine": machine(), "command": command(),
+            "setting": {"batch": batch, "patch": patch, "batches_per_repeat": batches, "repeats": repeats,
+                        "cache_mb": cache_mb},
+            "patches_per_second": rates, "step_seconds": step_s, "step_consumes_patches_per_second": batch / step_s}  # fmt: skip
+
+
+# ---------------------------------------------------------------- sr (tiled vs untiled)
+
+
+def _peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _sr_case(blocks: int, size: int, tile: int, tile_pad: int, device: str, precision: str, repeats: int) -> dict:
+    """One size and tiling in this process: seconds per image and peak memory."""
+    from sfd.config import GeneratorConfig
+    from sfd.evaluate.tiling import PRECISIONS, run_model, tiled_upscale
+    from sfd.models.generators import build_generator
+
+    torch.manual_seed(0)
+    dtype = PRECISIONS[precision]
+    g = build_generator(GeneratorConfig(num_blocks=blocks)).eval().to(device=device, dtype=dtype)
+    image = torch.rand(3, size, size)
+    fn = run_model(g, 4)
+    if str(device).startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    times = interleaved({"sr": lambda: tiled_upscale(fn, image, 4, tile, tile_pad, device, dtype)}, repeats, 1, device)
+    peak = torch.cuda.max_memory_allocated() / 2**20 if str(device).startswith("cuda") else _peak_rss_mb()
+    return {"seconds": statistics.median(times["sr"]), "peak_mb": peak}
+
+
+def bench_sr(sizes=(128, 256, 512, 1024), tile=512, tile_pad=16, blocks=23, device="cpu", precision="fp32",
+             repeats=2) -> dict:  # fmt: skip
+    """``sfd sr``'s tiled path against the whole image at once, as the input grows. Each case runs in
+    its own process (so that CPU peak memory is the case's own), tiled and untiled alternating."""
+    import json
+    import subprocess
+
+    rows = []
+    for size in sizes:
+        row = {"size": size}
+        for name, t in (("untiled", 0), ("tiled", tile)):
+            args = json.dumps([blocks, size, t, tile_pad, device, precision, repeats])
+            code = f"import json; from sfd.bench import _sr_case; print(json.dumps(_sr_case(*json.loads({args!r}))))"
+            res = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+                             .stdout.strip().splitlines()[-1])  # fmt: skip
+            row[name] = {"mp_per_s": (size * 4) ** 2 / 1e6 / res["seconds"], "peak_mb": res["peak_mb"]}
+        row["tiled_over_untiled_speed"] = row["tiled"]["mp_per_s"] / row["untiled"]["mp_per_s"]
+        rows.append(row)
+    return {"machine": machine(device), "command": command(),
+            "setting": {"generator": f"RRDBNet {blocks} blocks x4", "tile": tile, "tile_pad": tile_pad,
+                        "device": device, "precision": precision, "repeats": repeats},
+            "rows": rows}  # fmt: skip
+
+
+# ---------------------------------------------------------------- IQA
+
+
+def bench_iqa(size=500, images=4, repeats=3, device="cpu") -> dict:
+    """Images/s of SFD-IQA (from a random-weights checkpoint of the IQA config), CLIP-IQA (same RN50) and NIQE."""
+    import tempfile
+
+    from sfd.config import load_config
+    from sfd.iqa.metrics import CLIPIQA, NIQE, SFDIQA
+    from sfd.train import build_run, save_checkpoint
+
+    _quiet()
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = load_config("iqa", ["clip.weights=random", "loss.vgg_weights=random", "train.device=cpu"])
+        ckpt = save_checkpoint(build_run(cfg), os.path.join(tmp, "iqa.pth"))
+        metrics = {"SFD-IQA": SFDIQA(ckpt, device=device), "CLIP-IQA": CLIPIQA(device=device, weights="random")}
+    try:
+        metrics["NIQE"] = NIQE()
+    except Exception as err:  # the pristine model file may be missing
+        print(f"NIQE skipped: {err}", file=sys.stderr)
+    gen = torch.Generator().manual_seed(0)
+    batch = [torch.rand(3, size, size, generator=gen) for _ in range(images)]
+
+    def score(m):
+        def fn():
+            with torch.no_grad():
+                m(batch)
+
+        return fn
+
+    times = interleaved({k: score(m) for k, m in metrics.items()}, repeats, 1, device)
+    rates = {k: images / statistics.median(v) for k, v in times.items()}
+    return {"machine": machine(device), "command": command(),
+            "setting": {"size": size, "images": images, "repeats": repeats, "device": device},
+            "images_per_second": rates, "sfd_iqa_over_clip_iqa": rates["SFD-IQA"] / rates["CLIP-IQA"]}  # fmt: skip
+
+
+# ---------------------------------------------------------------- step time vs patch and batch
+
+
+def _sweep_case(blocks: int, batch: int, patch: int, device: str, repeats: int) -> dict:
+    _quiet()
+    run = step_runs(blocks, patch, device, names=["SFD"])["SFD"]
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    t = interleaved({"SFD": _step_fn(run, batch, patch)}, repeats, 1, device)["SFD"]
+    peak = torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else _peak_rss_mb()
+    return {"seconds": statistics.median(t), "peak_mb": peak}
+
+
+def bench_sweep(patches=(64, 128, 192, 256), batches=(1, 2, 4, 8), base_patch=128, base_batch=2, blocks=23,
+                device="cpu", repeats=1, plot: str | None = None) -> dict:  # fmt: skip
+    """SFD step time and peak memory vs the patch size (at ``base_batch``) and vs the batch (at ``base_patch``),
+    each case in its own process; optionally a PNG plot."""
+    import json
+    import subprocess
+
+    cases = [("patch", p, base_batch, p) for p in patches] + [("batch", b, b, base_patch) for b in batches]
+    rows = []
+    for axis, value, b, p in cases:
+        args = json.dumps([blocks, b, p, device, repeats])
+        code = f"import json; from sfd.bench import _sweep_case; print(json.dumps(_sweep_case(*json.loads({args!r}))))"
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+        rows.append({"axis": axis, "batch": b, "patch": p, **json.loads(out.strip().splitlines()[-1])})
+    result = {"machine": machine(device), "command": command(),
+              "setting": {"generator": f"RRDBNet {blocks} blocks", "device": device, "repeats": repeats}, "rows": rows}
+    if plot:
+        _plot_sweep(rows, plot, result["setting"])
+    return result
+
+
+def _plot_sweep(rows: list[dict], path: str, setting: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3), dpi=80)
+    for ax, axis, label in ((axes[0], "patch", "HR patch (px)"), (axes[1], "batch", "batch")):
+        pts = [r for r in rows if r["axis"] == axis]
+        xs = [r[axis] for r in pts]
+        ax.plot(xs, [r["seconds"] for r in pts], "o-", color="tab:blue")
+        ax.set_xlabel(label)
+        ax.set_ylabel("s / iteration", color="tab:blue")
+        twin = ax.twinx()
+        twin.plot(xs, [r["peak_mb"] / 1024 for r in pts], "s--", color="tab:red")
+        twin.set_ylabel("peak memory (GiB)", color="tab:red")
+    fig.suptitle(f"SFD step, {setting['generator']}, {setting['device']}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)

@@ -1,0 +1,143 @@
+"""``sfd bench step|data|sr|iqa|sweep``: the tables of docs/benchmarks.md (see ``sfd.bench``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="measure speed against the peers, side by side (docs/benchmarks.md)")
+    bench = p.add_subparsers(dest="bench", metavar="WHAT", required=True)
+
+    def add(name: str, help: str, fn) -> argparse.ArgumentParser:
+        q = bench.add_parser(name, help=help)
+        q.add_argument("--json", action="store_true", help="print JSON instead of a table")
+        q.add_argument("--device", default="cpu")
+        q.add_argument("--repeats", type=int, default=3, help="interleaved rounds (medians reported)")
+        q.set_defaults(func=fn)
+        return q
+
+    q = add("step", "seconds per training iteration: G only, ESRGAN, SFD and each SFD branch", cmd_step)
+    q.add_argument("--blocks", type=int, default=23, help="RRDB blocks (default 23)")
+    q.add_argument("--batch", type=int, default=2)
+    q.add_argument("--patch", type=int, default=128, help="HR patch size")
+    q.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
+    q.add_argument("--only", nargs="+", metavar="RUN", help="a subset of the runs, e.g. --only ESRGAN SFD")
+    q.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override for every run, e.g. train.channels_last=true")  # fmt: skip
+    q.add_argument("--profile", type=int, default=0, metavar="ROWS", help="also profile one SFD step (top ROWS ops)")
+
+    q = add("data", "patches/s of the classic and real-world loaders with 0, 1, 2 workers", cmd_data)
+    q.add_argument("folders", nargs="+", help="HR image folders")
+    q.add_argument("--batch", type=int, default=2)
+    q.add_argument("--patch", type=int, default=128)
+    q.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
+    q.add_argument("--batches", type=int, default=10, help="batches per round and loader")
+    q.add_argument("--cache-mb", type=float, default=512)
+    q.add_argument("--step-s", type=float, default=None, help="SFD step time to compare with (default: measured)")
+    q.add_argument("--blocks", type=int, default=23, help="RRDB blocks of the measured step")
+
+    q = add("sr", "sfd sr tiled vs untiled: MP/s and peak memory as the input grows", cmd_sr)
+    q.add_argument("--sizes", type=int, nargs="+", default=[128, 256, 512, 1024])
+    q.add_argument("--tile", type=int, default=512)
+    q.add_argument("--tile-pad", type=int, default=16)
+    q.add_argument("--blocks", type=int, default=23)
+    q.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
+
+    q = add("iqa", "images/s of SFD-IQA, CLIP-IQA (same RN50) and NIQE", cmd_iqa)
+    q.add_argument("--size", type=int, default=500)
+    q.add_argument("--images", type=int, default=4)
+
+    q = add("sweep", "SFD step time and peak memory vs patch size and batch (optionally a PNG)", cmd_sweep)
+    q.add_argument("--patches", type=int, nargs="+", default=[64, 128, 192, 256])
+    q.add_argument("--batches", type=int, nargs="+", default=[1, 2, 4, 8])
+    q.add_argument("--blocks", type=int, default=23)
+    q.add_argument("--plot", help="write the plot to this PNG")
+
+
+def _emit(args, result: dict, table: list[str]) -> int:
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"machine: {result['machine']}")
+    print(f"command: {result['command']}")
+    print("setting: " + ", ".join(f"{k} {v}" for k, v in result["setting"].items()))
+    print("\n".join(table))
+    return 0
+
+
+def cmd_step(args) -> int:
+    from sfd.bench import STEP_RUNS, bench_step
+    from sfd.errors import UsageError
+
+    unknown = [n for n in args.only or [] if n not in STEP_RUNS]
+    if unknown:
+        raise UsageError(f"unknown runs {unknown}; choose from {list(STEP_RUNS)}")
+    from sfd import distributed
+    from sfd.device import resolve_device
+
+    # Under torchrun: every process steps its own batch of --batch, gradients averaged (sfd.distributed).
+    distributed.init(resolve_device("auto" if args.device == "cuda" else args.device))
+    r = bench_step(args.blocks, args.batch, args.patch, args.device, args.precision, args.repeats,
+                   extra=args.overrides, names=args.only, profile_rows=args.profile)  # fmt: skip
+    r["setting"]["processes"] = distributed.world_size()
+    main = distributed.is_main()
+    distributed.shutdown()
+    if not main:  # rank 0 alone reports
+        return 0
+    table = ["| run | s / iteration | ratio to ESRGAN |", "|---|---|---|"]
+    for name, s in r["seconds_per_iteration"].items():
+        ratio = f"{r['ratio_to_esrgan'][name]:.2f}" if r["ratio_to_esrgan"] else "-"
+        table.append(f"| {name} | {s:.3f} | {ratio} |")
+    if "sfd_over_esrgan" in r:
+        table.append(f"\nSFD / ESRGAN = {r['sfd_over_esrgan']:.2f}")
+    if "profile" in r:
+        table.append("\n" + r["profile"])
+    return _emit(args, r, table)
+
+
+def cmd_data(args) -> int:
+    from sfd.bench import bench_data
+
+    r = bench_data(args.folders, args.batch, args.patch, args.workers, args.batches, args.repeats, args.step_s,
+                   args.blocks, args.cache_mb)  # fmt: skip
+    need = r["step_consumes_patches_per_second"]
+    table = ["| loader | patches / s | x what one step consumes |", "|---|---|---|"]
+    table += [f"| {k} | {v:.1f} | {v / need:.1f} |" for k, v in r["patches_per_second"].items()]
+    table.append(f"\none SFD step: {r['step_seconds']:.2f} s for {args.batch} patches = {need:.2f} patches/s")
+    return _emit(args, r, table)
+
+
+def cmd_sr(args) -> int:
+    from sfd.bench import bench_sr
+
+    r = bench_sr(args.sizes, args.tile, args.tile_pad, args.blocks, args.device, args.precision, args.repeats)
+    table = ["| input | untiled MP/s | tiled MP/s | tiled / untiled | untiled peak MB | tiled peak MB |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
+    for row in r["rows"]:
+        u, t = row["untiled"], row["tiled"]
+        ratio = row["tiled_over_untiled_speed"]
+        table.append(f"| {row['size']}² | {u['mp_per_s']:.3f} | {t['mp_per_s']:.3f} | {ratio:.2f} "
+                     f"| {u['peak_mb']:.0f} | {t['peak_mb']:.0f} |")  # fmt: skip
+    return _emit(args, r, table)
+
+
+def cmd_iqa(args) -> int:
+    from sfd.bench import bench_iqa
+
+    r = bench_iqa(args.size, args.images, args.repeats, args.device)
+    table = ["| metric | images / s |", "|---|---|"]
+    table += [f"| {k} | {v:.2f} |" for k, v in r["images_per_second"].items()]
+    table.append(f"\nSFD-IQA / CLIP-IQA = {r['sfd_iqa_over_clip_iqa']:.2f}")
+    return _emit(args, r, table)
+
+
+def cmd_sweep(args) -> int:
+    from sfd.bench import bench_sweep
+
+    r = bench_sweep(args.patches, args.batches, blocks=args.blocks, device=args.device, repeats=args.repeats,
+                    plot=args.plot)  # fmt: skip
+    table = ["| batch | HR patch | s / iteration | peak MB |", "|---|---|---|---|"]
+    table += [f"| {x['batch']} | {x['patch']} | {x['seconds']:.3f} | {x['peak_mb']:.0f} |" for x in r["rows"]]
+    return _emit(args, r, table)

@@ -1,0 +1,45 @@
+"""Mixed precision, memory format and compilation for training (``train.precision``,
+``train.channels_last``, ``train.compile``).
+
+bf16 and fp16 run the forward passes under ``torch.autocast``; weights, gradients, Adam states and
+the EMA stay float32. fp16's narrow range needs loss scaling: each optimizer (the generator's and
+every discriminator's) has its own ``GradScaler``, since their losses differ by orders of
+magnitude. For bf16 and fp32 the scalers are disabled and pass everything through unchanged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+__all__ = ["AUTOCAST_DTYPES", "autocast", "make_scalers", "prepare_models"]
+
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast(device: torch.device, precision: str):
+    """The context the forward passes run in: autocast for bf16/fp16, nothing for fp32."""
+    dtype = AUTOCAST_DTYPES.get(precision)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def make_scalers(device: torch.device, precision: str, names) -> dict[str, torch.amp.GradScaler]:
+    return {name: torch.amp.GradScaler(device.type, enabled=precision == "fp16") for name in names}
+
+
+def prepare_models(run) -> None:
+    """Channels-last weights (convolutions then keep activations NHWC) and torch.compile, as configured."""
+    cfg = run.cfg.train
+    if cfg.channels_last:
+        nets = [run.generator, run.generator_ema, run.clip_image, run.perceptual, *run.discriminators.values()]
+        for m in nets:
+            if m is not None:
+                m.to(memory_format=torch.channels_last)
+    if cfg.compile:
+        # In place (nn.Module.compile): parameter names and state dicts stay as they are.
+        run.generator.compile(backend=cfg.compile)
+        if run.clip_image is not None:
+            run.clip_image.compile(backend=cfg.compile)

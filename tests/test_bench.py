@@ -1,0 +1,40 @@
+"""``sfd bench`` and benchmarks/gpu.sh run end to end in a tiny CPU setting (speeds are never asserted)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from helpers import bundled_photo_dir
+from sfd.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_gpu_script_runs_tiny_on_the_cpu(tmp_path):
+    env = dict(os.environ, OUT=str(tmp_path / "out"), PYTHON=sys.executable, OMP_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))  # fmt: skip
+    proc = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu.sh"), "--tiny"], env=env, capture_output=True,
+                          text=True, timeout=600)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = tmp_path / "out"
+    for precision in ("fp32", "bf16", "fp16"):
+        r = json.loads((out / f"step_{precision}.json").read_text())
+        assert r["setting"]["precision"] == precision and set(r["seconds_per_iteration"]) == {"ESRGAN", "SFD"}
+        assert r["sfd_over_esrgan"] > 0
+    sr = json.loads((out / "sr_fp16.json").read_text())
+    assert sr["rows"][0]["tiled"]["mp_per_s"] > 0
+    summary = (out / "summary.md").read_text()
+    assert "| SFD | fp16 |" in summary and "400k iterations" in summary
+
+
+def test_bench_data_compares_loaders_with_a_step(tmp_path, capsys):
+    photos = bundled_photo_dir(tmp_path / "photos")
+    args = ["bench", "data", str(photos), "--patch", "64", "--workers", "0", "1", "--batches", "2", "--repeats", "1",
+            "--step-s", "2.0", "--json"]  # fmt: skip
+    assert main(args) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert set(r["patches_per_second"]) == {"classic, 0 workers", "classic, 1 workers", "real-world, 0 workers",
+                                            "real-world, 1 workers"}  # fmt: skip
+    assert r["step_consumes_patches_per_second"] == 1.0 and all(v > 0 for v in r["patches_per_second"].values())
