@@ -340,7 +340,7 @@ def test_sigkill_at_any_moment_then_resume_auto_is_bit_exact(photos, tmp_path, r
     _run_killed(cmd, _env(), lambda: (ckpts / "iter_00000002.pth").exists())
     # 2: killed in the middle of a checkpoint write (a slowed-down rename window)
     resume = cmd + ["--resume", "auto"]
-    _run_killed(resume, _env(SFD_TEST_SAVE_DELAY="30"), lambda: any(ckpts.glob("*.tmp")))
+    _run_killed(resume, _env(SFD_TEST_SAVE_DELAY="30"), lambda: any(ckpts.glob("iter_*.pth.tmp")))
     assert all(checkpoint.load(p) for p in checkpoint.list_checkpoints(out / "classic_rrdb_x4"))
     # 3: to the end
     done = subprocess.run(resume, env=_env(), capture_output=True, text=True)
