@@ -25,7 +25,7 @@ from sfd.config import Config
 from sfd.yamlconfig import ConfigError, config_from_dict
 
 __all__ = ["Checkpoint", "CheckpointError", "CorruptCheckpoint", "load", "from_dict", "save", "find_latest",
-           "list_checkpoints", "load_latest_good", "prune"]
+           "list_checkpoints", "load_latest_good", "prune", "checksum_path", "verify_checksum"]
 
 # Names used by earlier versions -> today's names (old checkpoints keep loading).
 _LEGACY_PARTS = {"lpp": "tg_d"}
@@ -100,36 +100,39 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoi
         path = latest
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    verify_checksum(path)
     try:
         raw = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # truncated zip, random bytes, pickled objects: all the same to a user
         reason = f"{type(err).__name__}: {str(err)[:120]}"
         raise CorruptCheckpoint(f"{path} is not a readable checkpoint ({reason})") from None
-    if isinstance(raw, dict) and "integrity" in raw:  # torch.load does not notice flipped bits in tensor data
-        stored = raw.pop("integrity")
-        if stored.get("sha256") != tensor_digest(raw):
-            raise CorruptCheckpoint(f"{path} is corrupt: its tensors do not match the checksum written with them")
     return from_dict(raw, str(path))
 
 
-def tensor_digest(state) -> str:
-    """SHA-256 over every tensor of a nested dict/list (key paths, dtypes, shapes and bytes), in a fixed order."""
+def checksum_path(path: str | Path) -> Path:
+    """``NAME.sha256`` beside a checkpoint: the SHA-256 of its bytes, written by ``save``."""
+    path = Path(path)
+    return path.with_name(path.name + ".sha256")
+
+
+def _file_sha256(path: Path) -> str:
     h = hashlib.sha256()
-
-    def walk(obj, key: str) -> None:
-        if torch.is_tensor(obj):
-            t = obj.detach().cpu().contiguous()
-            h.update(f"{key}:{t.dtype}:{tuple(t.shape)}".encode())
-            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-        elif isinstance(obj, dict):
-            for k in sorted(obj, key=str):
-                walk(obj[k], f"{key}/{k}")
-        elif isinstance(obj, (list, tuple)):
-            for i, v in enumerate(obj):
-                walk(v, f"{key}/{i}")
-
-    walk(state, "")
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
     return h.hexdigest()
+
+
+def verify_checksum(path: str | Path) -> None:
+    """Raise ``CorruptCheckpoint`` when ``path`` has a checksum file that its bytes do not match.
+    torch.load reads flipped bits in tensor data without complaint; a file without one is not checked."""
+    path, side = Path(path), checksum_path(path)
+    if not side.is_file():
+        return
+    expected = (side.read_text().split() or [""])[0]
+    if _file_sha256(path) != expected:
+        raise CorruptCheckpoint(f"{path} is corrupt: its bytes do not match {side.name}, written with it "
+                                f"(if you changed the file on purpose, delete {side.name})")  # fmt: skip
 
 
 def from_dict(raw: dict, path: str = "<dict>") -> Checkpoint:
@@ -160,26 +163,38 @@ def from_dict(raw: dict, path: str = "<dict>") -> Checkpoint:
 def save(state: dict, path: str | Path) -> Path:
     """Write ``state`` atomically and durably: a temporary file, flushed and fsynced, renamed over
     ``path``, then the folder fsynced. A crash or a full disk leaves the previous file intact.
-    An ``integrity`` entry (``tensor_digest``) lets ``load`` detect corrupted tensor data."""
+    Then ``NAME.sha256`` (``checksum_path``) records the file's SHA-256 for ``load`` to check."""
     path = Path(path)
-    state = {**state, "integrity": {"sha256": tensor_digest(state)}}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
+    side = checksum_path(path)
     try:
         with open(tmp, "wb") as f:
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
+        digest = _file_sha256(tmp)
         if delay := os.environ.get("SFD_TEST_SAVE_DELAY"):  # test hook: a window in which to kill a write
             import time
 
             time.sleep(float(delay))
+        side.unlink(missing_ok=True)  # a crash from here on leaves a checkpoint without checksum, never a stale one
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    _write_durably(side, f"{digest}  {path.name}\n")
     _fsync_dir(path.parent)
     return path
+
+
+def _write_durably(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -217,6 +232,7 @@ def load_latest_good(run_dir: str | Path, say=print) -> Checkpoint | None:
         except CorruptCheckpoint as err:  # not one of another version: that error reaches the user as it is
             bad = path.with_name(path.name + ".corrupt")
             os.replace(path, bad)
+            checksum_path(path).unlink(missing_ok=True)
             say(f"warning: {err}; moved it to {bad.name} and trying the previous checkpoint")
     return None
 
@@ -236,5 +252,6 @@ def prune(run_dir: str | Path, keep: int | None, keep_every: int = 0) -> list[Pa
         if marked or (keep_every > 0 and m and int(m.group(1)) % keep_every == 0):
             continue
         path.unlink(missing_ok=True)
+        checksum_path(path).unlink(missing_ok=True)
         deleted.append(path)
     return deleted

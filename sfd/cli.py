@@ -54,9 +54,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print(f"sfd {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:  # sfd.guard.TrainingInterrupted says where the checkpoint went
+        print(f"sfd {args.command}: {err or 'interrupted'}", file=sys.stderr)
+        return 128 + getattr(err, "signum", 2)
     except CommandFailed as err:
         if str(err):
             report_error(args.command, err)

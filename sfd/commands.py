@@ -39,22 +39,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    import sys
-
     from sfd.config import load_config
-    from sfd.guard import TrainingInterrupted
     from sfd.train import train
 
     if not args.config and not (args.resume and args.resume != "auto"):
         raise UsageError("give -c CONFIG (a file or a shipped config name), or --resume CHECKPOINT to continue a run")
     overrides = args.overrides + env_overrides()
     cfg = load_config(args.config, overrides) if args.config else None
-    try:
-        path = train(cfg, resume=args.resume, progress=not args.no_progress, overrides=overrides,
-                     overwrite=args.overwrite)  # fmt: skip
-    except TrainingInterrupted as stop:  # SIGINT/SIGTERM: a checkpoint was written
-        print(f"sfd train: {stop}", file=sys.stderr)
-        return 128 + stop.signum
+    path = train(cfg, resume=args.resume, progress=not args.no_progress, overrides=overrides,
+                 overwrite=args.overwrite)  # fmt: skip
     print(f"final checkpoint: {path}")
     return 0
 

@@ -19,8 +19,9 @@ class TrainingDiverged(RuntimeError):
     """Too many consecutive steps with a NaN/Inf loss or gradient (exit status 1)."""
 
 
-class TrainingInterrupted(Exception):
-    """SIGINT or SIGTERM: a checkpoint was written; ``signum`` gives the exit status 128 + signum."""
+class TrainingInterrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM: a checkpoint was written; ``signum`` gives the exit status 128 + signum.
+    A KeyboardInterrupt, so that no ``except Exception`` swallows it (``sfd.cli`` prints its message)."""
 
     def __init__(self, message: str, signum: int):
         super().__init__(message)

@@ -159,11 +159,17 @@ def test_resume_auto_skips_a_truncated_newest_checkpoint(photos, tmp_path, capsy
     train(tiny_config(photos, tmp_path / "run", extra, iterations=3), progress=False)
     newest = run_dir / "checkpoints" / "iter_00000003.pth"
     newest.write_bytes(newest.read_bytes()[:1000])  # a copy cut short
-    with pytest.raises(checkpoint.CheckpointError, match="not a readable checkpoint"):
+    with pytest.raises(checkpoint.CorruptCheckpoint, match=r"iter_00000003\.pth is corrupt: its bytes do not match"):
         checkpoint.load(newest)
+    sums = checkpoint.checksum_path(newest)
+    digest = sums.read_text()
+    sums.unlink()  # without its checksum file, torch.load itself fails on the cut zip
+    with pytest.raises(checkpoint.CorruptCheckpoint, match="not a readable checkpoint"):
+        checkpoint.load(newest)
+    sums.write_text(digest)
     final = train(cfg, resume="auto", progress=False)
     err = capsys.readouterr().out  # tqdm.write
-    assert "iter_00000003.pth is not a readable checkpoint" in err and "trying the previous" in err
+    assert "iter_00000003.pth is corrupt" in err and "trying the previous" in err
     assert "resuming from" in err and "iter_00000002.pth" in err
     assert (newest.parent / "iter_00000003.pth.corrupt").exists()
     _assert_same(ref, final)
@@ -172,12 +178,12 @@ def test_resume_auto_skips_a_truncated_newest_checkpoint(photos, tmp_path, capsy
 def test_flipped_bits_in_a_checkpoint_are_detected(tmp_path, capsys):
     state = {"generator": {"w": torch.arange(200_000, dtype=torch.float32)}, "config": {}, "iteration": 7}
     path = checkpoint.save(state, tmp_path / "c.pth")
-    assert checkpoint.load(path).iteration == 7 and "integrity" not in checkpoint.load(path).extra
+    assert checkpoint.checksum_path(path).is_file() and checkpoint.load(path).iteration == 7
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0x01  # inside the tensor data: torch.load alone reads it without complaint
     path.write_bytes(bytes(data))
     assert torch.load(path, weights_only=True)["iteration"] == 7
-    with pytest.raises(checkpoint.CorruptCheckpoint, match="tensors do not match the checksum"):
+    with pytest.raises(checkpoint.CorruptCheckpoint, match=r"c\.pth is corrupt: its bytes do not match c\.pth\.sha256"):
         checkpoint.load(path)
     assert main(["inspect", str(path)]) == 1
     assert "c.pth is corrupt" in capsys.readouterr().err
@@ -185,6 +191,11 @@ def test_flipped_bits_in_a_checkpoint_are_detected(tmp_path, capsys):
 
     with pytest.raises(ValueError, match="c.pth is corrupt"):  # what sr, eval and export read models with
         load_checkpoint_file(path)
+    # a copy edited on purpose (no checksum file beside it) loads
+    edited = torch.load(tmp_path / "c.pth", weights_only=True)
+    edited.pop("iteration")
+    torch.save(edited, tmp_path / "edited.pth")
+    assert checkpoint.load(tmp_path / "edited.pth").iteration == 0
 
 
 def test_a_checkpoint_of_another_version_is_reported_not_set_aside(tmp_path):
@@ -216,7 +227,8 @@ def test_a_full_disk_stops_training_and_keeps_the_previous_checkpoint(photos, tm
     line = [x for x in err.splitlines() if "error" in x]
     assert len(line) == 1 and "No space left on device" in line[0] and "iter_00000001.pth" in line[0], err
     ckpts = tmp_path / "classic_rrdb_x4" / "checkpoints"
-    assert sorted(p.name for p in ckpts.iterdir()) == ["iter_00000001.pth"]  # no temp file, no partial file
+    # no temp file, no partial file
+    assert sorted(p.name for p in ckpts.iterdir()) == ["iter_00000001.pth", "iter_00000001.pth.sha256"]
     assert checkpoint.load(ckpts / "iter_00000001.pth").iteration == 1
 
 
@@ -328,7 +340,7 @@ def test_sigkill_at_any_moment_then_resume_auto_is_bit_exact(photos, tmp_path, r
     _run_killed(cmd, _env(), lambda: (ckpts / "iter_00000002.pth").exists())
     # 2: killed in the middle of a checkpoint write (a slowed-down rename window)
     resume = cmd + ["--resume", "auto"]
-    _run_killed(resume, _env(SFD_TEST_SAVE_DELAY="30"), lambda: any(ckpts.glob("*.tmp")))
+    _run_killed(resume, _env(SFD_TEST_SAVE_DELAY="30"), lambda: any(ckpts.glob("iter_*.pth.tmp")))
     assert all(checkpoint.load(p) for p in checkpoint.list_checkpoints(out / "classic_rrdb_x4"))
     # 3: to the end
     done = subprocess.run(resume, env=_env(), capture_output=True, text=True)

@@ -62,7 +62,7 @@ def test_unreadable_checkpoints_are_one_clear_error(saved, tmp_path, content):
 def test_checkpoint_write_leaves_no_temporary_file(saved, tmp_path):
     run, _ = saved
     path = save_checkpoint(run, tmp_path / "x" / "c.pth")
-    assert [p.name for p in path.parent.iterdir()] == ["c.pth"]
+    assert sorted(p.name for p in path.parent.iterdir()) == ["c.pth", "c.pth.sha256"]  # its checksum (issue 11)
 
 
 def test_configs_found_by_name_from_another_folder(tmp_path, monkeypatch):

@@ -53,6 +53,9 @@ def load_checkpoint_file(path: str | Path, allow_pickle: bool = False) -> dict:
         except Exception as err:  # SafetensorError on a truncated or foreign file
             reason = " ".join(str(err).split())[:160]
             raise ValueError(f"{path} is not a readable .safetensors file ({reason})") from err
+    from sfd.checkpoint import verify_checksum
+
+    verify_checksum(path)  # an sfd checkpoint's NAME.sha256: flipped bits load silently otherwise
     try:
         obj = torch.load(path, map_location="cpu", weights_only=not allow_pickle)
     except pickle.UnpicklingError as err:
@@ -67,11 +70,6 @@ def load_checkpoint_file(path: str | Path, allow_pickle: bool = False) -> dict:
         raise ValueError(f"{path} is not a model file torch can read ({type(err).__name__}: {reason})") from err
     if not isinstance(obj, dict):
         raise ValueError(f"{path} holds a {type(obj).__name__}, not a state dict or checkpoint dict")
-    if isinstance(obj.get("integrity"), dict):  # an sfd checkpoint's checksum: flipped bits load silently otherwise
-        from sfd.checkpoint import tensor_digest
-
-        if obj.pop("integrity").get("sha256") != tensor_digest(obj):
-            raise ValueError(f"{path} is corrupt: its tensors do not match the checksum written with them")
     return obj
 
 
