@@ -33,6 +33,7 @@ __all__ = [
     "MetricEntry",
     "FullReferenceMetric",
     "register_metric",
+    "unregister_metric",
     "list_metrics",
     "metric_entry",
     "canonical_name",
