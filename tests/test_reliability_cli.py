@@ -84,7 +84,7 @@ def test_a_missing_path_or_a_folder_without_images_is_one_line(inputs, capsys, c
     args = [command, str(inputs / where)]
     args += ["--metric", "niqe"] if command == "iqa" else ["-o", str(inputs / "o"), "--model", str(inputs / "g_x2.pth")]
     code, _, err = _run(capsys, args)
-    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert code == 1 and len(err.strip().splitlines()) == 1, err
     assert ("no such file or folder" if where == "missing" else "no images") in err
 
 
@@ -188,13 +188,13 @@ def lgan_checkpoint(tmp_path_factory):
 
 def test_an_lgan_checkpoint_where_sfd_iqa_needs_feat_d_and_tg_d(inputs, lgan_checkpoint, tmp_path, capsys):
     code, _, err = _run(capsys, ["iqa", str(inputs / "mixed" / "good.png"), "--metric", "sfd-iqa",
-                                 "--model", str(lgan_checkpoint), "--no-progress"])  # fmt: skip
+                                 "--checkpoint", str(lgan_checkpoint), "--no-progress"])  # fmt: skip
     assert code in (1, 2) and len(err.strip().splitlines()) == 1, err
     assert "lgan.pth" in err and ("Feat-D" in err or "feat_d" in err), err
     mos = tmp_path / "mos.csv"
     mos.write_text("image,mos\ngood.png,50\n")
     code, _, err = _run(capsys, ["tsne", "--images", str(inputs / "mixed"), "--mos", str(mos),
-                                 "--model", str(lgan_checkpoint), "--out", str(tmp_path), "--no-progress"])  # fmt: skip
+                                 "--checkpoint", str(lgan_checkpoint), "-o", str(tmp_path), "--no-progress"])  # fmt: skip
     assert code in (1, 2) and "lgan.pth has neither a Feat-D nor TG-D" in err, err
 
 
