@@ -13,7 +13,7 @@ import statistics
 import sys
 import time
 import warnings
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -125,8 +125,14 @@ def bench_step(blocks=23, batch=2, patch=128, device="cpu", precision="fp32", re
     out = {
         "machine": machine(device),
         "command": command(),
-        "setting": {"generator": f"RRDBNet {blocks} blocks", "batch": batch, "patch": patch, "device": device,
-                    "precision": precision, "repeats": repeats},  # fmt: skip
+        "setting": {
+            "generator": f"RRDBNet {blocks} blocks",
+            "batch": batch,
+            "patch": patch,
+            "device": device,
+            "precision": precision,
+            "repeats": repeats,
+        },  # fmt: skip
         "seconds_per_iteration": med,
         "peak_mb": peak,
         "times": times,
@@ -185,7 +191,8 @@ def bench_data(folders, batch=2, patch=128, workers=(0, 1, 2), batches=10, repea
     return {"machine": machine(), "command": command(),
             "setting": {"batch": batch, "patch": patch, "batches_per_repeat": batches, "repeats": repeats,
                         "cache_mb": cache_mb},
-            "patches_per_second": rates, "step_seconds": step_s, "step_consumes_patches_per_second": batch / step_s}  # fmt: skip
+            "patches_per_second": rates, "step_seconds": step_s,
+            "step_consumes_patches_per_second": batch / step_s}  # fmt: skip
 
 
 # ---------------------------------------------------------------- sr (tiled vs untiled)
@@ -298,13 +305,17 @@ def bench_sweep(patches=(64, 128, 192, 256), batches=(1, 2, 4, 8), base_patch=12
 
     cases = [("patch", p, base_batch, p) for p in patches] + [("batch", b, b, base_patch) for b in batches]
     rows = []
-    for axis, value, b, p in cases:
+    for axis, _value, b, p in cases:
         args = json.dumps([blocks, b, p, device, repeats])
         code = f"import json; from sfd.bench import _sweep_case; print(json.dumps(_sweep_case(*json.loads({args!r}))))"
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
         rows.append({"axis": axis, "batch": b, "patch": p, **json.loads(out.strip().splitlines()[-1])})
-    result = {"machine": machine(device), "command": command(),
-              "setting": {"generator": f"RRDBNet {blocks} blocks", "device": device, "repeats": repeats}, "rows": rows}
+    result = {
+        "machine": machine(device),
+        "command": command(),
+        "setting": {"generator": f"RRDBNet {blocks} blocks", "device": device, "repeats": repeats},
+        "rows": rows,
+    }
     if plot:
         _plot_sweep(rows, plot, result["setting"])
     return result

@@ -24,8 +24,20 @@ import torch
 from sfd.config import Config
 from sfd.yamlconfig import ConfigError, config_from_dict
 
-__all__ = ["Checkpoint", "CheckpointError", "CorruptCheckpoint", "load", "from_dict", "save", "find_latest",
-           "list_checkpoints", "load_latest_good", "prune", "checksum_path", "verify_checksum"]
+__all__ = [
+    "Checkpoint",
+    "CheckpointError",
+    "CorruptCheckpoint",
+    "load",
+    "from_dict",
+    "save",
+    "find_latest",
+    "list_checkpoints",
+    "load_latest_good",
+    "prune",
+    "checksum_path",
+    "verify_checksum",
+]
 
 # Names used by earlier versions -> today's names (old checkpoints keep loading).
 _LEGACY_PARTS = {"lpp": "tg_d"}
@@ -78,7 +90,7 @@ class Checkpoint:
 
     @property
     def kind(self) -> str:
-        """"sfd" (Feat-D and/or TG-D), "image_d" (a pixel-space baseline D) or "generator-only"."""
+        """ "sfd" (Feat-D and/or TG-D), "image_d" (a pixel-space baseline D) or "generator-only"."""
         if {"feat_d", "tg_d"} & set(self.discriminators):
             return "sfd"
         return "image_d" if "image_d" in self.discriminators else "generator-only"
@@ -96,7 +108,9 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoi
     if path.is_dir():
         latest = find_latest(path)
         if latest is None:
-            raise CheckpointError(f"{path} is a folder without checkpoints/iter_*.pth (not a run folder, or no checkpoint yet)")
+            raise CheckpointError(
+                f"{path} is a folder without checkpoints/iter_*.pth (not a run folder, or no checkpoint yet)"
+            )
         path = latest
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")

@@ -10,8 +10,12 @@ from sfd.errors import UsageError
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a generator with SFD (or a baseline) from a YAML config")
-    p.add_argument("-c", "--config", help="YAML config: a path, or a shipped config's name such as classic_rrdb_x4 "
-                   "(optional when resuming a checkpoint path)")
+    p.add_argument(
+        "-c",
+        "--config",
+        help="YAML config: a path, or a shipped config's name such as classic_rrdb_x4 "
+        "(optional when resuming a checkpoint path)",
+    )
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. --set data.batch_size=16 (repeatable)")  # fmt: skip
     p.add_argument("--resume", metavar="PATH|auto", help="continue from a checkpoint, or the newest of the run folder")
@@ -24,12 +28,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(func=cmd_inspect)
 
-    p = sub.add_parser("fetch-weights", help="download ImageNet backbone weights into torchvision's cache (asks first)",
-                       description="Download torchvision's ImageNet weights of NAME into its cache, where the "
-                                   "perceptual loss (vgg19) and LPIPS/DISTS (alexnet, vgg16) look for them. sfd "
-                                   "never downloads them otherwise.")
-    p.add_argument("names", nargs="+", choices=["vgg19", "vgg16", "alexnet"], metavar="NAME",
-                   help="vgg19 (perceptual loss), alexnet (LPIPS), vgg16 (LPIPS-vgg, DISTS)")
+    p = sub.add_parser(
+        "fetch-weights",
+        help="download ImageNet backbone weights into torchvision's cache (asks first)",
+        description="Download torchvision's ImageNet weights of NAME into its cache, where the "
+        "perceptual loss (vgg19) and LPIPS/DISTS (alexnet, vgg16) look for them. sfd "
+        "never downloads them otherwise.",
+    )
+    p.add_argument(
+        "names",
+        nargs="+",
+        choices=["vgg19", "vgg16", "alexnet"],
+        metavar="NAME",
+        help="vgg19 (perceptual loss), alexnet (LPIPS), vgg16 (LPIPS-vgg, DISTS)",
+    )
     p.set_defaults(func=cmd_fetch_weights)
 
     p = sub.add_parser("demo", help="train a small SFD model on bundled photos and write an HTML report")
@@ -80,8 +92,11 @@ def inspect_checkpoint(path: str) -> dict:
         "name": cfg.name,
         "kind": ckpt.kind,
         "iteration": ckpt.iteration,
-        "generator": {"arch": cfg.generator.arch, "scale": cfg.generator.scale,
-                      "init": meta.get("generator", {}).get("init")},  # fmt: skip
+        "generator": {
+            "arch": cfg.generator.arch,
+            "scale": cfg.generator.scale,
+            "init": meta.get("generator", {}).get("init"),
+        },  # fmt: skip
         "parameters": {
             "generator": count(ckpt.generator),
             "generator_ema": count(ckpt.generator_ema) if ckpt.generator_ema else None,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal
 
 from sfd.data.degradations import DegradationConfig
 from sfd.yamlconfig import ConfigError, apply_overrides, config_from_dict, config_to_dict, read_yaml
@@ -72,7 +72,7 @@ class GeneratorConfig:
     #   a run folder, any file spandrel loads, an sfd checkpoint, or a named model (realesrgan-x4plus);
     #   "random"    random weights: an explicit opt-in (first stages, quick tests); warns in adversarial runs.
     # Unset (null) is an error at `sfd train`: every config says where its generator starts.
-    pretrained: Optional[str] = None
+    pretrained: str | None = None
 
 
 @dataclass
@@ -93,7 +93,7 @@ class TGDConfig:
     n_pairs: int = 5  # N: 5 classic, 1 real-world / IQA
     length: int = 32  # L: 32 classic, 64 real-world / IQA
     init_std: float = 0.02  # context init N(0, std) [choice]
-    init_words: Optional[list[str]] = None  # e.g. ["a sharp photo", "a blurry photo"]: words fill the first tokens
+    init_words: list[str] | None = None  # e.g. ["a sharp photo", "a blurry photo"]: words fill the first tokens
     seed: int = 0
 
 
@@ -101,7 +101,7 @@ class TGDConfig:
 class ImageDConfig:
     """A pixel-space baseline discriminator, used instead of Feat-D/TG-D when ``type`` is set."""
 
-    type: Optional[Literal["vgg", "unet"]] = None  # vgg: ESRGAN's VGG-style; unet: Real-ESRGAN's U-Net SN
+    type: Literal["vgg", "unet"] | None = None  # vgg: ESRGAN's VGG-style; unet: Real-ESRGAN's U-Net SN
     num_feat: int = 64
     input_size: int = 128  # vgg only: the HR patch size (its linear layer depends on it)
 
@@ -110,7 +110,7 @@ class ImageDConfig:
 class CLIPIQALossConfig:
     """The supplement §4 "CLIPIQA loss" ablation: fixed antonym prompts on F_out."""
 
-    variant: Optional[Literal["maximize", "match_hr"]] = None  # None = off
+    variant: Literal["maximize", "match_hr"] | None = None  # None = off
     prompts: list[str] = field(default_factory=lambda: ["Good photo.", "Bad photo."])
 
 
@@ -144,11 +144,11 @@ class DataConfig:
     use_hflip: bool = True  # left-right flip, p = 0.5
     use_vflip: bool = True  # upside-down flip, p = 0.5
     use_rot: bool = True  # transpose (90° rotation with the flips), p = 0.5
-    use_flip: Optional[bool] = None  # deprecated (configs before use_hflip/use_vflip): sets both flips
-    val: Optional[str] = None  # HR folder for validation PSNR/SSIM
+    use_flip: bool | None = None  # deprecated (configs before use_hflip/use_vflip): sets both flips
+    val: str | None = None  # HR folder for validation PSNR/SSIM
     val_max_images: int = 10
     # None: LR by MATLAB bicubic (classic SISR). Set it for Real-ESRGAN's second-order degradations.
-    degradation: Optional[DegradationConfig] = None
+    degradation: DegradationConfig | None = None
     # Where the degradations run: in the loader workers (CPU, overlapped with training) or in the
     # trainer (on its device). Both give the same pairs for the same seeds.
     degrade_in: Literal["workers", "trainer"] = "workers"
@@ -171,8 +171,8 @@ class OptimConfig:
     gamma: float = 0.5
     restart_period: int = 250_000
     eta_min: float = 1e-7
-    grad_clip: Optional[float] = None  # max global norm, per optimizer
-    ema_decay: Optional[float] = 0.999  # EMA of the generator; None = off
+    grad_clip: float | None = None  # max global norm, per optimizer
+    ema_decay: float | None = 0.999  # EMA of the generator; None = off
 
 
 @dataclass
@@ -186,7 +186,7 @@ class TrainConfig:
     channels_last: bool = False  # NHWC memory format for the conv nets (G, CLIP, VGG, Ds) and their inputs
     # torch.compile the generator and the CLIP image tower with this backend ("inductor", torch's
     # default; "aot_eager" compiles nothing to C++), or null: not compiled.
-    compile: Optional[str] = None
+    compile: str | None = None
     output_dir: str = "runs"
     log_every: int = 100
     val_every: int = 5000
@@ -196,7 +196,7 @@ class TrainConfig:
     pixel_warmup: int = 0
     # Checkpoint retention (docs/reliability.md): keep the newest K (None: all), plus every one whose
     # iteration is a multiple of keep_every (0: none), plus any with a NAME.keep marker file beside it.
-    keep_checkpoints: Optional[int] = None
+    keep_checkpoints: int | None = None
     keep_every: int = 0
     # A step whose loss or gradient is NaN/Inf is skipped; this many in a row stop the run.
     max_bad_steps: int = 10
@@ -215,14 +215,16 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
-    def validate(self) -> "Config":
+    def validate(self) -> Config:
         if self.data.use_flip is not None:  # old configs and checkpoints: one switch for both flips
             self.data.use_hflip = self.data.use_vflip = self.data.use_flip
             self.data.use_flip = None
         if self.image_d.type and (self.feat_d.enabled or self.tg_d.enabled):
             raise ConfigError("image_d.type is set: disable feat_d.enabled and tg_d.enabled (one D family per run)")
         if self.clip.model != "RN50" and self.feat_d.enabled:
-            raise ConfigError(f"feat_d needs CLIP RN50's pixel-wise features; clip.model={self.clip.model} is TG-D only")
+            raise ConfigError(
+                f"feat_d needs CLIP RN50's pixel-wise features; clip.model={self.clip.model} is TG-D only"
+            )
         self._check_ranges()
         if self.data.patch_size % 32:
             raise ConfigError(f"data.patch_size={self.data.patch_size} must be a multiple of 32 (CLIP's stride)")
@@ -236,7 +238,8 @@ class Config:
         deg = self.data.degradation
         if deg is not None and deg.queue_size > 0 and deg.queue_size % self.data.batch_size:
             raise ConfigError(
-                f"data.degradation.queue_size={deg.queue_size} must be a multiple of data.batch_size={self.data.batch_size}"
+                f"data.degradation.queue_size={deg.queue_size} must be a multiple of "
+                f"data.batch_size={self.data.batch_size}"
             )
         if self.optim.scheduler == "cosine_restart" and self.optim.restart_period < 1:
             raise ConfigError(f"optim.restart_period={self.optim.restart_period} must be positive")

@@ -21,13 +21,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import skimage  # noqa: E402
 import torch  # noqa: E402
 
+from sfd import checkpoint  # noqa: E402
 from sfd.config import load_config  # noqa: E402
 from sfd.data.io import load_rgb, save_png, to_tensor  # noqa: E402
 from sfd.data.resize import bicubic_lr, imresize, mod_crop  # noqa: E402
 from sfd.device import resolve_device  # noqa: E402
 from sfd.evaluate.metrics import psnr, ssim  # noqa: E402
 from sfd.models.generators import build_generator  # noqa: E402
-from sfd import checkpoint  # noqa: E402
 from sfd.train import train  # noqa: E402
 from sfd.weights import describe_weights  # noqa: E402
 
@@ -130,8 +130,11 @@ def run_demo(out_dir: str | Path = "runs/demo", iterations: int | None = None) -
         save_png(img, out / f"img_{i}.png")
         for j, box in enumerate(boxes):
             save_png(_zoom(img, box), out / f"zoom_{i}_{j}.png")
-        metrics = "" if label.startswith("Original") else (
-            f"PSNR {float(psnr(img, hr, border=s)):.2f} dB · SSIM {float(ssim(img, hr, border=s)):.4f}")
+        metrics = (
+            ""
+            if label.startswith("Original")
+            else (f"PSNR {float(psnr(img, hr, border=s)):.2f} dB · SSIM {float(ssim(img, hr, border=s)):.4f}")
+        )
         rows.append((i, label, metrics))
     _loss_plot(run_dir / "log.jsonl", out / "losses.png", cfg.train.pixel_warmup)
 
@@ -143,7 +146,8 @@ def run_demo(out_dir: str | Path = "runs/demo", iterations: int | None = None) -
         "report shows that the pipeline runs end to end, not what SFD achieves. Provide the weights "
         "($SFD_CLIP_WEIGHTS, $SFD_VGG_WEIGHTS or the open_clip/torchvision caches) and run <code>make demo</code> "
         "again.</p>"
-        if random_used else ""
+        if random_used
+        else ""
     )
     cells = "".join(
         f"<figure><img src='img_{i}.png'><figcaption><b>{html.escape(label)}</b><br>{m}</figcaption>"

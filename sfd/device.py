@@ -10,7 +10,7 @@ __all__ = ["resolve_device"]
 
 
 def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
-    """"auto" (or None): this process's GPU (``$LOCAL_RANK`` under torchrun) when CUDA is available, else the CPU."""
+    """ "auto" (or None): this process's GPU (``$LOCAL_RANK`` under torchrun) when CUDA is available, else the CPU."""
     if name is None or name == "auto":
         if not torch.cuda.is_available():
             return torch.device("cpu")

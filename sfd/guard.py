@@ -78,7 +78,7 @@ class StopSignals:
         for s, old in self._old.items():  # a second Ctrl-C is not ignored
             signal.signal(s, old)
 
-    def __enter__(self) -> "StopSignals":
+    def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():  # signal handlers only work there
             for s in (signal.SIGINT, signal.SIGTERM):
                 self._old[s] = signal.signal(s, self._handle)

@@ -82,9 +82,13 @@ class PerceptualLoss(FrozenModule):
         with seeded(seed):
             features = _vgg19_features()
         if state is not None:
-            features.load_state_dict({k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")})
+            features.load_state_dict(
+                {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}
+            )
         else:
-            notice = random_weights_notice("the VGG19 perceptual loss", "it is not perceptual", f"loss.vgg_weights={weights}")
+            notice = random_weights_notice(
+                "the VGG19 perceptual loss", "it is not perceptual", f"loss.vgg_weights={weights}"
+            )
             warnings.warn(notice, stacklevel=2)
         last = max(names.index(n) for n in layers)
         self.features = features[: last + 1].eval().requires_grad_(False)

@@ -20,9 +20,10 @@ Other metrics join with ``register_metric``.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -257,17 +258,60 @@ def _niqe(device=None, as_loss=False, **options):
     return NIQE(device=device, as_loss=as_loss, **options)
 
 
-register_metric("psnr", PSNR, mode="fr", lower_better=False, score_range=PSNR.score_range,
-                description="PSNR (dB) on BT.601 Y like MATLAB, border shaved")
-register_metric("ssim", SSIM, mode="fr", lower_better=False, score_range=SSIM.score_range,
-                description="SSIM on BT.601 Y like MATLAB, border shaved")
-for _name, _what in (("lpips", "LPIPS v0.1, AlexNet"), ("lpips-alex", "LPIPS v0.1, AlexNet"),
-                     ("lpips-vgg", "LPIPS v0.1, VGG16"), ("dists", "DISTS")):
-    register_metric(_name, lambda _n=_name, **kw: Perceptual(_n, **kw), mode="fr", lower_better=True,
-                    score_range="0, 1", description=f"{_what} (needs ImageNet backbone weights)")
-register_metric("niqe", _niqe, mode="nr", lower_better=True, score_range="0, ~100",
-                description="NIQE (MATLAB algorithm), opinion-unaware")
-register_metric("sfd-iqa", _sfd_iqa, mode="nr", lower_better=False, score_range="0, 1", aliases=("sfdiqa",),
-                description="SFD-IQA from a trained checkpoint's Feat-D and prompt pairs", takes_checkpoint=True)
-register_metric("clipiqa", _clipiqa, mode="nr", lower_better=False, score_range="0, 1", aliases=("clip-iqa",),
-                description="zero-shot CLIP-IQA (antonym prompts)")
+register_metric(
+    "psnr",
+    PSNR,
+    mode="fr",
+    lower_better=False,
+    score_range=PSNR.score_range,
+    description="PSNR (dB) on BT.601 Y like MATLAB, border shaved",
+)
+register_metric(
+    "ssim",
+    SSIM,
+    mode="fr",
+    lower_better=False,
+    score_range=SSIM.score_range,
+    description="SSIM on BT.601 Y like MATLAB, border shaved",
+)
+for _name, _what in (
+    ("lpips", "LPIPS v0.1, AlexNet"),
+    ("lpips-alex", "LPIPS v0.1, AlexNet"),
+    ("lpips-vgg", "LPIPS v0.1, VGG16"),
+    ("dists", "DISTS"),
+):
+    register_metric(
+        _name,
+        lambda _n=_name, **kw: Perceptual(_n, **kw),
+        mode="fr",
+        lower_better=True,
+        score_range="0, 1",
+        description=f"{_what} (needs ImageNet backbone weights)",
+    )
+register_metric(
+    "niqe",
+    _niqe,
+    mode="nr",
+    lower_better=True,
+    score_range="0, ~100",
+    description="NIQE (MATLAB algorithm), opinion-unaware",
+)
+register_metric(
+    "sfd-iqa",
+    _sfd_iqa,
+    mode="nr",
+    lower_better=False,
+    score_range="0, 1",
+    aliases=("sfdiqa",),
+    description="SFD-IQA from a trained checkpoint's Feat-D and prompt pairs",
+    takes_checkpoint=True,
+)
+register_metric(
+    "clipiqa",
+    _clipiqa,
+    mode="nr",
+    lower_better=False,
+    score_range="0, 1",
+    aliases=("clip-iqa",),
+    description="zero-shot CLIP-IQA (antonym prompts)",
+)

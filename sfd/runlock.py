@@ -27,7 +27,7 @@ class RunLock:
         self.path = Path(run_dir) / ".lock"
         self._fd: int | None = None
 
-    def acquire(self) -> "RunLock":
+    def acquire(self) -> RunLock:
         if fcntl is None or int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 locks for all
             return self
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -51,7 +51,7 @@ class RunLock:
             os.close(self._fd)  # closing drops the flock
             self._fd = None
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:

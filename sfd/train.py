@@ -29,12 +29,11 @@ from tqdm import tqdm
 import sfd
 from sfd import checkpoint, distributed
 from sfd.config import Config, config_to_dict
-from sfd.errors import UsageError
-from sfd.yamlconfig import ConfigError, apply_overrides, config_from_dict
 from sfd.data.io import ImageReadError, list_images, load_rgb, probe_images, to_tensor
 from sfd.data.pipeline import build_loader
 from sfd.data.resize import bicubic_lr, mod_crop
 from sfd.device import resolve_device
+from sfd.errors import UsageError
 from sfd.evaluate.metrics import psnr, ssim
 from sfd.guard import BadStepCounter, StopSignals, TrainingInterrupted, bad_losses, grads_finite
 from sfd.losses import PerceptualLoss, clipiqa_loss, d_adversarial_loss, g_adversarial_loss
@@ -46,6 +45,7 @@ from sfd.precision import autocast, make_scalers, prepare_models
 from sfd.runlock import RunLock
 from sfd.schedulers import build_scheduler
 from sfd.weights import describe_weights
+from sfd.yamlconfig import ConfigError, apply_overrides, config_from_dict
 
 __all__ = ["Run", "build_run", "train_step", "train", "save_checkpoint", "restore"]
 
@@ -80,7 +80,10 @@ def build_run(cfg: Config, load_pretrained: bool = True) -> Run:
     device = resolve_device(cfg.train.device)
     torch.manual_seed(cfg.train.seed)
     g = build_generator(cfg.generator)
-    meta: dict = {"sfd_version": sfd.__version__, "generator": {"arch": cfg.generator.arch, "scale": cfg.generator.scale}}
+    meta: dict = {
+        "sfd_version": sfd.__version__,
+        "generator": {"arch": cfg.generator.arch, "scale": cfg.generator.scale},
+    }
     if load_pretrained:
         meta["generator"]["init"] = initialise_from_config(g, cfg)
     g.to(device)
@@ -232,11 +235,11 @@ def _generator_losses(run: Run, lr, hr, hr_real, adversarial: bool, logs: dict):
     sr = run.generator(lr)
     loss_g = torch.zeros((), device=run.device)
     if lam.l1:
-        logs["l_g_l1"] = (l := F.l1_loss(sr, hr)).item()
-        loss_g = loss_g + lam.l1 * l
+        logs["l_g_l1"] = (term := F.l1_loss(sr, hr)).item()
+        loss_g = loss_g + lam.l1 * term
     if run.perceptual is not None and adversarial:
-        logs["l_g_percep"] = (l := run.perceptual(sr, hr)).item()
-        loss_g = loss_g + lam.perceptual * l
+        logs["l_g_percep"] = (term := run.perceptual(sr, hr)).item()
+        loss_g = loss_g + lam.perceptual * term
     f_sr = f_hr = None
     if adversarial and run.clip_image is not None:
         need = ("m1", "m2", "m3", "out") if run.clip_image.has_pixel_features else ("out",)
@@ -248,8 +251,8 @@ def _generator_losses(run: Run, lr, hr, hr_real, adversarial: bool, logs: dict):
         if "feat_d" in discs:
             fake = discs["feat_d"](f_sr)
             real = discs["feat_d"](f_hr) if gan == "ragan" else None
-            logs["l_g_feat_d"] = (l := g_adversarial_loss(fake, real, gan)).item()
-            loss_g = loss_g + lam.feat_d * l
+            logs["l_g_feat_d"] = (term := g_adversarial_loss(fake, real, gan)).item()
+            loss_g = loss_g + lam.feat_d * term
         if "tg_d" in discs:
             # The text tower runs once per iteration, with gradient to the contexts, kept for the D step
             # (the contexts do not change in between); the G loss uses the features detached.
@@ -258,20 +261,20 @@ def _generator_losses(run: Run, lr, hr, hr_real, adversarial: bool, logs: dict):
             scale = run.clip_text.logit_scale
             fake = tg_d_logits(f_sr["out"], text, scale)
             real = tg_d_logits(f_hr["out"], text, scale) if gan == "ragan" else None
-            logs["l_g_tg_d"] = (l := g_adversarial_loss(fake, real, gan)).item()
-            loss_g = loss_g + lam.tg_d * l
+            logs["l_g_tg_d"] = (term := g_adversarial_loss(fake, real, gan)).item()
+            loss_g = loss_g + lam.tg_d * term
         if cfg.loss.clipiqa_loss.variant:
             scale = run.clip_text.logit_scale
             s_sr = torch.sigmoid(tg_d_logits(f_sr["out"], run.clipiqa_text, scale))
             s_hr = torch.sigmoid(tg_d_logits(f_hr["out"], run.clipiqa_text, scale))
-            logs["l_g_clipiqa"] = (l := clipiqa_loss(s_sr, s_hr, cfg.loss.clipiqa_loss.variant)).item()
+            logs["l_g_clipiqa"] = (term := clipiqa_loss(s_sr, s_hr, cfg.loss.clipiqa_loss.variant)).item()
             logs["clipiqa_sr"] = s_sr.mean().item()
-            loss_g = loss_g + lam.clipiqa * l
+            loss_g = loss_g + lam.clipiqa * term
     if adversarial and "image_d" in discs:
         fake = discs["image_d"](sr)
         real = discs["image_d"](hr_real) if gan == "ragan" else None
-        logs["l_g_image_d"] = (l := g_adversarial_loss(fake, real, gan)).item()
-        loss_g = loss_g + lam.image_d * l
+        logs["l_g_image_d"] = (term := g_adversarial_loss(fake, real, gan)).item()
+        loss_g = loss_g + lam.image_d * term
     return sr, loss_g, f_sr, f_hr
 
 
@@ -398,7 +401,9 @@ def _check_before_work(cfg: Config, resuming: bool) -> None:
     if cfg.data.val and not Path(cfg.data.val).exists():  # else the first validation would fail, hours in
         raise ConfigError(f"data.val: no such folder: {cfg.data.val} (set data.val=null to skip validation)")
     if str(cfg.train.device).startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"train.device={cfg.train.device}, but torch sees no CUDA device: use train.device=auto or cpu")
+        raise ConfigError(
+            f"train.device={cfg.train.device}, but torch sees no CUDA device: use train.device=auto or cpu"
+        )
 
 
 def _clear_run(out: Path) -> None:
@@ -542,8 +547,11 @@ def _train(cfg, resume, progress, overrides, overwrite, held: contextlib.ExitSta
                     last = last_good = _save(run, out)
             if stop.signum:
                 name = signal.Signals(stop.signum).name
-                raise TrainingInterrupted(f"stopped by {name} at iteration {it}; wrote {last}. Continue with: "
-                                          f"sfd train --resume {last}  (or -c CONFIG --resume auto)", stop.signum)
+                raise TrainingInterrupted(
+                    f"stopped by {name} at iteration {it}; wrote {last}. Continue with: "
+                    f"sfd train --resume {last}  (or -c CONFIG --resume auto)",
+                    stop.signum,
+                )
             waited = time.perf_counter()
     finally:
         bar.close()

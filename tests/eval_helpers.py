@@ -23,8 +23,16 @@ def tiny_rrdbnet(scale: int = 4, seed: int = 0, num_filters: int = 16, num_block
 
 def tiny_swinir(scale: int = 2, seed: int = 0) -> torch.nn.Module:
     torch.manual_seed(seed)
-    model = SwinIR(img_size=16, window_size=4, embed_dim=12, depths=[1], num_heads=[2], mlp_ratio=2.0,
-                   upscale=scale, upsampler="pixelshuffledirect")
+    model = SwinIR(
+        img_size=16,
+        window_size=4,
+        embed_dim=12,
+        depths=[1],
+        num_heads=[2],
+        mlp_ratio=2.0,
+        upscale=scale,
+        upsampler="pixelshuffledirect",
+    )
     return _perturbed(model, seed)
 
 

@@ -46,5 +46,7 @@ def tiny_overrides(train_dir: Path, out_dir: Path, iterations: int = 4) -> list[
     ]
 
 
-def tiny_config(train_dir: Path, out_dir: Path, extra: list[str] | None = None, path: str | None = None, iterations: int = 4):
+def tiny_config(
+    train_dir: Path, out_dir: Path, extra: list[str] | None = None, path: str | None = None, iterations: int = 4
+):
     return load_config(path, tiny_overrides(train_dir, out_dir, iterations) + (extra or []))

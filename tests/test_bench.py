@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from helpers import bundled_photo_dir
+
 from sfd.cli import main
 
 REPO = Path(__file__).resolve().parents[1]

@@ -8,7 +8,6 @@ from sfd.data.io import list_images, to_tensor
 from sfd.data.resize import bicubic_lr, imresize, mod_crop
 from sfd.evaluate.metrics import psnr, ssim
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 import torch
-
 from helpers import bundled_photo_dir, tiny_config, tiny_overrides
+
 from sfd.distributed import ShardedIterationSampler
 from sfd.train import train
 

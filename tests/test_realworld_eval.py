@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from eval_helpers import tiny_rrdbnet
+from helpers import bundled_photo_dir, tiny_config
 from PIL import Image
 
 import sfd.iqa as iqa
 import sfd.iqa.metrics as iqa_metrics
-from eval_helpers import tiny_rrdbnet
-from helpers import bundled_photo_dir, tiny_config
 from sfd import metrics as registry
 from sfd.cli import main
 from sfd.data.io import list_images, load_rgb, save_png, to_tensor
@@ -154,12 +154,16 @@ def test_pairing_follows_the_datasets_naming_conventions():
     with pytest.raises(ValueError, match="exactly one"):
         PairPattern.parse("{}_{}")
     # Missing partners either way and ambiguous claims: one line each, the good pair kept.
-    pairs, problems = pair_images([p("L/a_x4.png"), p("L/b_x4.png"), p("L/c_x4.png")],
-                                  [p("H/a_x1.png"), p("H/c_x1.png"), p("H/c_x2.png"), p("H/d_x1.png")])
+    pairs, problems = pair_images(
+        [p("L/a_x4.png"), p("L/b_x4.png"), p("L/c_x4.png")],
+        [p("H/a_x1.png"), p("H/c_x1.png"), p("H/c_x2.png"), p("H/d_x1.png")],
+    )
     assert [q.name for q in pairs] == ["a"]
-    assert problems == ["L/b_x4.png: no HR partner named like 'b' in H; skipped",
-                        "L/c_x4.png: 2 HR images claim it (c_x1.png, c_x2.png); skipped",
-                        "H/d_x1.png: no LR partner; skipped"]
+    assert problems == [
+        "L/b_x4.png: no HR partner named like 'b' in H; skipped",
+        "L/c_x4.png: 2 HR images claim it (c_x1.png, c_x2.png); skipped",
+        "H/d_x1.png: no LR partner; skipped",
+    ]
 
 
 def test_named_datasets_resolve_or_name_their_layout(tmp_path, monkeypatch, capsys):
@@ -178,10 +182,13 @@ def test_named_datasets_resolve_or_name_their_layout(tmp_path, monkeypatch, caps
     monkeypatch.setenv("SFD_DATA", str(tmp_path))
     found = resolve_dataset("drealsr")
     assert (found.name, found.lr.name, found.hr.name, found.scale) == ("DRealSR", "test_LR", "test_HR", 4)
-    code = main(["eval", "--dataset", "RealSR-Canon", "--method", "bicubic", "--device", "cpu",
-                 "-o", str(tmp_path / "out")])
+    code = main(
+        ["eval", "--dataset", "RealSR-Canon", "--method", "bicubic", "--device", "cpu", "-o", str(tmp_path / "out")]
+    )
     err = capsys.readouterr().err
-    assert code == 1 and err.startswith("sfd eval: error: dataset RealSR-Canon not found") and len(err.splitlines()) == 1
+    assert (
+        code == 1 and err.startswith("sfd eval: error: dataset RealSR-Canon not found") and len(err.splitlines()) == 1
+    )
 
 
 # ---------------------------------------------------------------- paired real data
@@ -208,9 +215,28 @@ def _realsr_and_drealsr(set5: Path, root: Path) -> dict[str, torch.Tensor]:
 def test_realsr_and_drealsr_layouts_give_the_bicubic_pipelines_numbers(shared_data, tmp_path, generator, capsys):
     hrs = _realsr_and_drealsr(shared_data("sr/Set5"), tmp_path / "data")
     out = tmp_path / "out"
-    code = main(["eval", "--dataset", "RealSR-Canon", "DRealSR", "--data-root", str(tmp_path / "data"),
-                 "--method", "bicubic", "--model", str(generator), "--metrics", "psnr,ssim", "--report",
-                 "--json", "--device", "cpu", "-o", str(out)])
+    code = main(
+        [
+            "eval",
+            "--dataset",
+            "RealSR-Canon",
+            "DRealSR",
+            "--data-root",
+            str(tmp_path / "data"),
+            "--method",
+            "bicubic",
+            "--model",
+            str(generator),
+            "--metrics",
+            "psnr,ssim",
+            "--report",
+            "--json",
+            "--device",
+            "cpu",
+            "-o",
+            str(out),
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 0, captured.err
     data = json.loads(captured.out)
@@ -250,8 +276,25 @@ def test_bad_pairs_are_one_line_errors_and_the_rest_is_measured(shared_data, tmp
     (lr_dir / "brokenx4.png").write_bytes(b"not a png")  # unreadable
     _save(images["bird"], hr_dir / "broken.png")
     out = tmp_path / "out"
-    code = main(["eval", "--lr", str(lr_dir), "--hr", str(hr_dir), "--method", "bicubic", "--scale", "4",
-                 "--metrics", "psnr", "--device", "cpu", "-o", str(out)])
+    code = main(
+        [
+            "eval",
+            "--lr",
+            str(lr_dir),
+            "--hr",
+            str(hr_dir),
+            "--method",
+            "bicubic",
+            "--scale",
+            "4",
+            "--metrics",
+            "psnr",
+            "--device",
+            "cpu",
+            "-o",
+            str(out),
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 1 and "Traceback" not in captured.err
     errors = _errors(captured.err)
@@ -270,8 +313,23 @@ def test_bad_pairs_are_one_line_errors_and_the_rest_is_measured(shared_data, tmp
     reg_lr, reg_hr = tmp_path / "reg_LR", tmp_path / "reg_HR"
     _save(images["baby"], reg_hr / "baby_HR.png")
     _save(images["baby"], reg_lr / "baby_LR4.png")
-    args = ["eval", "--lr", str(reg_lr), "--hr", str(reg_hr), "--method", "bicubic", "--scale", "4",
-            "--metrics", "psnr", "--device", "cpu", "-o", str(tmp_path / "reg")]
+    args = [
+        "eval",
+        "--lr",
+        str(reg_lr),
+        "--hr",
+        str(reg_hr),
+        "--method",
+        "bicubic",
+        "--scale",
+        "4",
+        "--metrics",
+        "psnr",
+        "--device",
+        "cpu",
+        "-o",
+        str(tmp_path / "reg"),
+    ]
     assert main(args) == 1 and "--shrink-lr" in _errors(capsys.readouterr().err)[0]
     assert main(args + ["--shrink-lr"]) == 0
     data = json.loads((tmp_path / "reg" / "results.json").read_text())
@@ -295,9 +353,28 @@ def _clive_crops(clive: Path, dest: Path, n: int = 3, size: int = 96) -> list[Pa
 def test_unpaired_photos_scored_with_no_reference_metrics(shared_data, tmp_path, generator, sfd_ckpt, capsys):
     photos = _clive_crops(shared_data("iqa/CLIVE/images"), tmp_path / "clive")
     out = tmp_path / "out"
-    code = main(["eval", "--model", str(generator), "--lr", str(tmp_path / "clive"), "--metrics",
-                 "niqe,sfd-iqa,clipiqa", "--checkpoint", str(sfd_ckpt), "--save-sr", "--tile", "48", "--report",
-                 "--json", "--device", "cpu", "-o", str(out)])
+    code = main(
+        [
+            "eval",
+            "--model",
+            str(generator),
+            "--lr",
+            str(tmp_path / "clive"),
+            "--metrics",
+            "niqe,sfd-iqa,clipiqa",
+            "--checkpoint",
+            str(sfd_ckpt),
+            "--save-sr",
+            "--tile",
+            "48",
+            "--report",
+            "--json",
+            "--device",
+            "cpu",
+            "-o",
+            str(out),
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 0, captured.err
     data = json.loads(captured.out)
@@ -318,8 +395,21 @@ def test_unpaired_photos_scored_with_no_reference_metrics(shared_data, tmp_path,
     stem = photos[0].stem
     assert f"crops/clive_{stem}_LR.png" in html and f"crops/clive_{stem}_tiny_x4.png" in html and "_HR.png" not in html
     # Reference metrics cannot run without HR: a usage error before any work.
-    code = main(["eval", "--model", str(generator), "--lr", str(tmp_path / "clive"), "--metrics", "psnr,niqe",
-                 "--device", "cpu", "-o", str(tmp_path / "o2")])
+    code = main(
+        [
+            "eval",
+            "--model",
+            str(generator),
+            "--lr",
+            str(tmp_path / "clive"),
+            "--metrics",
+            "psnr,niqe",
+            "--device",
+            "cpu",
+            "-o",
+            str(tmp_path / "o2"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "psnr cannot be measured" in err and len(err.strip().splitlines()) == 1
 
@@ -328,16 +418,45 @@ def test_eval_scores_sr_folders_with_sfd_iqa_from_a_checkpoint(tmp_path, sfd_ckp
     g = torch.Generator().manual_seed(2)
     for i in range(2):
         _save(torch.rand(3, 64, 96, generator=g), tmp_path / "sr" / f"img{i}.png")
-    code = main(["eval", "--sr", str(tmp_path / "sr"), "--metrics", "sfd-iqa", "--checkpoint", str(sfd_ckpt),
-                 "--device", "cpu", "-o", str(tmp_path / "out"), "--json"])
+    code = main(
+        [
+            "eval",
+            "--sr",
+            str(tmp_path / "sr"),
+            "--metrics",
+            "sfd-iqa",
+            "--checkpoint",
+            str(sfd_ckpt),
+            "--device",
+            "cpu",
+            "-o",
+            str(tmp_path / "out"),
+            "--json",
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 0, captured.err
     data = json.loads(captured.out)
     metric = registry.create_metric("sfd-iqa", checkpoint=sfd_ckpt, device="cpu")
     for record in data["per_image"]:
-        assert record["sfd-iqa"] == pytest.approx(float(metric(str(tmp_path / "sr" / f"{record['image']}.png"))[0]),
-                                                  abs=1e-5)
-    assert main(["eval", "--sr", str(tmp_path / "sr"), "--metrics", "sfd-iqa", "--device", "cpu",
-                 "-o", str(tmp_path / "out2")]) == 2
+        assert record["sfd-iqa"] == pytest.approx(
+            float(metric(str(tmp_path / "sr" / f"{record['image']}.png"))[0]), abs=1e-5
+        )
+    assert (
+        main(
+            [
+                "eval",
+                "--sr",
+                str(tmp_path / "sr"),
+                "--metrics",
+                "sfd-iqa",
+                "--device",
+                "cpu",
+                "-o",
+                str(tmp_path / "out2"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.startswith("sfd eval: error: sfd-iqa needs --checkpoint CKPT") and len(err.strip().splitlines()) == 1

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from helpers import bundled_photo_dir, tiny_overrides
+
 from sfd.config import load_config
 from sfd.data.datasets import HRPatches
 from sfd.schedulers import build_scheduler
@@ -17,6 +17,7 @@ from sfd.train import build_run, train
 
 def load_checkpoint(path):
     return torch.load(path, weights_only=True)
+
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # small CPU ops: one thread is faster on 2 busy cores
 
@@ -150,8 +151,10 @@ def test_a_missing_first_stage_stops_training_with_one_line(photos, tmp_path, mo
     code = main(["train", "-c", str(CONFIGS / "classic_rrdb_x4.yml"), "--set", f"data.train=[{photos}]"])
     err = capsys.readouterr().err
     assert code == 2
-    assert err == ("sfd train: error: generator.pretrained=run:psnr_rrdb_x4: no checkpoint under runs/psnr_rrdb_x4/checkpoints; "
-                   "train the first stage first: sfd train -c configs/psnr_rrdb_x4.yml\n")
+    assert err == (
+        "sfd train: error: generator.pretrained=run:psnr_rrdb_x4: no checkpoint under runs/psnr_rrdb_x4/checkpoints; "
+        "train the first stage first: sfd train -c configs/psnr_rrdb_x4.yml\n"
+    )
     assert not (tmp_path / "runs").exists()  # nothing was written
 
     code = main(["train", "-c", str(CONFIGS / "realworld_rrdb_x4.yml"), "--set", f"data.train=[{photos}]",
@@ -166,7 +169,9 @@ def test_a_missing_first_stage_stops_training_with_one_line(photos, tmp_path, mo
 
     code = main(["train", "-c", str(CONFIGS / "classic_rrdb_x4.yml"), "--set", "generator.pretrained=nothing/G.pth"])
     err = capsys.readouterr().err
-    assert code == 2 and err.count("\n") == 1 and err.startswith("sfd train: error: generator.pretrained=nothing/G.pth: ")
+    assert (
+        code == 2 and err.count("\n") == 1 and err.startswith("sfd train: error: generator.pretrained=nothing/G.pth: ")
+    )
 
 
 def test_resume_needs_no_first_stage_and_keeps_the_init_record(photos, tmp_path):

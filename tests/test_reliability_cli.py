@@ -6,10 +6,10 @@ import io
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
 from eval_helpers import tiny_rrdbnet
 from helpers import bundled_photo_dir, tiny_config
+from PIL import Image
+
 from sfd.cli import main
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -194,7 +194,8 @@ def test_an_lgan_checkpoint_where_sfd_iqa_needs_feat_d_and_tg_d(inputs, lgan_che
     mos = tmp_path / "mos.csv"
     mos.write_text("image,mos\ngood.png,50\n")
     code, _, err = _run(capsys, ["tsne", "--images", str(inputs / "mixed"), "--mos", str(mos),
-                                 "--checkpoint", str(lgan_checkpoint), "-o", str(tmp_path), "--no-progress"])  # fmt: skip
+                                 "--checkpoint", str(lgan_checkpoint), "-o", str(tmp_path),
+                                 "--no-progress"])  # fmt: skip
     assert code in (1, 2) and "lgan.pth has neither a Feat-D nor TG-D" in err, err
 
 

@@ -1,8 +1,8 @@
 """Configs that cannot work are errors before any work starts, naming the key (docs/reliability.md)."""
 
 import pytest
-
 from helpers import bundled_photo_dir, tiny_overrides
+
 from sfd.cli import main
 from sfd.config import ConfigError, load_config
 
@@ -39,8 +39,9 @@ def test_impossible_configs_name_the_key(override, key):
 def test_prompts_longer_than_clips_context_are_refused():
     long = " ".join(["sharp"] * 80)
     with pytest.raises(ConfigError, match=r"loss.clipiqa_loss.prompts: .* more than the 75"):
-        load_config("classic_rrdb_x4",
-                    ["loss.clipiqa_loss.variant=maximize", f"loss.clipiqa_loss.prompts=[{long}, bad]"])
+        load_config(
+            "classic_rrdb_x4", ["loss.clipiqa_loss.variant=maximize", f"loss.clipiqa_loss.prompts=[{long}, bad]"]
+        )
     with pytest.raises(ConfigError, match=r"tg_d.init_words: .* more than the 4"):
         load_config("classic_rrdb_x4", ["tg_d.length=4", "tg_d.init_words=[a very sharp clean photo, blurry]"])
     load_config("classic_rrdb_x4", ["tg_d.length=8", "tg_d.init_words=[a sharp photo, a blurry photo]"])  # fits
@@ -92,7 +93,6 @@ def test_train_refuses_bad_data_before_any_work(photos, tmp_path, capsys, extra,
 
 def test_a_pretrained_generator_of_another_scale_is_one_line(photos, tmp_path, capsys):
     import torch
-
     from eval_helpers import tiny_rrdbnet
 
     torch.save(tiny_rrdbnet(scale=2, num_filters=8).state_dict(), tmp_path / "psnr_x2.pth")

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from helpers import bundled_photo_dir, tiny_config, tiny_overrides
+
 from sfd import checkpoint
 from sfd.cli import main
 from sfd.guard import TrainingDiverged
@@ -208,8 +208,9 @@ def test_a_checkpoint_of_another_version_is_reported_not_set_aside(tmp_path):
     assert (d / "iter_00000002.pth").exists()  # only unreadable bytes are renamed *.corrupt
 
 
-def test_a_full_disk_stops_training_and_keeps_the_previous_checkpoint(photos, tmp_path, monkeypatch, capsys,
-                                                                      one_thread):
+def test_a_full_disk_stops_training_and_keeps_the_previous_checkpoint(
+    photos, tmp_path, monkeypatch, capsys, one_thread
+):
     real_save, calls = torch.save, {"n": 0}
 
     def save(obj, f, *a, **kw):
@@ -273,8 +274,10 @@ def test_a_second_train_on_the_same_run_folder_stops_at_once(photos, tmp_path, c
 
 
 def test_the_lock_of_a_killed_process_is_released(tmp_path):
-    code = (f"from sfd.runlock import RunLock; import time; RunLock({str(tmp_path)!r}).acquire(); "
-            "print('ok', flush=True); time.sleep(60)")
+    code = (
+        f"from sfd.runlock import RunLock; import time; RunLock({str(tmp_path)!r}).acquire(); "
+        "print('ok', flush=True); time.sleep(60)"
+    )
     p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, env=_env())
     assert p.stdout.readline().strip() == b"ok"
     with pytest.raises(RunLocked, match=f"pid {p.pid}"):

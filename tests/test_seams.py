@@ -7,8 +7,8 @@ import sys
 
 import pytest
 import torch
-
 from helpers import bundled_photo_dir, tiny_config
+
 from sfd import checkpoint
 from sfd.cli import main
 from sfd.config import config_to_dict, list_configs, load_config

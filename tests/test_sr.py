@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import spandrel
 import torch
+from eval_helpers import sfd_checkpoint, tiny_rrdbnet, tiny_swinir  # noqa: F401  (fixture)
 from PIL import Image, ImageOps
 
-from eval_helpers import sfd_checkpoint, tiny_rrdbnet, tiny_swinir  # noqa: F401  (fixture)
 from sfd.cli import main
 from sfd.data.io import read_image, save_image
 from sfd.evaluate.tiling import bicubic_upscale, run_model, tiled_upscale
@@ -61,8 +61,14 @@ def _new_keys(old_key: str, layout: str) -> str:
         return f"RRDB_trunk.{b}.RDB{r}.conv{c}.{kind}" if authors else f"body.{b}.rdb{r}.conv{c}.{kind}"
     m = re.match(r"model\.(\d+)(?:\.sub\.\d+)?\.(\w+)$", old_key)
     index, kind = m.groups()
-    names = {"0": "conv_first", "1": "trunk_conv" if authors else "conv_body", "3": "upconv1" if authors else "conv_up1",
-             "6": "upconv2" if authors else "conv_up2", "8": "HRconv" if authors else "conv_hr", "10": "conv_last"}
+    names = {
+        "0": "conv_first",
+        "1": "trunk_conv" if authors else "conv_body",
+        "3": "upconv1" if authors else "conv_up1",
+        "6": "upconv2" if authors else "conv_up2",
+        "8": "HRconv" if authors else "conv_hr",
+        "10": "conv_last",
+    }
     return f"{names[index]}.{kind}"
 
 
@@ -122,8 +128,11 @@ def test_tiled_equals_untiled_and_tiles_stay_small():
     as_u8 = tiled_upscale(fn, img, 4, tile=24, tile_pad=32, out_dtype=torch.uint8)
     assert as_u8.dtype == torch.uint8 and (as_u8.float() / 255 - full).abs().max() <= 1 / 255 + 1e-6
     alpha = torch.rand(1, 30, 50)
-    assert torch.allclose(tiled_upscale(bicubic_upscale(2), alpha, 2, tile=8, tile_pad=2),
-                          tiled_upscale(bicubic_upscale(2), alpha, 2), atol=1e-6)
+    assert torch.allclose(
+        tiled_upscale(bicubic_upscale(2), alpha, 2, tile=8, tile_pad=2),
+        tiled_upscale(bicubic_upscale(2), alpha, 2),
+        atol=1e-6,
+    )
 
 
 # ---------------------------------------------------------------- IO and the sr command
@@ -152,16 +161,19 @@ def _make_inputs(folder):
 
 def test_read_image_kinds(tmp_path):
     _make_inputs(tmp_path / "in")
-    kinds = {p: read_image(tmp_path / "in" / p) for p in ["rgba.png", "gray.bmp", "pal.png", "gray16.png",
-                                                          "rgb16.png", "photo.JPG"]}
+    kinds = {
+        p: read_image(tmp_path / "in" / p)
+        for p in ["rgba.png", "gray.bmp", "pal.png", "gray16.png", "rgb16.png", "photo.JPG"]
+    }
     assert kinds["rgba.png"].alpha is not None and kinds["rgba.png"].bit_depth == 8
     assert kinds["gray.bmp"].grayscale and kinds["gray.bmp"].rgb.shape == (3, 12, 10)
     assert kinds["pal.png"].alpha is not None and not kinds["pal.png"].grayscale
     assert kinds["gray16.png"].bit_depth == 16 and kinds["gray16.png"].grayscale
     rgb16 = kinds["rgb16.png"]
     raw = cv2.imread(str(tmp_path / "in" / "rgb16.png"), cv2.IMREAD_UNCHANGED)[..., ::-1]
-    assert rgb16.bit_depth == 16 and torch.equal((rgb16.rgb * 65535).round().permute(1, 2, 0),
-                                                 torch.from_numpy(raw.astype(np.float32)))
+    assert rgb16.bit_depth == 16 and torch.equal(
+        (rgb16.rgb * 65535).round().permute(1, 2, 0), torch.from_numpy(raw.astype(np.float32))
+    )
     with Image.open(tmp_path / "in" / "photo.JPG") as im:
         shown = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
     assert kinds["photo.JPG"].rgb.shape == (3, 10, 12)
@@ -179,12 +191,25 @@ def test_sr_command_on_a_folder(tmp_path, capsys):
     _make_inputs(tmp_path / "in")
     model = tiny_rrdbnet(scale=2, seed=8)
     torch.save(model.state_dict(), tmp_path / "g.pth")
-    args = ["sr", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--model", str(tmp_path / "g.pth"),
-            "--tile", "6", "--tile-pad", "16", "--device", "cpu"]
+    args = [
+        "sr",
+        str(tmp_path / "in"),
+        "-o",
+        str(tmp_path / "out"),
+        "--model",
+        str(tmp_path / "g.pth"),
+        "--tile",
+        "6",
+        "--tile-pad",
+        "16",
+        "--device",
+        "cpu",
+    ]
     assert main(args) == 0
     out = tmp_path / "out"
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["rgb.png", "rgba.png", "gray.png", "pal.png", "gray16.png", "rgb16.png", "photo.png", "web.png", "tif.png"])
+        ["rgb.png", "rgba.png", "gray.png", "pal.png", "gray16.png", "rgb16.png", "photo.png", "web.png", "tif.png"]
+    )
     with Image.open(out / "rgba.png") as im:
         assert im.mode == "RGBA" and im.size == (20, 24)
         alpha = torch.from_numpy(np.asarray(im)[..., 3].astype(np.float32) / 255)
@@ -213,6 +238,7 @@ def test_sr_command_reports_bad_input(tmp_path, capsys):
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "broken.png").write_bytes(b"not a png")
     torch.save(tiny_rrdbnet(scale=2).state_dict(), tmp_path / "g.pth")
-    code = main(["sr", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--model", str(tmp_path / "g.pth"),
-                 "--device", "cpu"])
+    code = main(
+        ["sr", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--model", str(tmp_path / "g.pth"), "--device", "cpu"]
+    )
     assert code == 1 and "1 failed" in capsys.readouterr().err

@@ -4,8 +4,8 @@ import json
 
 import pytest
 import torch
-
 from helpers import bundled_photo_dir, tiny_config
+
 from sfd.commands import inspect_checkpoint
 from sfd.config import load_config
 from sfd.train import build_run, make_pair, train, train_step
@@ -56,10 +56,20 @@ def test_one_clip_forward_per_image_and_what_each_step_changes(photos, tmp_path)
 @pytest.mark.parametrize(
     "extra,expect",
     [
-        (["feat_d.enabled=false", "tg_d.enabled=false", "image_d.type=vgg", "image_d.input_size=64", "loss.gan_type=ragan"],
-         "l_d_image_d"),
-        (["tg_d.enabled=false", "loss.clipiqa=0.005", "loss.clipiqa_loss.variant=match_hr", "loss.gan_type=hinge"],
-         "l_g_clipiqa"),
+        (
+            [
+                "feat_d.enabled=false",
+                "tg_d.enabled=false",
+                "image_d.type=vgg",
+                "image_d.input_size=64",
+                "loss.gan_type=ragan",
+            ],
+            "l_d_image_d",
+        ),
+        (
+            ["tg_d.enabled=false", "loss.clipiqa=0.005", "loss.clipiqa_loss.variant=match_hr", "loss.gan_type=hinge"],
+            "l_g_clipiqa",
+        ),
         (["clip.model=ViT-B-16", "feat_d.enabled=false", "loss.gan_type=lsgan"], "l_d_tg_d"),
     ],
     ids=["vgg-baseline", "clipiqa-loss", "vit-tgd-only"],
@@ -143,7 +153,10 @@ def test_training_on_real_photos_writes_checkpoints_and_resumes_exactly(shared_d
     info = inspect_checkpoint(final)
     assert info["iteration"] == 4 and info["clip"]["pretrained"] is False
     assert info["vgg"]["weights"].startswith("random")
-    assert len(info["generator_sha256"]) == 64 and info["generator_sha256"] == inspect_checkpoint(resumed)["generator_sha256"]
+    assert (
+        len(info["generator_sha256"]) == 64
+        and info["generator_sha256"] == inspect_checkpoint(resumed)["generator_sha256"]
+    )
 
 
 def test_cli_inspect_and_config_errors(photos, tmp_path, capsys):
@@ -199,7 +212,10 @@ def test_generator_initialises_from_the_authors_rrdbnet_layout(photos, tmp_path)
     g = torch.Generator().manual_seed(0)
 
     def conv(c_out, c_in):
-        return {"weight": torch.randn(c_out, c_in, 3, 3, generator=g) * 0.05, "bias": torch.randn(c_out, generator=g) * 0.01}
+        return {
+            "weight": torch.randn(c_out, c_in, 3, 3, generator=g) * 0.05,
+            "bias": torch.randn(c_out, generator=g) * 0.01,
+        }
 
     layers = {"conv_first": conv(nf, 3), "trunk_conv": conv(nf, nf), "upconv1": conv(nf, nf), "upconv2": conv(nf, nf),
               "HRconv": conv(nf, nf), "conv_last": conv(3, nf)}  # fmt: skip

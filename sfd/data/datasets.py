@@ -70,7 +70,9 @@ class HRPatches(Dataset):
             arr = np.asarray(load_rgb(self.files[idx]))
             hr = mod_crop(torch.from_numpy(arr.copy()).permute(2, 0, 1), self.scale)
             if min(hr.shape[-2:]) < self.patch:
-                raise ValueError(f"{self.files[idx]} ({hr.shape[2]}x{hr.shape[1]}) is smaller than the {self.patch} patch")
+                raise ValueError(
+                    f"{self.files[idx]} ({hr.shape[2]}x{hr.shape[1]}) is smaller than the {self.patch} patch"
+                )
             lr = None
             if self.bicubic:
                 lr = to_levels(bicubic_lr(hr.double() / 255.0, self.scale)).to(torch.uint8)

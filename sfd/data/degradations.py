@@ -24,16 +24,17 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from sfd.data.pixels import pad_reflect
 from sfd.data.kernels import KERNEL_TYPES, KernelSpec, choice, gaussian_kernel, sample_kernel, sample_sinc, uniform
+from sfd.data.pixels import pad_reflect
 
 __all__ = [
     "DegradationConfig",

@@ -8,16 +8,16 @@ Pillow reads 16-bit colour PNG/TIFF as 8-bit without warning, so those go throug
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import torch
+from PIL import Image, ImageOps
 
 from sfd.data.pixels import round_half_up, to_levels
-from PIL import Image, ImageOps
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 

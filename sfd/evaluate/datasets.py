@@ -106,8 +106,10 @@ def resolve_dataset(name: str, root: str | Path | None = None) -> Path:
             if candidate is not None and list_images(candidate):
                 return candidate
     expected = " or ".join(f"{base / a}/" for a in DATASETS[canonical])
-    raise DatasetNotFound(f"dataset {canonical} not found under {base}: expected its HR images in {expected} "
-                          "(or in an HR/ subfolder of it)")
+    raise DatasetNotFound(
+        f"dataset {canonical} not found under {base}: expected its HR images in {expected} "
+        "(or in an HR/ subfolder of it)"
+    )
 
 
 def dataset_names() -> list[str]:
@@ -127,8 +129,9 @@ def resolve_dataset_arg(value: str, root: str | Path | None = None) -> Path:
     if path.is_dir():
         return path
     if canonical_name(value) is None:
-        raise DatasetNotFound(f"--dataset {value}: no such folder, and not a known dataset name "
-                              f"({', '.join(DATASETS)})")
+        raise DatasetNotFound(
+            f"--dataset {value}: no such folder, and not a known dataset name ({', '.join(DATASETS)})"
+        )
     return resolve_dataset(value, root)
 
 
@@ -149,16 +152,31 @@ REAL_DATASETS: dict[str, DatasetLayout] = {
     # RealSR V3 (Cai et al., ICCV 2019; github.com/csjcai/RealSR): LR and HR of a scene side by side in
     # one folder per camera and scale; V3's LR are smaller than HR (V1/V2's were registered to HR size).
     "RealSR-Canon": DatasetLayout(
-        ("RealSR(V3)", "RealSR_V3", "RealSR"), "Canon/Test/4", "Canon/Test/4", 4,
-        "Canon_001_LR4.png with Canon_001_HR.png", "RealSR V3, Canon 5D3 test set, x4"),
+        ("RealSR(V3)", "RealSR_V3", "RealSR"),
+        "Canon/Test/4",
+        "Canon/Test/4",
+        4,
+        "Canon_001_LR4.png with Canon_001_HR.png",
+        "RealSR V3, Canon 5D3 test set, x4",
+    ),
     "RealSR-Nikon": DatasetLayout(
-        ("RealSR(V3)", "RealSR_V3", "RealSR"), "Nikon/Test/4", "Nikon/Test/4", 4,
-        "Nikon_001_LR4.png with Nikon_001_HR.png", "RealSR V3, Nikon D810 test set, x4"),
+        ("RealSR(V3)", "RealSR_V3", "RealSR"),
+        "Nikon/Test/4",
+        "Nikon/Test/4",
+        4,
+        "Nikon_001_LR4.png with Nikon_001_HR.png",
+        "RealSR V3, Nikon D810 test set, x4",
+    ),
     # DRealSR (Wei et al., ECCV 2020; github.com/xiezw5/Component-Divide-and-Conquer-for-Real-World-Image-
     # Super-Resolution): separate LR and HR folders per scale.
     "DRealSR": DatasetLayout(
-        ("DRealSR",), "Test_x4/test_HR", "Test_x4/test_LR", 4,
-        "test_LR/DSC_1454_x4.png with test_HR/DSC_1454_x1.png", "DRealSR test set, x4"),
+        ("DRealSR",),
+        "Test_x4/test_HR",
+        "Test_x4/test_LR",
+        4,
+        "test_LR/DSC_1454_x4.png with test_HR/DSC_1454_x1.png",
+        "DRealSR test set, x4",
+    ),
 }
 
 
@@ -187,7 +205,9 @@ def resolve_real_dataset(name: str, root: str | Path | None = None) -> ResolvedD
     layout = REAL_DATASETS[key]
     base = data_root(root)
     if base is None:
-        raise DatasetNotFound(f"dataset {key} needs --data-root DIR (or ${ENV_DATA}); {_expected(key, layout, Path('DIR'))}")
+        raise DatasetNotFound(
+            f"dataset {key} needs --data-root DIR (or ${ENV_DATA}); {_expected(key, layout, Path('DIR'))}"
+        )
     root = base
     for top in layout.roots:
         base = root / top

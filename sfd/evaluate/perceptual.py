@@ -103,8 +103,12 @@ class LPIPS(nn.Module):
             raise ValueError(f"LPIPS net must be 'alex' or 'vgg', not {net!r}")
         arch, self.taps = self._TAPS[net]
         self.features, self.random_weights, backbone = _features(arch, weights)
-        heads = torch.load(_package_file("lpips", "weights", "v0.1", f"{net}.pth"), map_location="cpu", weights_only=True)
-        self.heads = nn.ParameterList([nn.Parameter(heads[f"lin{i}.model.1.weight"], requires_grad=False) for i in range(5)])
+        heads = torch.load(
+            _package_file("lpips", "weights", "v0.1", f"{net}.pth"), map_location="cpu", weights_only=True
+        )
+        self.heads = nn.ParameterList(
+            [nn.Parameter(heads[f"lin{i}.model.1.weight"], requires_grad=False) for i in range(5)]
+        )
         self.register_buffer("shift", torch.tensor([-0.030, -0.088, -0.188]).view(1, 3, 1, 1))
         self.register_buffer("scale", torch.tensor([0.458, 0.448, 0.450]).view(1, 3, 1, 1))
         self.description = f"LPIPS-{net} v0.1 (heads from lpips; backbone: {backbone})"

@@ -42,15 +42,23 @@ def perception_distortion_plot(result: EvalResult, path: str | Path) -> str | No
             x, y = means[dataset][method.name][x_metric], means[dataset][method.name]["psnr"]
             if x is None or y is None:
                 continue
-            ax.scatter(x, y, marker=markers[di % len(markers)], color=f"C{mi % 10}",
-                       label=method.name if di == 0 else None)
+            ax.scatter(
+                x, y, marker=markers[di % len(markers)], color=f"C{mi % 10}", label=method.name if di == 0 else None
+            )
             ax.annotate(f"{method.name} ({dataset})", (x, y), fontsize=7, xytext=(4, 3), textcoords="offset points")
     label = next(m.label for m in result.metrics if m.name == x_metric)
     ax.set_xlabel(f"{label} (perception; lower is better)")
     ax.set_ylabel("PSNR↑ (dB, distortion; higher is better)")
     title = "Perception-distortion" + (f", x{result.scale}" if result.scale else "")
-    ax.set_title(title + ("\nmarkers: " + ", ".join(f"{markers[i % len(markers)]}={d}" for i, d in enumerate(result.datasets))
-                          if len(result.datasets) > 1 else ""), fontsize=9)
+    ax.set_title(
+        title
+        + (
+            "\nmarkers: " + ", ".join(f"{markers[i % len(markers)]}={d}" for i, d in enumerate(result.datasets))
+            if len(result.datasets) > 1
+            else ""
+        ),
+        fontsize=9,
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -65,15 +73,21 @@ def _table_html(result: EvalResult) -> str:
     out = ["<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in header) + "</tr>"]
     for row in rows[2:]:
         cells = [c.strip() for c in row.strip("|").split("|")]
-        out.append("<tr>" + "".join(
-            f"<td><b>{html.escape(c.strip('*'))}</b></td>" if c.startswith("**") else f"<td>{html.escape(c)}</td>"
-            for c in cells) + "</tr>")
+        out.append(
+            "<tr>"
+            + "".join(
+                f"<td><b>{html.escape(c.strip('*'))}</b></td>" if c.startswith("**") else f"<td>{html.escape(c)}</td>"
+                for c in cells
+            )
+            + "</tr>"
+        )
     return "\n".join(out + ["</table>"])
 
 
 def _value_line(result: EvalResult, dataset: str, method: str, image: str) -> str:
-    record = next((r for r in result.records
-                   if r["dataset"] == dataset and r["method"] == method and r["image"] == image), None)
+    record = next(
+        (r for r in result.records if r["dataset"] == dataset and r["method"] == method and r["image"] == image), None
+    )
     if record is None:
         return ""
     parts = []
@@ -103,20 +117,26 @@ def write_report(result: EvalResult, out_dir: str | Path, intro_html: str = "") 
         intro_html,
         _table_html(result),
         "<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in result.notes) + "</ul>",
-        "<h2>Methods</h2><ul>" + "".join(f"<li><b>{html.escape(m.name)}</b>: {html.escape(m.source)}</li>"
-                                         for m in result.methods) + "</ul>",
+        "<h2>Methods</h2><ul>"
+        + "".join(f"<li><b>{html.escape(m.name)}</b>: {html.escape(m.source)}</li>" for m in result.methods)
+        + "</ul>",
     ]
     if plot_metric:
-        parts.append(f"<h2>Perception-distortion (PSNR vs {plot_metric.upper()})</h2>"
-                     "<img src='perception_distortion.png' alt='perception-distortion plot'>")
+        parts.append(
+            f"<h2>Perception-distortion (PSNR vs {plot_metric.upper()})</h2>"
+            "<img src='perception_distortion.png' alt='perception-distortion plot'>"
+        )
     else:
         parts.append("<p>No perception-distortion plot: it needs PSNR and LPIPS or NIQE.</p>")
     if result.errors:
         parts.append("<h2>Errors</h2><ul>" + "".join(f"<li>{html.escape(e)}</li>" for e in result.errors) + "</ul>")
     parts.append("<h2>Zoomed crops (the same region in every column; LR enlarged by nearest neighbour)</h2>")
     for dataset in result.datasets:
-        parts.append(f"<h3>{html.escape(dataset)}</h3><table class='crops'><tr><th>image</th>"
-                     + "".join(f"<th>{html.escape(c)}</th>" for c in columns) + "</tr>")
+        parts.append(
+            f"<h3>{html.escape(dataset)}</h3><table class='crops'><tr><th>image</th>"
+            + "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+            + "</tr>"
+        )
         for (d, image), crops in result.crops.items():
             if d != dataset:
                 continue
@@ -128,8 +148,10 @@ def write_report(result: EvalResult, out_dir: str | Path, intro_html: str = "") 
                     continue
                 name = f"{_safe(dataset)}_{_safe(image)}_{_safe(column)}.png"
                 _save_crop(crops[column], crop_dir / name)
-                cells.append(f"<td><img class='crop' src='crops/{name}' loading='lazy'><br>"
-                             f"{_value_line(result, dataset, column, image)}</td>")
+                cells.append(
+                    f"<td><img class='crop' src='crops/{name}' loading='lazy'><br>"
+                    f"{_value_line(result, dataset, column, image)}</td>"
+                )
             parts.append("<tr>" + "".join(cells) + "</tr>")
         parts.append("</table>")
     parts.append("</body></html>")

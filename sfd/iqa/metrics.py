@@ -20,8 +20,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from abc import ABC, abstractmethod
 import warnings
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -304,7 +304,10 @@ class SFDIQA(_CLIPMetric):
     def _rebuild_clip(ckpt, weights: str | None) -> LoadedCLIP:
         model, trained = ckpt.config.clip.model, (ckpt.clip or {}).get("weights")
         arg, seed = (weights, ckpt.config.clip.seed) if weights else ckpt.clip_weights()
-        context = f"{ckpt.path} was trained on the features of CLIP {model} with weights {trained or arg}; SFD-IQA needs those same weights: "
+        context = (
+            f"{ckpt.path} was trained on the features of CLIP {model} with weights {trained or arg}; "
+            "SFD-IQA needs those same weights: "
+        )
         clip = _load_clip_for_metric(model, arg, seed, context)
         if trained and not _same_weights(clip.identity, trained):
             warnings.warn(

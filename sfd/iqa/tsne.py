@@ -69,8 +69,10 @@ def bin_by_mos(
     else:
         outside = int(((values < 0) | (values > 100)).sum())
         if outside:
-            raise ValueError(f"{outside} MOS values lie outside the MOS range {lo:g},{hi:g} (data: {raw.min():g} to "
-                             f"{raw.max():g}); give the dataset's scale with --mos-range, or bin with --bins-from data")
+            raise ValueError(
+                f"{outside} MOS values lie outside the MOS range {lo:g},{hi:g} (data: {raw.min():g} to "
+                f"{raw.max():g}); give the dataset's scale with --mos-range, or bin with --bins-from data"
+            )
         edges = np.linspace(0.0, 100.0, n_bins + 1)
     bins = np.clip(np.searchsorted(edges, values, side="right") - 1, 0, n_bins - 1)
     return dict(zip(mos, bins.tolist())), edges
@@ -257,9 +259,11 @@ def tsne_analysis(
             "description": describe_binning(edges, mos_range, bins_from_data),
         },
         "bins": [  # "range" on the 0-100 scale, "mos_range" on the dataset's own scale
-            {"range": [float(edges[b]), float(edges[b + 1])],
-             "mos_range": [float(lo + edges[b] * (hi - lo) / 100), float(lo + edges[b + 1] * (hi - lo) / 100)],
-             "images": int((labels == b).sum())}
+            {
+                "range": [float(edges[b]), float(edges[b + 1])],
+                "mos_range": [float(lo + edges[b] * (hi - lo) / 100), float(lo + edges[b + 1] * (hi - lo) / 100)],
+                "images": int((labels == b).sum()),
+            }
             for b in range(n_bins)
         ],  # fmt: skip
         "per_bin": per_bin,

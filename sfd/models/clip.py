@@ -168,7 +168,9 @@ def load_clip(name: str = "RN50", weights: str = "openai", seed: int = 0) -> Loa
             model = open_clip.create_model(arch, pretrained=source or "openai")
         except Exception as err:  # download or cache failure: one clear error
             reason = " ".join(str(err).split())[:160]
-            raise CLIPWeightsError(f"could not load OpenAI CLIP {name} weights ({reason}); " + _how_to_provide(name)) from None
+            raise CLIPWeightsError(
+                f"could not load OpenAI CLIP {name} weights ({reason}); " + _how_to_provide(name)
+            ) from None
         identity, pretrained = "openai", True
     else:
         path = Path(weights).expanduser()

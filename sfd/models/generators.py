@@ -161,11 +161,16 @@ def initialise_from_config(model: nn.Module, cfg: Config) -> str:
             warmup = f" (after {cfg.train.pixel_warmup} L1 warm-up iterations)" if cfg.train.pixel_warmup else ""
             warnings.warn(
                 f"generator.pretrained=random: this run trains a randomly initialised generator{warmup}, "
-                "not one initialised from a fidelity-oriented first stage as the supplement does", stacklevel=2)
+                "not one initialised from a fidelity-oriented first stage as the supplement does",
+                stacklevel=2,
+            )
         return "random initialisation (generator.pretrained=random)"
     if spec in ncnn.NAMED_MODELS and not first_stage:
-        warnings.warn(f"generator.pretrained={spec} is a GAN-trained model: a quick start, not the supplement's "
-                      "fidelity-oriented first stage", stacklevel=2)
+        warnings.warn(
+            f"generator.pretrained={spec} is a GAN-trained model: a quick start, not the supplement's "
+            "fidelity-oriented first stage",
+            stacklevel=2,
+        )
     try:
         described = init_generator(model, source)
     except FileNotFoundError as err:  # a mistyped path or a missing named-model package: one line for the CLI

@@ -141,15 +141,18 @@ def read_conv_weights(bin_path: str | Path, layers: list[NcnnLayer]) -> list[Con
         elif tag == TAG_FP32:
             weight = np.frombuffer(take(4 * count, f"conv {layer.name}"), dtype="<f4").copy()
         else:
-            raise ValueError(f"{bin_path}: conv {layer.name} uses storage tag {tag:#010x} (int8 or quantised); "
-                             "only float16 and float32 ncnn weights are supported")
+            raise ValueError(
+                f"{bin_path}: conv {layer.name} uses storage tag {tag:#010x} (int8 or quantised); "
+                "only float16 and float32 ncnn weights are supported"
+            )
         bias = None
         if layer.int_param(5):
             bias = torch.from_numpy(np.frombuffer(take(4 * out_ch, f"conv {layer.name}"), dtype="<f4").copy())
         convs.append(ConvWeights(torch.from_numpy(weight).reshape(out_ch, in_ch, k, k), bias, tag))
     if offset != len(data):
-        raise ValueError(f"{bin_path}: {len(data) - offset} bytes left after the last conv; "
-                         "the .bin does not match the .param")
+        raise ValueError(
+            f"{bin_path}: {len(data) - offset} bytes left after the last conv; the .bin does not match the .param"
+        )
     return convs
 
 
@@ -173,8 +176,10 @@ def rrdbnet_state_dict(param_path: str | Path, bin_path: str | Path) -> tuple[di
     layers = parse_param(param_path)
     types = {layer.type for layer in layers}
     if not types <= RRDB_LAYER_TYPES:
-        raise ValueError(f"{param_path}: layer types {sorted(types - RRDB_LAYER_TYPES)} are not part of a plain "
-                         "RRDBNet (pixel-unshuffle x1/x2 Real-ESRGAN and SRVGGNet models are not supported)")
+        raise ValueError(
+            f"{param_path}: layer types {sorted(types - RRDB_LAYER_TYPES)} are not part of a plain "
+            "RRDBNet (pixel-unshuffle x1/x2 Real-ESRGAN and SRVGGNet models are not supported)"
+        )
     convs_l = [layer for layer in layers if layer.type == "Convolution"]
     interps = [layer for layer in layers if layer.type == "Interp"]
     for layer in interps:
@@ -192,8 +197,10 @@ def rrdbnet_state_dict(param_path: str | Path, bin_path: str | Path) -> tuple[di
     gc = convs_l[1].int_param(0)
     out_nc = convs_l[-1].int_param(0)
     if in_nc != 3 or out_nc != 3:
-        raise ValueError(f"{param_path}: {in_nc} input / {out_nc} output channels; only RGB->RGB RRDBNet "
-                         "(no pixel-unshuffle input) is supported")
+        raise ValueError(
+            f"{param_path}: {in_nc} input / {out_nc} output channels; only RGB->RGB RRDBNet "
+            "(no pixel-unshuffle input) is supported"
+        )
     if gc != 32:
         raise ValueError(f"{param_path}: growth channels {gc}; spandrel's RRDBNet fixes them at 32")
 
@@ -212,8 +219,9 @@ def rrdbnet_state_dict(param_path: str | Path, bin_path: str | Path) -> tuple[di
     for layer, conv, (key, cin, cout, leaky) in zip(convs_l, weights, expected):
         shape = tuple(conv.weight.shape)
         if shape != (cout, cin, 3, 3) or conv.bias is None:
-            raise ValueError(f"{param_path}: conv {layer.name} has weight {shape}, expected {(cout, cin, 3, 3)} "
-                             f"with bias for {key}")
+            raise ValueError(
+                f"{param_path}: conv {layer.name} has weight {shape}, expected {(cout, cin, 3, 3)} with bias for {key}"
+            )
         slope = _leaky_slope(layer)
         if (slope is not None) != leaky or (leaky and abs(slope - 0.2) > 1e-6):
             raise ValueError(f"{param_path}: conv {layer.name} activation {slope} does not match {key}")
@@ -243,8 +251,10 @@ def named_model_files(name: str) -> tuple[Path, Path]:
     root = Path(next(iter(spec.submodule_search_locations)))
     param, bin_ = root / f"{stem}.param", root / f"{stem}.bin"
     if not (param.is_file() and bin_.is_file()):
-        raise FileNotFoundError(f"{package} is installed but lacks {param.name}/{bin_.name}; "
-                                f"the layout is version-specific, install {requirement}")
+        raise FileNotFoundError(
+            f"{package} is installed but lacks {param.name}/{bin_.name}; "
+            f"the layout is version-specific, install {requirement}"
+        )
     return param, bin_
 
 
@@ -264,8 +274,13 @@ class NcnnGraph(nn.Module):
         self.convs = nn.ModuleDict()
         conv_layers = [layer for layer in self.layers if layer.type == "Convolution"]
         for layer, w in zip(conv_layers, read_conv_weights(bin_path, self.layers)):
-            conv = nn.Conv2d(w.weight.shape[1], w.weight.shape[0], w.weight.shape[2],
-                             padding=layer.int_param(4), bias=w.bias is not None)
+            conv = nn.Conv2d(
+                w.weight.shape[1],
+                w.weight.shape[0],
+                w.weight.shape[2],
+                padding=layer.int_param(4),
+                bias=w.bias is not None,
+            )
             conv.weight.data.copy_(w.weight)
             if w.bias is not None:
                 conv.bias.data.copy_(w.bias)

@@ -8,11 +8,11 @@ sigmoid(d_i) is the softmax probability of the positive prompt [choice, docs/met
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
-from typing import TYPE_CHECKING
 
 from sfd.models.clip import TextEncoder
 

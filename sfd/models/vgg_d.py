@@ -23,7 +23,11 @@ class VGGStyleDiscriminator(nn.Module):
             raise ValueError(f"input_size must be 4 * 2^k, got {input_size}")
         self.input_size = input_size
         layers: list[nn.Module] = [nn.Conv2d(in_channels, num_feat, 3, 1, 1), nn.LeakyReLU(0.2, True)]
-        layers += [nn.Conv2d(num_feat, num_feat, 4, 2, 1, bias=False), nn.BatchNorm2d(num_feat), nn.LeakyReLU(0.2, True)]
+        layers += [
+            nn.Conv2d(num_feat, num_feat, 4, 2, 1, bias=False),
+            nn.BatchNorm2d(num_feat),
+            nn.LeakyReLU(0.2, True),
+        ]
         c = num_feat
         for i in range(1, stages):
             c_out = num_feat * min(2**i, 8)
