@@ -89,7 +89,7 @@ def step_runs(blocks: int, patch: int, device: str, precision: str = "fp32", ext
     precision. ESRGAN = L1 + VGG19 perceptual + VGG-style pixel D (RaGAN); SFD = the same L1 and
     perceptual + Feat-D + TG-D (N=5, L=32)."""
     from sfd.config import load_config
-    from sfd.train import build_run
+    from sfd.trainer import build_run
 
     common = [f"generator.num_blocks={blocks}", "clip.weights=random", "loss.vgg_weights=random",
               f"data.patch_size={patch}", f"image_d.input_size={patch}", f"train.device={device}",
@@ -98,7 +98,7 @@ def step_runs(blocks: int, patch: int, device: str, precision: str = "fp32", ext
 
 
 def _step_fn(run, batch: int, patch: int):
-    from sfd.train import train_step
+    from sfd.trainer import train_step
 
     s = run.cfg.generator.scale
     gen = torch.Generator().manual_seed(0)
@@ -255,7 +255,7 @@ def bench_iqa(size=500, images=4, repeats=3, device="cpu") -> dict:
 
     from sfd.config import load_config
     from sfd.iqa.metrics import CLIPIQA, NIQE, SFDIQA
-    from sfd.train import build_run, save_checkpoint
+    from sfd.trainer import build_run, save_checkpoint
 
     _quiet()
     with tempfile.TemporaryDirectory() as tmp:

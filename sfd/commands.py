@@ -52,7 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from sfd.config import load_config
-    from sfd.train import train
+    from sfd.trainer import train
 
     if not args.config and not (args.resume and args.resume != "auto"):
         raise UsageError("give -c CONFIG (a file or a shipped config name), or --resume CHECKPOINT to continue a run")

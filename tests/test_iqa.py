@@ -33,7 +33,7 @@ from sfd.iqa.tsne import load_vgg_d
 from sfd.losses import d_adversarial_loss
 from sfd.models.clip import CLIPWeightsError
 from sfd.models.feat_d import FeatD
-from sfd.train import build_run, save_checkpoint
+from sfd.trainer import build_run, save_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = [

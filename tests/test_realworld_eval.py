@@ -31,7 +31,7 @@ from sfd.evaluate.datasets import DatasetNotFound
 from sfd.evaluate.datasets import resolve as resolve_dataset
 from sfd.evaluate.metrics import psnr
 from sfd.evaluate.pairing import PairPattern, pair_images, split_mixed_folder
-from sfd.train import build_run, save_checkpoint
+from sfd.trainer import build_run, save_checkpoint
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:.*RANDOM CLIP weights.*", "ignore:.*RANDOM weights.*"),

@@ -12,7 +12,7 @@ from helpers import bundled_photo_dir, tiny_overrides
 from sfd.config import load_config
 from sfd.data.datasets import HRPatches
 from sfd.schedulers import build_scheduler
-from sfd.train import build_run, train
+from sfd.trainer import build_run, train
 
 
 def load_checkpoint(path):

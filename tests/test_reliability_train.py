@@ -18,7 +18,7 @@ from sfd import checkpoint
 from sfd.cli import main
 from sfd.guard import TrainingDiverged
 from sfd.runlock import RunLock, RunLocked
-from sfd.train import build_run, train, train_step
+from sfd.trainer import build_run, train, train_step
 
 REPO = Path(__file__).resolve().parents[1]
 REALWORLD = ["data.degradation={queue_size: 4}", "tg_d.n_pairs=1"]
@@ -86,7 +86,7 @@ def test_a_nan_step_changes_nothing_and_names_what_went_bad(photos, tmp_path, fa
 
 def _nan_after(monkeypatch, calls_ok: int, until: int | None = None):
     """Make the Feat-D adversarial G loss NaN from call ``calls_ok`` + 1 (to ``until``)."""
-    import sfd.train as t
+    import sfd.trainer as t
 
     real, count = t.g_adversarial_loss, {"n": 0}
 

@@ -12,7 +12,7 @@ from helpers import bundled_photo_dir, tiny_config
 from sfd import checkpoint
 from sfd.cli import main
 from sfd.config import config_to_dict, list_configs, load_config
-from sfd.train import build_run, save_checkpoint
+from sfd.trainer import build_run, save_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -104,3 +104,14 @@ def test_python_m_sfd_version_and_help_without_torch():
     code = "import sys; from sfd.cli import build_parser; build_parser().format_help(); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_package_face():
+    import sfd
+    from sfd.config import load_config as lc
+    from sfd.metrics import create_metric as cm
+    from sfd.models.loading import load_generator as lg
+    from sfd.trainer import train as tr
+
+    assert (sfd.load_config, sfd.train, sfd.load_generator, sfd.create_metric) == (lc, tr, lg, cm)
+    assert sfd.load_config("quickstart").name == "quickstart"

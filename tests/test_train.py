@@ -8,7 +8,7 @@ from helpers import bundled_photo_dir, tiny_config
 
 from sfd.commands import inspect_checkpoint
 from sfd.config import load_config
-from sfd.train import build_run, make_pair, train, train_step
+from sfd.trainer import build_run, make_pair, train, train_step
 
 
 def load_checkpoint(path):
@@ -161,7 +161,7 @@ def test_training_on_real_photos_writes_checkpoints_and_resumes_exactly(shared_d
 
 def test_cli_inspect_and_config_errors(photos, tmp_path, capsys):
     from sfd.cli import main
-    from sfd.train import save_checkpoint
+    from sfd.trainer import save_checkpoint
 
     cfg = tiny_config(photos, tmp_path, ["tg_d.enabled=false"])
     run = build_run(cfg)
