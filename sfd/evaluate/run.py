@@ -580,13 +580,15 @@ def evaluate_folders(
     """Measure existing SR images against HR images (or alone, for no-reference metrics)."""
     if hr_dir is None and any(m.needs_reference for m in metrics):
         needing = [m.name for m in metrics if m.needs_reference]
-        raise ValueError(f"metrics {', '.join(needing)} need --hr; without it only no-reference metrics run")
+        raise UsageError(f"metrics {', '.join(needing)} need --hr; without it only no-reference metrics run")
     methods = [folder_method(d) for d in sr_dirs]
     dataset = Path(hr_dir).name if hr_dir else "images"
     border = (scale or 0) if border is None else border
     result = EvalResult(scale, metrics, methods, [dataset], notes=_metric_notes(metrics))
     if border:
         result.notes.insert(0, f"border of {border} px shaved for PSNR/SSIM/NIQE")
+    else:  # the metric descriptions say "border = scale": here there is none
+        result.notes.insert(0, "no border shaved: no --scale (or --border) given")
     hr_files = list_images(hr_dir) if hr_dir else []
     for method in methods:
         sr_files = list_images(method.folder)
