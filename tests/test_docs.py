@@ -13,6 +13,9 @@ line of the block (and of a table right after it) with what the commands printed
 numbers are reproduced, not copied. Blocks that need a GPU or pretrained weights say
 ``<!-- doctest: skip REASON -->`` and are listed as skipped with that reason.
 
+The table after a block is matched row by row (``|`` to the end of the line, not across lines:
+with ``re.S`` a bare ``.*`` would swallow the rest of the document).
+
 Tiny settings reach ``sfd train`` through ``$SFD_SET`` (extra ``--set`` overrides, documented in
 docs/training.md), never by editing the text.
 """
@@ -30,7 +33,7 @@ from conftest import REPO, shared_data_dir
 from helpers import bundled_photo_dir
 
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
-MARK = re.compile(r"<!-- doctest: (run|skip)([^>]*)-->\s*\n```[^\n]*\n(.*?)```(\n\n(?:\|.*\n)+)?", re.S)
+MARK = re.compile(r"<!-- doctest: (run|skip)([^>]*)-->\s*\n```[^\n]*\n(.*?)```(\n\n(?:\|[^\n]*\n)+)?", re.S)
 
 # Tiny settings for every documented `sfd train`: seconds, not hours, on a CPU.
 TINY_SET = " ".join([
