@@ -91,7 +91,8 @@ def step_runs(blocks: int, patch: int, device: str, precision: str = "fp32", ext
     from sfd.config import load_config
     from sfd.trainer import build_run
 
-    common = [f"generator.num_blocks={blocks}", "clip.weights=random", "loss.vgg_weights=random",
+    common = [f"generator.num_blocks={blocks}", "generator.pretrained=random", "clip.weights=random",
+              "loss.vgg_weights=random",
               f"data.patch_size={patch}", f"image_d.input_size={patch}", f"train.device={device}",
               f"train.precision={precision}", *(extra or [])]  # fmt: skip
     return {name: build_run(load_config(None, common + STEP_RUNS[name])) for name in names or STEP_RUNS}
@@ -259,7 +260,9 @@ def bench_iqa(size=500, images=4, repeats=3, device="cpu") -> dict:
 
     _quiet()
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = load_config("iqa", ["clip.weights=random", "loss.vgg_weights=random", "train.device=cpu"])
+        cfg = load_config(
+            "iqa", ["generator.pretrained=random", "clip.weights=random", "loss.vgg_weights=random", "train.device=cpu"]
+        )
         ckpt = save_checkpoint(build_run(cfg), os.path.join(tmp, "iqa.pth"))
         metrics = {"SFD-IQA": SFDIQA(ckpt, device=device), "CLIP-IQA": CLIPIQA(device=device, weights="random")}
     try:
