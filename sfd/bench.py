@@ -47,8 +47,9 @@ def _sync(device) -> None:
         torch.cuda.synchronize()
 
 
-def interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1,
-                device="cpu") -> dict[str, list[float]]:  # fmt: skip
+def interleaved(
+    fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1, device="cpu"
+) -> dict[str, list[float]]:
     """Seconds per call of each function, alternating them round by round (after ``warmup`` calls each)."""
     for fn in fns.values():
         for _ in range(warmup):
@@ -83,18 +84,26 @@ STEP_RUNS = {
 }
 
 
-def step_runs(blocks: int, patch: int, device: str, precision: str = "fp32", extra: list[str] | None = None,
-              names=None) -> dict:  # fmt: skip
+def step_runs(
+    blocks: int, patch: int, device: str, precision: str = "fp32", extra: list[str] | None = None, names=None
+) -> dict:
     """Training runs that differ only in their losses and discriminators: same generator, patch and
     precision. ESRGAN = L1 + VGG19 perceptual + VGG-style pixel D (RaGAN); SFD = the same L1 and
     perceptual + Feat-D + TG-D (N=5, L=32)."""
     from sfd.config import load_config
     from sfd.trainer import build_run
 
-    common = [f"generator.num_blocks={blocks}", "generator.pretrained=random", "clip.weights=random",
-              "loss.vgg_weights=random",
-              f"data.patch_size={patch}", f"image_d.input_size={patch}", f"train.device={device}",
-              f"train.precision={precision}", *(extra or [])]  # fmt: skip
+    common = [
+        f"generator.num_blocks={blocks}",
+        "generator.pretrained=random",
+        "clip.weights=random",
+        "loss.vgg_weights=random",
+        f"data.patch_size={patch}",
+        f"image_d.input_size={patch}",
+        f"train.device={device}",
+        f"train.precision={precision}",
+        *(extra or []),
+    ]
     return {name: build_run(load_config(None, common + STEP_RUNS[name])) for name in names or STEP_RUNS}
 
 
@@ -108,8 +117,18 @@ def _step_fn(run, batch: int, patch: int):
     return lambda: train_step(run, lr, hr)
 
 
-def bench_step(blocks=23, batch=2, patch=128, device="cpu", precision="fp32", repeats=3, warmup=1,
-               extra=None, names=None, profile_rows: int = 0) -> dict:  # fmt: skip
+def bench_step(
+    blocks=23,
+    batch=2,
+    patch=128,
+    device="cpu",
+    precision="fp32",
+    repeats=3,
+    warmup=1,
+    extra=None,
+    names=None,
+    profile_rows: int = 0,
+) -> dict:
     _quiet()
     runs = step_runs(blocks, patch, device, precision, extra, names)
     fns = {k: _step_fn(r, batch, patch) for k, r in runs.items()}
@@ -133,7 +152,7 @@ def bench_step(blocks=23, batch=2, patch=128, device="cpu", precision="fp32", re
             "device": device,
             "precision": precision,
             "repeats": repeats,
-        },  # fmt: skip
+        },
         "seconds_per_iteration": med,
         "peak_mb": peak,
         "times": times,
@@ -162,8 +181,17 @@ def profile_step(run, batch: int, patch: int, rows: int = 20) -> str:
 # ---------------------------------------------------------------- input pipeline
 
 
-def bench_data(folders, batch=2, patch=128, workers=(0, 1, 2), batches=10, repeats=3, step_s: float | None = None,
-               blocks: int = 23, cache_mb: float = 512) -> dict:  # fmt: skip
+def bench_data(
+    folders,
+    batch=2,
+    patch=128,
+    workers=(0, 1, 2),
+    batches=10,
+    repeats=3,
+    step_s: float | None = None,
+    blocks: int = 23,
+    cache_mb: float = 512,
+) -> dict:
     """Patches/s of the classic loader (bicubic LR) and of the real-world one (degradations in the
     loader), with each number of workers, against what one SFD training step consumes."""
     from sfd.config import load_config
@@ -171,8 +199,12 @@ def bench_data(folders, batch=2, patch=128, workers=(0, 1, 2), batches=10, repea
     from sfd.data.pipeline import build_loader
 
     _quiet()
-    base = [f"data.train=[{','.join(map(str, folders))}]", f"data.patch_size={patch}", f"data.batch_size={batch}",
-            f"data.cache_mb={cache_mb}"]  # fmt: skip
+    base = [
+        f"data.train=[{','.join(map(str, folders))}]",
+        f"data.patch_size={patch}",
+        f"data.batch_size={batch}",
+        f"data.cache_mb={cache_mb}",
+    ]
     iters = {}
     for kind in ("classic", "real-world"):
         extra = ["data.degradation={queue_size: 0}"] if kind == "real-world" else []
@@ -189,11 +221,20 @@ def bench_data(folders, batch=2, patch=128, workers=(0, 1, 2), batches=10, repea
     rates = {k: batch * batches / statistics.median(v) for k, v in times.items()}
     if step_s is None:
         step_s = statistics.median(bench_step(blocks, batch, patch, repeats=1, names=["SFD"])["times"]["SFD"])
-    return {"machine": machine(), "command": command(),
-            "setting": {"batch": batch, "patch": patch, "batches_per_repeat": batches, "repeats": repeats,
-                        "cache_mb": cache_mb},
-            "patches_per_second": rates, "step_seconds": step_s,
-            "step_consumes_patches_per_second": batch / step_s}  # fmt: skip
+    return {
+        "machine": machine(),
+        "command": command(),
+        "setting": {
+            "batch": batch,
+            "patch": patch,
+            "batches_per_repeat": batches,
+            "repeats": repeats,
+            "cache_mb": cache_mb,
+        },
+        "patches_per_second": rates,
+        "step_seconds": step_s,
+        "step_consumes_patches_per_second": batch / step_s,
+    }
 
 
 # ---------------------------------------------------------------- sr (tiled vs untiled)
@@ -223,8 +264,9 @@ def _sr_case(blocks: int, size: int, tile: int, tile_pad: int, device: str, prec
     return {"seconds": statistics.median(times["sr"]), "peak_mb": peak}
 
 
-def bench_sr(sizes=(128, 256, 512, 1024), tile=512, tile_pad=16, blocks=23, device="cpu", precision="fp32",
-             repeats=2) -> dict:  # fmt: skip
+def bench_sr(
+    sizes=(128, 256, 512, 1024), tile=512, tile_pad=16, blocks=23, device="cpu", precision="fp32", repeats=2
+) -> dict:
     """``sfd sr``'s tiled path against the whole image at once, as the input grows. Each case runs in
     its own process (so that CPU peak memory is the case's own), tiled and untiled alternating."""
     import json
@@ -236,15 +278,27 @@ def bench_sr(sizes=(128, 256, 512, 1024), tile=512, tile_pad=16, blocks=23, devi
         for name, t in (("untiled", 0), ("tiled", tile)):
             args = json.dumps([blocks, size, t, tile_pad, device, precision, repeats])
             code = f"import json; from sfd.bench import _sr_case; print(json.dumps(_sr_case(*json.loads({args!r}))))"
-            res = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-                             .stdout.strip().splitlines()[-1])  # fmt: skip
+            res = json.loads(
+                subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+                .stdout.strip()
+                .splitlines()[-1]
+            )
             row[name] = {"mp_per_s": (size * 4) ** 2 / 1e6 / res["seconds"], "peak_mb": res["peak_mb"]}
         row["tiled_over_untiled_speed"] = row["tiled"]["mp_per_s"] / row["untiled"]["mp_per_s"]
         rows.append(row)
-    return {"machine": machine(device), "command": command(),
-            "setting": {"generator": f"RRDBNet {blocks} blocks x4", "tile": tile, "tile_pad": tile_pad,
-                        "device": device, "precision": precision, "repeats": repeats},
-            "rows": rows}  # fmt: skip
+    return {
+        "machine": machine(device),
+        "command": command(),
+        "setting": {
+            "generator": f"RRDBNet {blocks} blocks x4",
+            "tile": tile,
+            "tile_pad": tile_pad,
+            "device": device,
+            "precision": precision,
+            "repeats": repeats,
+        },
+        "rows": rows,
+    }
 
 
 # ---------------------------------------------------------------- IQA
@@ -281,9 +335,13 @@ def bench_iqa(size=500, images=4, repeats=3, device="cpu") -> dict:
 
     times = interleaved({k: score(m) for k, m in metrics.items()}, repeats, 1, device)
     rates = {k: images / statistics.median(v) for k, v in times.items()}
-    return {"machine": machine(device), "command": command(),
-            "setting": {"size": size, "images": images, "repeats": repeats, "device": device},
-            "images_per_second": rates, "sfd_iqa_over_clip_iqa": rates["SFD-IQA"] / rates["CLIP-IQA"]}  # fmt: skip
+    return {
+        "machine": machine(device),
+        "command": command(),
+        "setting": {"size": size, "images": images, "repeats": repeats, "device": device},
+        "images_per_second": rates,
+        "sfd_iqa_over_clip_iqa": rates["SFD-IQA"] / rates["CLIP-IQA"],
+    }
 
 
 # ---------------------------------------------------------------- step time vs patch and batch
@@ -299,8 +357,16 @@ def _sweep_case(blocks: int, batch: int, patch: int, device: str, repeats: int) 
     return {"seconds": statistics.median(t), "peak_mb": peak}
 
 
-def bench_sweep(patches=(64, 128, 192, 256), batches=(1, 2, 4, 8), base_patch=128, base_batch=2, blocks=23,
-                device="cpu", repeats=1, plot: str | None = None) -> dict:  # fmt: skip
+def bench_sweep(
+    patches=(64, 128, 192, 256),
+    batches=(1, 2, 4, 8),
+    base_patch=128,
+    base_batch=2,
+    blocks=23,
+    device="cpu",
+    repeats=1,
+    plot: str | None = None,
+) -> dict:
     """SFD step time and peak memory vs the patch size (at ``base_batch``) and vs the batch (at ``base_patch``),
     each case in its own process; optionally a PNG plot."""
     import json

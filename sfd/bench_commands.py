@@ -24,8 +24,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--patch", type=int, default=128, help="HR patch size")
     q.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
     q.add_argument("--only", nargs="+", metavar="RUN", help="a subset of the runs, e.g. --only ESRGAN SFD")
-    q.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="config override for every run, e.g. train.channels_last=true")  # fmt: skip
+    q.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override for every run, e.g. train.channels_last=true",
+    )
     q.add_argument("--profile", type=int, default=0, metavar="ROWS", help="also profile one SFD step (top ROWS ops)")
 
     q = add("data", "patches/s of the classic and real-world loaders with 0, 1, 2 workers", cmd_data)
@@ -79,8 +85,17 @@ def cmd_step(args) -> int:
 
     # Under torchrun: every process steps its own batch of --batch, gradients averaged (sfd.distributed).
     distributed.init(resolve_device("auto" if args.device == "cuda" else args.device))
-    r = bench_step(args.blocks, args.batch, args.patch, args.device, args.precision, args.repeats,
-                   extra=args.overrides, names=args.only, profile_rows=args.profile)  # fmt: skip
+    r = bench_step(
+        args.blocks,
+        args.batch,
+        args.patch,
+        args.device,
+        args.precision,
+        args.repeats,
+        extra=args.overrides,
+        names=args.only,
+        profile_rows=args.profile,
+    )
     r["setting"]["processes"] = distributed.world_size()
     main = distributed.is_main()
     distributed.shutdown()
@@ -100,8 +115,17 @@ def cmd_step(args) -> int:
 def cmd_data(args) -> int:
     from sfd.bench import bench_data
 
-    r = bench_data(args.folders, args.batch, args.patch, args.workers, args.batches, args.repeats, args.step_s,
-                   args.blocks, args.cache_mb)  # fmt: skip
+    r = bench_data(
+        args.folders,
+        args.batch,
+        args.patch,
+        args.workers,
+        args.batches,
+        args.repeats,
+        args.step_s,
+        args.blocks,
+        args.cache_mb,
+    )
     need = r["step_consumes_patches_per_second"]
     table = ["| loader | patches / s | x what one step consumes |", "|---|---|---|"]
     table += [f"| {k} | {v:.1f} | {v / need:.1f} |" for k, v in r["patches_per_second"].items()]
@@ -113,13 +137,17 @@ def cmd_sr(args) -> int:
     from sfd.bench import bench_sr
 
     r = bench_sr(args.sizes, args.tile, args.tile_pad, args.blocks, args.device, args.precision, args.repeats)
-    table = ["| input | untiled MP/s | tiled MP/s | tiled / untiled | untiled peak MB | tiled peak MB |",
-             "|---|---|---|---|---|---|"]  # fmt: skip
+    table = [
+        "| input | untiled MP/s | tiled MP/s | tiled / untiled | untiled peak MB | tiled peak MB |",
+        "|---|---|---|---|---|---|",
+    ]
     for row in r["rows"]:
         u, t = row["untiled"], row["tiled"]
         ratio = row["tiled_over_untiled_speed"]
-        table.append(f"| {row['size']}² | {u['mp_per_s']:.3f} | {t['mp_per_s']:.3f} | {ratio:.2f} "
-                     f"| {u['peak_mb']:.0f} | {t['peak_mb']:.0f} |")  # fmt: skip
+        table.append(
+            f"| {row['size']}² | {u['mp_per_s']:.3f} | {t['mp_per_s']:.3f} | {ratio:.2f} "
+            f"| {u['peak_mb']:.0f} | {t['peak_mb']:.0f} |"
+        )
     return _emit(args, r, table)
 
 
@@ -136,8 +164,9 @@ def cmd_iqa(args) -> int:
 def cmd_sweep(args) -> int:
     from sfd.bench import bench_sweep
 
-    r = bench_sweep(args.patches, args.batches, blocks=args.blocks, device=args.device, repeats=args.repeats,
-                    plot=args.plot)  # fmt: skip
+    r = bench_sweep(
+        args.patches, args.batches, blocks=args.blocks, device=args.device, repeats=args.repeats, plot=args.plot
+    )
     table = ["| batch | HR patch | s / iteration | peak MB |", "|---|---|---|---|"]
     table += [f"| {x['batch']} | {x['patch']} | {x['seconds']:.3f} | {x['peak_mb']:.0f} |" for x in r["rows"]]
     return _emit(args, r, table)

@@ -145,16 +145,27 @@ def verify_checksum(path: str | Path) -> None:
         return
     expected = (side.read_text().split() or [""])[0]
     if _file_sha256(path) != expected:
-        raise CorruptCheckpoint(f"{path} is corrupt: its bytes do not match {side.name}, written with it "
-                                f"(if you changed the file on purpose, delete {side.name})")  # fmt: skip
+        raise CorruptCheckpoint(
+            f"{path} is corrupt: its bytes do not match {side.name}, written with it "
+            f"(if you changed the file on purpose, delete {side.name})"
+        )
 
 
 def from_dict(raw: dict, path: str = "<dict>") -> Checkpoint:
     """Describe a checkpoint already read into a dict (e.g. edited in memory)."""
     if not isinstance(raw, dict) or "generator" not in raw or "config" not in raw:
         raise CheckpointError(f"{path} is not an sfd training checkpoint (no generator and config entries)")
-    known = {"generator", "generator_ema", "discriminators", "optimizers", "schedulers", "iteration", "config", "rng",
-             "meta"}  # fmt: skip
+    known = {
+        "generator",
+        "generator_ema",
+        "discriminators",
+        "optimizers",
+        "schedulers",
+        "iteration",
+        "config",
+        "rng",
+        "meta",
+    }
     try:
         config = config_from_dict(raw["config"], Config)
     except ConfigError as err:

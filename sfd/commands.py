@@ -16,8 +16,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="YAML config: a path, or a shipped config's name such as classic_rrdb_x4 "
         "(optional when resuming a checkpoint path)",
     )
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config field, e.g. --set data.batch_size=16 (repeatable)")  # fmt: skip
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field, e.g. --set data.batch_size=16 (repeatable)",
+    )
     p.add_argument("--resume", metavar="PATH|auto", help="continue from a checkpoint, or the newest of the run folder")
     p.add_argument("--overwrite", action="store_true", help="start the run over, deleting its earlier checkpoints")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs still written)")
@@ -58,8 +64,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise UsageError("give -c CONFIG (a file or a shipped config name), or --resume CHECKPOINT to continue a run")
     overrides = args.overrides + env_overrides()
     cfg = load_config(args.config, overrides) if args.config else None
-    path = train(cfg, resume=args.resume, progress=not args.no_progress, overrides=overrides,
-                 overwrite=args.overwrite)  # fmt: skip
+    path = train(cfg, resume=args.resume, progress=not args.no_progress, overrides=overrides, overwrite=args.overwrite)
     print(f"final checkpoint: {path}")
     return 0
 
@@ -96,7 +101,7 @@ def inspect_checkpoint(path: str) -> dict:
             "arch": cfg.generator.arch,
             "scale": cfg.generator.scale,
             "init": meta.get("generator", {}).get("init"),
-        },  # fmt: skip
+        },
         "parameters": {
             "generator": count(ckpt.generator),
             "generator_ema": count(ckpt.generator_ema) if ckpt.generator_ema else None,

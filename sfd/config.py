@@ -229,8 +229,10 @@ class Config:
         if self.data.patch_size % 32:
             raise ConfigError(f"data.patch_size={self.data.patch_size} must be a multiple of 32 (CLIP's stride)")
         if self.data.patch_size % self.generator.scale:
-            raise ConfigError(f"data.patch_size={self.data.patch_size} is not a multiple of generator.scale="
-                              f"{self.generator.scale}: the LR patch would not align")  # fmt: skip
+            raise ConfigError(
+                f"data.patch_size={self.data.patch_size} is not a multiple of generator.scale="
+                f"{self.generator.scale}: the LR patch would not align"
+            )
         if self.image_d.type == "vgg" and self.image_d.input_size != self.data.patch_size:
             raise ConfigError("image_d.input_size must equal data.patch_size for the VGG-style discriminator")
         if self.loss.clipiqa_loss.variant and len(self.loss.clipiqa_loss.prompts) != 2:
@@ -258,14 +260,21 @@ class Config:
     def _check_ranges(self) -> None:
         """Numbers that no run can use, named by their key."""
         at_least = {
-            "generator.scale": (self.generator.scale, 1), "data.patch_size": (self.data.patch_size, 32),
-            "data.batch_size": (self.data.batch_size, 1), "data.num_workers": (self.data.num_workers, 0),
-            "data.val_max_images": (self.data.val_max_images, 1), "train.iterations": (self.train.iterations, 1),
-            "train.log_every": (self.train.log_every, 1), "train.val_every": (self.train.val_every, 1),
-            "train.save_every": (self.train.save_every, 1), "train.pixel_warmup": (self.train.pixel_warmup, 0),
-            "train.keep_every": (self.train.keep_every, 0), "train.max_bad_steps": (self.train.max_bad_steps, 1),
-            "tg_d.n_pairs": (self.tg_d.n_pairs, 1), "tg_d.length": (self.tg_d.length, 1),
-        }  # fmt: skip
+            "generator.scale": (self.generator.scale, 1),
+            "data.patch_size": (self.data.patch_size, 32),
+            "data.batch_size": (self.data.batch_size, 1),
+            "data.num_workers": (self.data.num_workers, 0),
+            "data.val_max_images": (self.data.val_max_images, 1),
+            "train.iterations": (self.train.iterations, 1),
+            "train.log_every": (self.train.log_every, 1),
+            "train.val_every": (self.train.val_every, 1),
+            "train.save_every": (self.train.save_every, 1),
+            "train.pixel_warmup": (self.train.pixel_warmup, 0),
+            "train.keep_every": (self.train.keep_every, 0),
+            "train.max_bad_steps": (self.train.max_bad_steps, 1),
+            "tg_d.n_pairs": (self.tg_d.n_pairs, 1),
+            "tg_d.length": (self.tg_d.length, 1),
+        }
         if self.train.keep_checkpoints is not None:
             at_least["train.keep_checkpoints"] = (self.train.keep_checkpoints, 1)
         for key, (value, low) in at_least.items():

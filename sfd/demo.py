@@ -65,8 +65,14 @@ def _sr(ckpt_path: Path, lr: torch.Tensor, cfg) -> torch.Tensor:
 
 def _loss_plot(log_path: Path, out: Path, warmup: int) -> None:
     rows = [json.loads(line) for line in log_path.read_text().splitlines()]
-    keys = [("l_g_l1", "G: L1"), ("l_g_percep", "G: perceptual"), ("l_g_feat_d", "G: adv Feat-D"),
-            ("l_g_tg_d", "G: adv TG-D"), ("l_d_feat_d", "D: Feat-D"), ("l_d_tg_d", "D: TG-D")]  # fmt: skip
+    keys = [
+        ("l_g_l1", "G: L1"),
+        ("l_g_percep", "G: perceptual"),
+        ("l_g_feat_d", "G: adv Feat-D"),
+        ("l_g_tg_d", "G: adv TG-D"),
+        ("l_d_feat_d", "D: Feat-D"),
+        ("l_d_tg_d", "D: TG-D"),
+    ]
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
     for key, label in keys:
         pts = [(r["iter"], r[key]) for r in rows if key in r]
@@ -102,10 +108,18 @@ def run_demo(out_dir: str | Path = "runs/demo", iterations: int | None = None) -
     for name in TRAIN_PHOTOS:
         shutil.copy(photos / name, train_dir / name)
     total = iterations or WARMUP + 400
-    cfg = load_config(None, DEMO_SETTINGS + [
-        "name=run", f"data.train=[{train_dir}]", f"train.output_dir={out}", f"train.iterations={total}",
-        f"train.pixel_warmup={min(WARMUP, total // 2)}", f"train.save_every={min(WARMUP, total // 2)}",
-    ])  # fmt: skip
+    cfg = load_config(
+        None,
+        DEMO_SETTINGS
+        + [
+            "name=run",
+            f"data.train=[{train_dir}]",
+            f"train.output_dir={out}",
+            f"train.iterations={total}",
+            f"train.pixel_warmup={min(WARMUP, total // 2)}",
+            f"train.save_every={min(WARMUP, total // 2)}",
+        ],
+    )
 
     start = time.perf_counter()
     final = train(cfg)

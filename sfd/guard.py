@@ -61,8 +61,10 @@ class BadStepCounter:
                 f"{what}); stopped (train.max_bad_steps={self.limit}). "
                 f"Last checkpoint (good weights): {last_good or 'none'}"
             )
-        return (f"iteration {iteration}: skipped a step with a NaN/Inf {what} "
-                f"({self.in_a_row} in a row, {self.total} in all)")  # fmt: skip
+        return (
+            f"iteration {iteration}: skipped a step with a NaN/Inf {what} "
+            f"({self.in_a_row} in a row, {self.total} in all)"
+        )
 
 
 class StopSignals:

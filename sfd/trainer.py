@@ -296,8 +296,13 @@ def _discriminator_logits(run: Run, name: str, sr, f_sr, f_hr, hr_real) -> tuple
 def _rng_state() -> dict:
     # Plain types and tensors only, so that checkpoints load with torch.load(weights_only=True).
     name, keys, pos, has_gauss, gauss = np.random.get_state()
-    numpy_state = {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                   "has_gauss": int(has_gauss), "gauss": float(gauss)}  # fmt: skip
+    numpy_state = {
+        "name": name,
+        "keys": torch.from_numpy(keys.astype(np.int64)),
+        "pos": int(pos),
+        "has_gauss": int(has_gauss),
+        "gauss": float(gauss),
+    }
     state = {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -396,8 +401,10 @@ def _check_before_work(cfg: Config, resuming: bool) -> None:
         raise ConfigError(f"data.train: no such folder: {', '.join(map(str, missing))}")
     usable, _ = probe_images(list_images(cfg.data.train), cfg.data.patch_size)
     if not usable:
-        raise ConfigError(f"data.train: no usable training images (readable, at least {cfg.data.patch_size} pixels "
-                          f"on a side) in {', '.join(map(str, cfg.data.train))}")  # fmt: skip
+        raise ConfigError(
+            f"data.train: no usable training images (readable, at least {cfg.data.patch_size} pixels "
+            f"on a side) in {', '.join(map(str, cfg.data.train))}"
+        )
     if cfg.data.val and not Path(cfg.data.val).exists():  # else the first validation would fail, hours in
         raise ConfigError(f"data.val: no such folder: {cfg.data.val} (set data.val=null to skip validation)")
     if str(cfg.train.device).startswith("cuda") and not torch.cuda.is_available():
@@ -442,8 +449,10 @@ def _save(run: Run, out: Path) -> Path:
         save_checkpoint(run, path)
     except OSError as err:
         previous = checkpoint.find_latest(out)
-        raise OSError(f"could not write checkpoint {path} ({err.strerror or err}); training stopped. "
-                      f"The previous checkpoint is intact: {previous or 'none'}") from err  # fmt: skip
+        raise OSError(
+            f"could not write checkpoint {path} ({err.strerror or err}); training stopped. "
+            f"The previous checkpoint is intact: {previous or 'none'}"
+        ) from err
     checkpoint.prune(out, run.cfg.train.keep_checkpoints, run.cfg.train.keep_every)
     return path
 
@@ -503,15 +512,27 @@ def _train(cfg, resume, progress, overrides, overwrite, held: contextlib.ExitSta
         n = distributed.world_size()
         tqdm.write(f"{n} processes x data.batch_size {data.batch_size} = global batch {global_batch}")
     degrade_in_loader = run.degrader is not None and data.degrade_in == "workers"
-    loader = build_loader(cfg, run.samples_seen, cfg.train.iterations - run.iteration, run.device, distributed.rank(),
-                          distributed.world_size(), run.degrader if degrade_in_loader else None)  # fmt: skip
+    loader = build_loader(
+        cfg,
+        run.samples_seen,
+        cfg.train.iterations - run.iteration,
+        run.device,
+        distributed.rank(),
+        distributed.world_size(),
+        run.degrader if degrade_in_loader else None,
+    )
 
     from torch.utils.tensorboard import SummaryWriter
 
     writer = SummaryWriter(str(out / "tensorboard")) if main else None
     log_file = open(out / "log.jsonl", "a") if main else None
-    bar = tqdm(total=cfg.train.iterations, initial=run.iteration, disable=not progress or not main, desc=cfg.name,
-               dynamic_ncols=True)  # fmt: skip
+    bar = tqdm(
+        total=cfg.train.iterations,
+        initial=run.iteration,
+        disable=not progress or not main,
+        desc=cfg.name,
+        dynamic_ncols=True,
+    )
     last = None
     last_good = ckpt.path if ckpt is not None else None
     bad_steps = BadStepCounter(cfg.train.max_bad_steps)

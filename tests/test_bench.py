@@ -14,10 +14,16 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_gpu_script_runs_tiny_on_the_cpu(tmp_path):
-    env = dict(os.environ, OUT=str(tmp_path / "out"), PYTHON=sys.executable, OMP_NUM_THREADS="1",
-               PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))  # fmt: skip
-    proc = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu.sh"), "--tiny"], env=env, capture_output=True,
-                          text=True, timeout=600)  # fmt: skip
+    env = dict(
+        os.environ,
+        OUT=str(tmp_path / "out"),
+        PYTHON=sys.executable,
+        OMP_NUM_THREADS="1",
+        PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    )
+    proc = subprocess.run(
+        ["bash", str(REPO / "benchmarks" / "gpu.sh"), "--tiny"], env=env, capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = tmp_path / "out"
     for precision in ("fp32", "bf16", "fp16"):
@@ -32,10 +38,29 @@ def test_gpu_script_runs_tiny_on_the_cpu(tmp_path):
 
 def test_bench_data_compares_loaders_with_a_step(tmp_path, capsys):
     photos = bundled_photo_dir(tmp_path / "photos")
-    args = ["bench", "data", str(photos), "--patch", "64", "--workers", "0", "1", "--batches", "2", "--repeats", "1",
-            "--step-s", "2.0", "--json"]  # fmt: skip
+    args = [
+        "bench",
+        "data",
+        str(photos),
+        "--patch",
+        "64",
+        "--workers",
+        "0",
+        "1",
+        "--batches",
+        "2",
+        "--repeats",
+        "1",
+        "--step-s",
+        "2.0",
+        "--json",
+    ]
     assert main(args) == 0
     r = json.loads(capsys.readouterr().out)
-    assert set(r["patches_per_second"]) == {"classic, 0 workers", "classic, 1 workers", "real-world, 0 workers",
-                                            "real-world, 1 workers"}  # fmt: skip
+    assert set(r["patches_per_second"]) == {
+        "classic, 0 workers",
+        "classic, 1 workers",
+        "real-world, 0 workers",
+        "real-world, 1 workers",
+    }
     assert r["step_consumes_patches_per_second"] == 1.0 and all(v > 0 for v in r["patches_per_second"].values())

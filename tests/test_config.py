@@ -11,8 +11,15 @@ CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yml"))
 
 def test_configs_are_shipped():
     names = {p.stem for p in CONFIGS}
-    assert {"classic_rrdb_x4", "classic_swinir_x4", "lgan_rrdb_x4", "lgan_swinir_x4", "clipiqa_loss_rrdb_x4",
-            "vit_b16_rrdb_x4", "quickstart"} <= names  # fmt: skip
+    assert {
+        "classic_rrdb_x4",
+        "classic_swinir_x4",
+        "lgan_rrdb_x4",
+        "lgan_swinir_x4",
+        "clipiqa_loss_rrdb_x4",
+        "vit_b16_rrdb_x4",
+        "quickstart",
+    } <= names
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])

@@ -95,8 +95,11 @@ def test_gaussian_kernels_have_their_sigma_and_angle():
     rotated = KernelSpec("aniso", 41, 3.0, 1.0, math.pi / 2).build()
     assert torch.allclose(rotated, k.T, atol=1e-12)
     # beta = 1 makes the generalised Gaussian a Gaussian.
-    assert torch.allclose(KernelSpec("generalized_aniso", 41, 3.0, 1.0, 0.3, beta=1.0).build(),
-                          KernelSpec("aniso", 41, 3.0, 1.0, 0.3).build(), atol=1e-14)  # fmt: skip
+    assert torch.allclose(
+        KernelSpec("generalized_aniso", 41, 3.0, 1.0, 0.3, beta=1.0).build(),
+        KernelSpec("aniso", 41, 3.0, 1.0, 0.3).build(),
+        atol=1e-14,
+    )
 
 
 def test_sinc_kernel_is_a_low_pass_at_its_cutoff():
@@ -111,10 +114,18 @@ def test_kernel_sampling_follows_the_probabilities():
     cfg = DegradationConfig()
     gen = torch.Generator().manual_seed(0)
     draws = [
-        sample_kernel(gen, cfg.kernel_sizes(1), cfg.kernel_list, cfg.kernel_prob, cfg.blur_sigma,
-                      cfg.betag_range, cfg.betap_range, cfg.sinc_prob)
+        sample_kernel(
+            gen,
+            cfg.kernel_sizes(1),
+            cfg.kernel_list,
+            cfg.kernel_prob,
+            cfg.blur_sigma,
+            cfg.betag_range,
+            cfg.betap_range,
+            cfg.sinc_prob,
+        )
         for _ in range(3000)
-    ]  # fmt: skip
+    ]
     types = [d.type for d in draws]
     assert types.count("sinc") / 3000 == pytest.approx(0.1, abs=0.02)
     for kind, p in zip(KERNEL_TYPES, cfg.kernel_prob):
@@ -128,14 +139,35 @@ def test_kernel_sampling_follows_the_probabilities():
 
 # Real-ESRGAN's options/train_realesrgan_x4plus.yml
 REAL_ESRGAN_X4PLUS = dict(
-    blur_kernel_size=21, kernel_prob=[0.45, 0.25, 0.12, 0.03, 0.12, 0.03], sinc_prob=0.1, blur_sigma=[0.2, 3],
-    betag_range=[0.5, 4], betap_range=[1, 2], resize_prob=[0.2, 0.7, 0.1], resize_range=[0.15, 1.5],
-    gaussian_noise_prob=0.5, noise_range=[1, 30], poisson_scale_range=[0.05, 3], gray_noise_prob=0.4,
-    jpeg_range=[30, 95], second_blur_prob=0.8, blur_kernel_size2=21, sinc_prob2=0.1, blur_sigma2=[0.2, 1.5],
-    betag_range2=[0.5, 4], betap_range2=[1, 2], resize_prob2=[0.3, 0.4, 0.3], resize_range2=[0.3, 1.2],
-    gaussian_noise_prob2=0.5, noise_range2=[1, 25], poisson_scale_range2=[0.05, 2.5], gray_noise_prob2=0.4,
-    jpeg_range2=[30, 95], final_sinc_prob=0.8, queue_size=180,
-)  # fmt: skip
+    blur_kernel_size=21,
+    kernel_prob=[0.45, 0.25, 0.12, 0.03, 0.12, 0.03],
+    sinc_prob=0.1,
+    blur_sigma=[0.2, 3],
+    betag_range=[0.5, 4],
+    betap_range=[1, 2],
+    resize_prob=[0.2, 0.7, 0.1],
+    resize_range=[0.15, 1.5],
+    gaussian_noise_prob=0.5,
+    noise_range=[1, 30],
+    poisson_scale_range=[0.05, 3],
+    gray_noise_prob=0.4,
+    jpeg_range=[30, 95],
+    second_blur_prob=0.8,
+    blur_kernel_size2=21,
+    sinc_prob2=0.1,
+    blur_sigma2=[0.2, 1.5],
+    betag_range2=[0.5, 4],
+    betap_range2=[1, 2],
+    resize_prob2=[0.3, 0.4, 0.3],
+    resize_range2=[0.3, 1.2],
+    gaussian_noise_prob2=0.5,
+    noise_range2=[1, 25],
+    poisson_scale_range2=[0.05, 2.5],
+    gray_noise_prob2=0.4,
+    jpeg_range2=[30, 95],
+    final_sinc_prob=0.8,
+    queue_size=180,
+)
 
 
 def test_config_defaults_are_real_esrgan_x4plus():

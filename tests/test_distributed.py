@@ -42,8 +42,21 @@ def test_two_gloo_processes_match_one_process_and_resume_in_one(tmp_path):
     sets = [o for o in tiny_overrides(photos, tmp_path / "two", iterations=2) if not o.startswith("data.batch_size")]
     config = tmp_path / "tiny.yml"
     config.write_text("name: tiny\n")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "sfd", "train",
-           "--no-progress", "-c", str(config), "--set", "data.batch_size=2"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "sfd",
+        "train",
+        "--no-progress",
+        "-c",
+        str(config),
+        "--set",
+        "data.batch_size=2",
+    ]
     for o in sets:
         cmd += ["--set", o]
     path = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])

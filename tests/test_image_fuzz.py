@@ -60,8 +60,14 @@ def _encode(mode: str, w: int, h: int, fmt: str, seed: int) -> bytes:
 
 
 @FUZZ
-@given(mode=st.sampled_from(MODES), w=st.integers(1, 40), h=st.integers(1, 40), fmt=st.sampled_from(list(FORMATS)),
-       seed=st.integers(0, 2**16), cut=st.floats(0, 1))  # fmt: skip
+@given(
+    mode=st.sampled_from(MODES),
+    w=st.integers(1, 40),
+    h=st.integers(1, 40),
+    fmt=st.sampled_from(list(FORMATS)),
+    seed=st.integers(0, 2**16),
+    cut=st.floats(0, 1),
+)
 def test_valid_truncated_and_corrupted_images_of_any_mode_and_size(mode, w, h, fmt, seed, cut):
     data = _encode(mode, w, h, fmt, seed)
     if not data:

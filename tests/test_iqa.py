@@ -109,9 +109,16 @@ def artifact(tmp_path_factory):
     ckpt = save_checkpoint(run, tmp / "artifact.pth")
     held_out = images[4][:, 100:228, 200:328]  # 128 x 128
     return SimpleNamespace(
-        tmp=tmp, photos=photos, run=run, ckpt=ckpt, init=init, f_clean=f_clean, f_broken=f_broken,
-        clean=held_out, broken=corrupt(held_out, torch.Generator().manual_seed(5), 16),
-    )  # fmt: skip
+        tmp=tmp,
+        photos=photos,
+        run=run,
+        ckpt=ckpt,
+        init=init,
+        f_clean=f_clean,
+        f_broken=f_broken,
+        clean=held_out,
+        broken=corrupt(held_out, torch.Generator().manual_seed(5), 16),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -259,8 +266,20 @@ def test_fig9_cli_shows_both_metrics(artifact, tmp_path, capsys):
     save_png(artifact.broken, tmp_path / "collapse.png")
     (tmp_path / "broken.png").write_bytes(b"not an image")
     out_csv = tmp_path / "scores.csv"
-    rc = main(["iqa", str(tmp_path), "--checkpoint", str(artifact.ckpt), "--metric", "sfd-iqa,clipiqa",
-               "--json", "--csv", str(out_csv), "--no-progress"])  # fmt: skip
+    rc = main(
+        [
+            "iqa",
+            str(tmp_path),
+            "--checkpoint",
+            str(artifact.ckpt),
+            "--metric",
+            "sfd-iqa,clipiqa",
+            "--json",
+            "--csv",
+            str(out_csv),
+            "--no-progress",
+        ]
+    )
     assert rc == 1  # the others are scored, but a file failed (issue 11)
     captured = capsys.readouterr()
     report = json.loads(captured.out)
@@ -351,9 +370,26 @@ def test_iqa_eval_small_folder(artifact, tmp_path, capsys):
     folder, csv_path, mos = make_iqa_folder(tmp_path, artifact.photos)
     out = tmp_path / "eval"
     with pytest.warns(UserWarning, match="not in"):
-        rc = main(["iqa-eval", "--images", str(folder), "--mos", str(csv_path), "--metrics", "sfd-iqa,clipiqa,niqe",
-                   "--checkpoint", str(artifact.ckpt), "--image-col", "filename", "--mos-col", "score",
-                   "-o", str(out), "--no-progress"])  # fmt: skip
+        rc = main(
+            [
+                "iqa-eval",
+                "--images",
+                str(folder),
+                "--mos",
+                str(csv_path),
+                "--metrics",
+                "sfd-iqa,clipiqa,niqe",
+                "--checkpoint",
+                str(artifact.ckpt),
+                "--image-col",
+                "filename",
+                "--mos-col",
+                "score",
+                "-o",
+                str(out),
+                "--no-progress",
+            ]
+        )
     assert rc == 1  # the table is written, but one image was missing and one unreadable (issue 11)
     captured = capsys.readouterr()
     assert "skipped" in captured.err and "corrupt.JPG" in captured.err
@@ -381,9 +417,25 @@ def test_iqa_eval_small_folder(artifact, tmp_path, capsys):
 
 def test_iqa_eval_on_clive(artifact, shared_data, tmp_path, capsys):
     clive = shared_data("iqa/CLIVE")
-    rc = main(["iqa-eval", "--images", str(clive / "images"), "--mos", str(clive / "mos.csv"),
-               "--metrics", "niqe,sfd-iqa", "--checkpoint", str(artifact.ckpt), "--limit", "4",
-               "-o", str(tmp_path), "--json", "--no-progress"])  # fmt: skip
+    rc = main(
+        [
+            "iqa-eval",
+            "--images",
+            str(clive / "images"),
+            "--mos",
+            str(clive / "mos.csv"),
+            "--metrics",
+            "niqe,sfd-iqa",
+            "--checkpoint",
+            str(artifact.ckpt),
+            "--limit",
+            "4",
+            "-o",
+            str(tmp_path),
+            "--json",
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     report = json.loads(capsys.readouterr().out)
     assert report["dataset"] == "CLIVE" and not report["images_missing"]
@@ -393,9 +445,28 @@ def test_iqa_eval_on_clive(artifact, shared_data, tmp_path, capsys):
 def test_tsne_outputs(artifact, tmp_path, capsys):
     folder, csv_path, mos = make_iqa_folder(tmp_path, artifact.photos, n=20)
     out = tmp_path / "tsne"
-    rc = main(["tsne", "--images", str(folder), "--mos", str(csv_path), "--image-col", "filename",
-               "--mos-col", "score", "--checkpoint", str(artifact.ckpt), "--per-bin", "3", "--crop", "64",
-               "-o", str(out), "--no-progress"])  # fmt: skip
+    rc = main(
+        [
+            "tsne",
+            "--images",
+            str(folder),
+            "--mos",
+            str(csv_path),
+            "--image-col",
+            "filename",
+            "--mos-col",
+            "score",
+            "--checkpoint",
+            str(artifact.ckpt),
+            "--per-bin",
+            "3",
+            "--crop",
+            "64",
+            "-o",
+            str(out),
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     report = json.loads((out / "tsne.json").read_text())
     Image.open(out / "tsne.png").verify()
@@ -412,17 +483,54 @@ def test_tsne_outputs(artifact, tmp_path, capsys):
     assert "feat_d" in captured.out and "fixed bins on a 0-100 scale" in captured.err
 
     # the data-range bins stay available; a scale the data does not fit is one clear error
-    rc = main(["tsne", "--images", str(folder), "--mos", str(csv_path), "--image-col", "filename",
-               "--mos-col", "score", "--checkpoint", str(artifact.ckpt), "--per-bin", "3", "--crop", "64",
-               "-o", str(out), "--no-progress", "--bins-from", "data"])  # fmt: skip
+    rc = main(
+        [
+            "tsne",
+            "--images",
+            str(folder),
+            "--mos",
+            str(csv_path),
+            "--image-col",
+            "filename",
+            "--mos-col",
+            "score",
+            "--checkpoint",
+            str(artifact.ckpt),
+            "--per-bin",
+            "3",
+            "--crop",
+            "64",
+            "-o",
+            str(out),
+            "--no-progress",
+            "--bins-from",
+            "data",
+        ]
+    )
     assert rc == 0
     report = json.loads((out / "tsne.json").read_text())
     assert report["bins"][0]["range"][0] == min(mos.values()) and report["bins"][-1]["range"][1] == max(mos.values())
     assert report["binning"]["mode"] == "data"
     capsys.readouterr()
-    rc = main(["tsne", "--images", str(folder), "--mos", str(csv_path), "--image-col", "filename",
-               "--mos-col", "score", "--checkpoint", str(artifact.ckpt), "-o", str(out),
-               "--mos-range", "1,5"])  # fmt: skip
+    rc = main(
+        [
+            "tsne",
+            "--images",
+            str(folder),
+            "--mos",
+            str(csv_path),
+            "--image-col",
+            "filename",
+            "--mos-col",
+            "score",
+            "--checkpoint",
+            str(artifact.ckpt),
+            "-o",
+            str(out),
+            "--mos-range",
+            "1,5",
+        ]
+    )
     assert rc != 0 and "outside the MOS range 1,5" in capsys.readouterr().err
 
 
@@ -462,8 +570,21 @@ def test_features_figure(artifact, tmp_path, capsys):
     other["generator_ema"] = {k: v + 0.01 for k, v in other["generator_ema"].items()}
     torch.save(other, tmp_path / "other.pth")
     src = list_images(artifact.photos)[0]
-    rc = main(["features", str(artifact.ckpt), str(tmp_path / "other.pth"), "--image", str(src),
-               "--crop", "32", "--labels", "A,B", "-o", str(tmp_path / "f.png")])  # fmt: skip
+    rc = main(
+        [
+            "features",
+            str(artifact.ckpt),
+            str(tmp_path / "other.pth"),
+            "--image",
+            str(src),
+            "--crop",
+            "32",
+            "--labels",
+            "A,B",
+            "-o",
+            str(tmp_path / "f.png"),
+        ]
+    )
     assert rc == 0
     Image.open(tmp_path / "f.png").verify()
     assert "model.1.sub.1, model.8" in capsys.readouterr().out

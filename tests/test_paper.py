@@ -50,13 +50,22 @@ def _photo_root(root: Path, name: str, n: int = 2, size: int = 96) -> Path:
 
 def test_supp1_bicubic_on_b100_beside_the_papers_columns(shared_data, no_backbones, tmp_path, capsys):
     root = shared_data("sr")
-    code = main(["eval", "--paper-table", "supp1", "--method", "bicubic", "--data-root", str(root),
-                 "-o", str(tmp_path / "out")])  # fmt: skip
+    code = main(
+        ["eval", "--paper-table", "supp1", "--method", "bicubic", "--data-root", str(root), "-o", str(tmp_path / "out")]
+    )
     out = capsys.readouterr().out
     assert code == 0
     header = _cells(out, "Benchmark")
-    assert header[2:] == ["ESRGAN", "LDL", "DualFormer", "SeD-P", "RRDB + Ours", "SwinIR + L_GAN", "SwinIR + Ours",
-                          "bicubic (measured)"]  # fmt: skip
+    assert header[2:] == [
+        "ESRGAN",
+        "LDL",
+        "DualFormer",
+        "SeD-P",
+        "RRDB + Ours",
+        "SwinIR + L_GAN",
+        "SwinIR + Ours",
+        "bicubic (measured)",
+    ]
     # published numbers (supplement Table 1), then bicubic measured here (reference: 25.96 dB / 0.6674)
     psnr = ["25.33", "25.97", "26.59", "26.38", "26.90", "25.58", "27.06"]
     ssim = ["0.653", "0.682", "0.696", "0.692", "0.710", "0.676", "0.717"]
@@ -92,8 +101,24 @@ def test_a_model_named_after_a_paper_column_gets_its_difference(no_backbones, tm
     _photo_root(root, "set5")  # any letter case
     model = tmp_path / "g.pth"
     torch.save(tiny_rrdbnet(4).state_dict(), model)
-    code = main(["eval", "--paper-table", "supp2", "--model", f"rn50={model}", str(model), "--data-root", str(root),
-                 "--json", "--report", "-o", str(tmp_path / "out"), "--device", "cpu"])  # fmt: skip
+    code = main(
+        [
+            "eval",
+            "--paper-table",
+            "supp2",
+            "--model",
+            f"rn50={model}",
+            str(model),
+            "--data-root",
+            str(root),
+            "--json",
+            "--report",
+            "-o",
+            str(tmp_path / "out"),
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 0
     data = json.loads(capsys.readouterr().out)
     ours = data["ours"]["rn50"]
@@ -122,8 +147,22 @@ def test_paper_table_usage_errors_are_one_line(tmp_path, capsys, monkeypatch):
         err = capsys.readouterr().err
         assert err.startswith("sfd eval: error: ") and expect in err and err.count("\n") == 1, err
     # nothing found: the table is still printed, the exit code says nothing was measured
-    assert main(["eval", "--paper-table", "supp1", "--method", "bicubic", "--data-root", str(tmp_path),
-                 "-o", str(tmp_path / "out")]) == 1  # fmt: skip
+    assert (
+        main(
+            [
+                "eval",
+                "--paper-table",
+                "supp1",
+                "--method",
+                "bicubic",
+                "--data-root",
+                str(tmp_path),
+                "-o",
+                str(tmp_path / "out"),
+            ]
+        )
+        == 1
+    )
     captured = capsys.readouterr()
     assert "| BSDS100 | not found under" in captured.out and "error: none of BSDS100, Manga109" in captured.err
 
@@ -153,8 +192,28 @@ def test_datasets_by_name_under_a_data_root(tmp_path, monkeypatch, capsys):
 
     # sfd eval --dataset takes names (through --data-root or $SFD_DATA) as well as folders
     out = tmp_path / "out"
-    assert main(["eval", "--dataset", "Set5", str(root / "B100" / "HR"), "--method", "bicubic", "--scale", "4",
-                 "--metrics", "psnr", "--data-root", str(root), "-o", str(out), "--json"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "eval",
+                "--dataset",
+                "Set5",
+                str(root / "B100" / "HR"),
+                "--method",
+                "bicubic",
+                "--scale",
+                "4",
+                "--metrics",
+                "psnr",
+                "--data-root",
+                str(root),
+                "-o",
+                str(out),
+                "--json",
+            ]
+        )
+        == 0
+    )
     data = json.loads(capsys.readouterr().out)
     assert set(data["means"]) == {"Set5", "HR"} and len(data["per_image"]) == 3
     assert main(["eval", "--dataset", "Urban100", "--method", "bicubic", "--scale", "4", "-o", str(out)]) == 1

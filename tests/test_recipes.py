@@ -157,8 +157,17 @@ def test_a_missing_first_stage_stops_training_with_one_line(photos, tmp_path, mo
     )
     assert not (tmp_path / "runs").exists()  # nothing was written
 
-    code = main(["train", "-c", str(CONFIGS / "realworld_rrdb_x4.yml"), "--set", f"data.train=[{photos}]",
-                 "--set", "train.output_dir=elsewhere"])  # fmt: skip
+    code = main(
+        [
+            "train",
+            "-c",
+            str(CONFIGS / "realworld_rrdb_x4.yml"),
+            "--set",
+            f"data.train=[{photos}]",
+            "--set",
+            "train.output_dir=elsewhere",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1
     assert "sfd train -c configs/realesrnet_x4.yml --set train.output_dir=elsewhere" in err

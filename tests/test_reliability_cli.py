@@ -127,8 +127,21 @@ def test_sr_reads_every_kind_of_image(inputs, tmp_path, capsys, mode):
         expect = (48, 32)
     if im is not None:
         im.save(folder / name)
-    code, _, err = _run(capsys, ["sr", str(folder), "-o", str(tmp_path / "out"), "--model", str(inputs / "g_x2.pth"),
-                                 "--device", "cpu", "--tile", "8"])  # fmt: skip
+    code, _, err = _run(
+        capsys,
+        [
+            "sr",
+            str(folder),
+            "-o",
+            str(tmp_path / "out"),
+            "--model",
+            str(inputs / "g_x2.pth"),
+            "--device",
+            "cpu",
+            "--tile",
+            "8",
+        ],
+    )
     assert code == 0, err
     (result,) = (tmp_path / "out").iterdir()
     with Image.open(result) as out:
@@ -143,9 +156,16 @@ def test_a_model_file_that_is_not_a_model_is_one_line(inputs, tmp_path, capsys, 
         "sr": ["sr", str(inputs / "mixed" / "good.png"), "-o", str(tmp_path), "--model", path],
         "export": ["export", path, "-o", str(tmp_path / "g.safetensors")],
         "inspect": ["inspect", path],
-        "features": ["features", path, path, "--image", str(inputs / "mixed" / "good.png"), "--out",
-                     str(tmp_path / "f.png")],
-    }[command]  # fmt: skip
+        "features": [
+            "features",
+            path,
+            path,
+            "--image",
+            str(inputs / "mixed" / "good.png"),
+            "--out",
+            str(tmp_path / "f.png"),
+        ],
+    }[command]
     code, _, err = _run(capsys, args)
     if model == "g_x2.pth" and command != "inspect":
         return  # a real generator: these commands may accept it
@@ -154,15 +174,42 @@ def test_a_model_file_that_is_not_a_model_is_one_line(inputs, tmp_path, capsys, 
 
 
 def test_eval_refuses_a_model_of_another_scale(inputs, tmp_path, capsys):
-    code, _, err = _run(capsys, ["eval", "--dataset", str(inputs / "mixed"), "--model", str(inputs / "g_x2.pth"),
-                                 "--scale", "4", "--metrics", "psnr", "-o", str(tmp_path),
-                                 "--device", "cpu"])  # fmt: skip
+    code, _, err = _run(
+        capsys,
+        [
+            "eval",
+            "--dataset",
+            str(inputs / "mixed"),
+            "--model",
+            str(inputs / "g_x2.pth"),
+            "--scale",
+            "4",
+            "--metrics",
+            "psnr",
+            "-o",
+            str(tmp_path),
+            "--device",
+            "cpu",
+        ],
+    )
     assert code in (1, 2) and "x2" in err and "4" in err, err
 
 
 def test_eval_names_the_bad_file(inputs, tmp_path, capsys):
-    code, _, err = _run(capsys, ["eval", "--sr", str(inputs / "mixed"), "--hr", str(inputs / "mixed"),
-                                 "--metrics", "psnr", "-o", str(tmp_path)])  # fmt: skip
+    code, _, err = _run(
+        capsys,
+        [
+            "eval",
+            "--sr",
+            str(inputs / "mixed"),
+            "--hr",
+            str(inputs / "mixed"),
+            "--metrics",
+            "psnr",
+            "-o",
+            str(tmp_path),
+        ],
+    )
     assert code != 0 and any(str(inputs / "mixed" / n) in err for n in BAD), err
 
 
@@ -181,21 +228,52 @@ def lgan_checkpoint(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("lgan")
     photos = bundled_photo_dir(tmp / "photos")
-    cfg = tiny_config(photos, tmp, ["feat_d.enabled=false", "tg_d.enabled=false", "image_d.type=vgg",
-                                    "image_d.input_size=64", "image_d.num_feat=8"])  # fmt: skip
+    cfg = tiny_config(
+        photos,
+        tmp,
+        [
+            "feat_d.enabled=false",
+            "tg_d.enabled=false",
+            "image_d.type=vgg",
+            "image_d.input_size=64",
+            "image_d.num_feat=8",
+        ],
+    )
     return save_checkpoint(build_run(cfg), tmp / "lgan.pth")
 
 
 def test_an_lgan_checkpoint_where_sfd_iqa_needs_feat_d_and_tg_d(inputs, lgan_checkpoint, tmp_path, capsys):
-    code, _, err = _run(capsys, ["iqa", str(inputs / "mixed" / "good.png"), "--metric", "sfd-iqa",
-                                 "--checkpoint", str(lgan_checkpoint), "--no-progress"])  # fmt: skip
+    code, _, err = _run(
+        capsys,
+        [
+            "iqa",
+            str(inputs / "mixed" / "good.png"),
+            "--metric",
+            "sfd-iqa",
+            "--checkpoint",
+            str(lgan_checkpoint),
+            "--no-progress",
+        ],
+    )
     assert code in (1, 2) and len(err.strip().splitlines()) == 1, err
     assert "lgan.pth" in err and ("Feat-D" in err or "feat_d" in err), err
     mos = tmp_path / "mos.csv"
     mos.write_text("image,mos\ngood.png,50\n")
-    code, _, err = _run(capsys, ["tsne", "--images", str(inputs / "mixed"), "--mos", str(mos),
-                                 "--checkpoint", str(lgan_checkpoint), "-o", str(tmp_path),
-                                 "--no-progress"])  # fmt: skip
+    code, _, err = _run(
+        capsys,
+        [
+            "tsne",
+            "--images",
+            str(inputs / "mixed"),
+            "--mos",
+            str(mos),
+            "--checkpoint",
+            str(lgan_checkpoint),
+            "-o",
+            str(tmp_path),
+            "--no-progress",
+        ],
+    )
     assert code in (1, 2) and "lgan.pth has neither a Feat-D nor TG-D" in err, err
 
 
@@ -215,8 +293,21 @@ def test_an_lgan_checkpoint_where_sfd_iqa_needs_feat_d_and_tg_d(inputs, lgan_che
 def test_a_bad_mos_file_is_one_line_naming_the_row(inputs, tmp_path, capsys, rows, why):
     mos = tmp_path / "mos.csv"
     mos.write_text(rows)
-    code, _, err = _run(capsys, ["iqa-eval", "--images", str(inputs / "mixed"), "--mos", str(mos), "--metrics", "niqe",
-                                 "--out", str(tmp_path / "o"), "--no-progress"])  # fmt: skip
+    code, _, err = _run(
+        capsys,
+        [
+            "iqa-eval",
+            "--images",
+            str(inputs / "mixed"),
+            "--mos",
+            str(mos),
+            "--metrics",
+            "niqe",
+            "--out",
+            str(tmp_path / "o"),
+            "--no-progress",
+        ],
+    )
     assert code in (1, 2) and why in err and len(err.strip().splitlines()) == 1, err
 
 
@@ -224,8 +315,21 @@ def test_iqa_eval_exits_1_when_listed_images_are_missing_or_unreadable(inputs, t
     mos = tmp_path / "mos.csv"
     names = ["good.png", "фото ümlaut.PNG", "cut.png", "not_there.png"]
     mos.write_text("image,mos\n" + "".join(f"{n},{i * 10}\n" for i, n in enumerate(names)))
-    code, _, err = _run(capsys, ["iqa-eval", "--images", str(inputs / "mixed"), "--mos", str(mos), "--metrics", "niqe",
-                                 "--out", str(tmp_path / "o"), "--no-progress"])  # fmt: skip
+    code, _, err = _run(
+        capsys,
+        [
+            "iqa-eval",
+            "--images",
+            str(inputs / "mixed"),
+            "--mos",
+            str(mos),
+            "--metrics",
+            "niqe",
+            "--out",
+            str(tmp_path / "o"),
+            "--no-progress",
+        ],
+    )
     assert code != 0, err
 
 
@@ -273,12 +377,29 @@ def test_sr_of_an_8000x8000_image_by_tiles(tmp_path):
 
     torch.save(tiny_rrdbnet(scale=2, num_filters=4).state_dict(), tmp_path / "g.pth")
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (8000, 8000, 3), dtype=np.uint8)).save(
-        tmp_path / "big.png", compress_level=1)  # fmt: skip
+        tmp_path / "big.png", compress_level=1
+    )
     repo = Path(__file__).resolve().parents[1]
-    proc = subprocess.run([sys.executable, "-m", "sfd", "sr", str(tmp_path / "big.png"), "-o", str(tmp_path / "out"),
-                           "--model", str(tmp_path / "g.pth"), "--tile", "256", "--device", "auto"],
-                          capture_output=True, text=True,
-                          env={"PYTHONPATH": str(repo), "PATH": "/usr/bin:/bin"})  # fmt: skip
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sfd",
+            "sr",
+            str(tmp_path / "big.png"),
+            "-o",
+            str(tmp_path / "out"),
+            "--model",
+            str(tmp_path / "g.pth"),
+            "--tile",
+            "256",
+            "--device",
+            "auto",
+        ],
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(repo), "PATH": "/usr/bin:/bin"},
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     peak_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
     with Image.open(tmp_path / "out" / "big.png") as im:

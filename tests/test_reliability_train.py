@@ -116,8 +116,9 @@ def test_isolated_nan_steps_are_skipped_counted_and_logged(photos, tmp_path, mon
 
 def test_consecutive_nan_steps_stop_with_the_last_good_checkpoint_intact(photos, tmp_path, monkeypatch, one_thread):
     _nan_after(monkeypatch, 2)  # iterations 3, 4, ... all bad
-    cfg = tiny_config(photos, tmp_path, ["tg_d.enabled=false", "train.save_every=1", "train.max_bad_steps=2"],
-                      iterations=8)  # fmt: skip
+    cfg = tiny_config(
+        photos, tmp_path, ["tg_d.enabled=false", "train.save_every=1", "train.max_bad_steps=2"], iterations=8
+    )
     # a skipped step changes no weight, so the checkpoint written at iteration 3 holds iteration 2's weights
     with pytest.raises(TrainingDiverged, match=r"2 steps in a row.*iteration 4: l_g_feat_d=nan.*iter_00000003\.pth"):
         train(cfg, progress=False)
@@ -131,11 +132,15 @@ def test_consecutive_nan_steps_stop_with_the_last_good_checkpoint_intact(photos,
 
 
 def test_keep_checkpoints_keeps_the_newest_and_the_marked(photos, tmp_path, one_thread):
-    cfg = tiny_config(photos, tmp_path, ["train.save_every=1", "train.keep_checkpoints=2", "train.keep_every=3"],
-                      iterations=6)  # fmt: skip
+    cfg = tiny_config(
+        photos, tmp_path, ["train.save_every=1", "train.keep_checkpoints=2", "train.keep_every=3"], iterations=6
+    )
     final = train(cfg, progress=False)
     assert [p.name for p in checkpoint.list_checkpoints(final.parents[1])] == [
-        "iter_00000003.pth", "iter_00000005.pth", "iter_00000006.pth"]  # fmt: skip
+        "iter_00000003.pth",
+        "iter_00000005.pth",
+        "iter_00000006.pth",
+    ]
 
 
 def test_prune_respects_keep_markers(tmp_path):
@@ -147,7 +152,10 @@ def test_prune_respects_keep_markers(tmp_path):
     deleted = checkpoint.prune(tmp_path, keep=2)
     assert [p.name for p in deleted] == ["iter_00000002.pth", "iter_00000003.pth"]
     assert [p.name for p in checkpoint.list_checkpoints(tmp_path)] == [
-        "iter_00000001.pth", "iter_00000004.pth", "iter_00000005.pth"]  # fmt: skip
+        "iter_00000001.pth",
+        "iter_00000004.pth",
+        "iter_00000005.pth",
+    ]
     assert checkpoint.prune(tmp_path, keep=None) == []
 
 
@@ -265,8 +273,13 @@ def test_a_second_train_on_the_same_run_folder_stops_at_once(photos, tmp_path, c
     with RunLock(tmp_path / cfg.name):
         overrides = tiny_overrides(photos, tmp_path) + ["data.val=null"]
         t0 = time.perf_counter()
-        assert main(["train", "-c", str(REPO / "configs" / "classic_rrdb_x4.yml"), "--set", "name=" + cfg.name]
-                    + [a for o in overrides for a in ("--set", o)]) == 1  # fmt: skip
+        assert (
+            main(
+                ["train", "-c", str(REPO / "configs" / "classic_rrdb_x4.yml"), "--set", "name=" + cfg.name]
+                + [a for o in overrides for a in ("--set", o)]
+            )
+            == 1
+        )
         assert time.perf_counter() - t0 < 5
     err = capsys.readouterr().err
     assert "is in use by another sfd train (pid" in err and len(err.strip().splitlines()) == 1, err
@@ -380,8 +393,7 @@ def test_a_validation_image_that_fails_to_decode_is_skipped(photos, tmp_path, on
     val = tmp_path / "val"
     shutil.copytree(photos, val)
     (val / "aaa_empty.png").write_bytes(b"")
-    cfg = tiny_config(photos, tmp_path, [f"data.val={val}", "data.val_max_images=2", "train.val_every=1"],
-                      iterations=1)  # fmt: skip
+    cfg = tiny_config(photos, tmp_path, [f"data.val={val}", "data.val_max_images=2", "train.val_every=1"], iterations=1)
     with pytest.warns(UserWarning, match=r"validation: skipping .*aaa_empty\.png: empty file"):
         final = train(cfg, progress=False)
     log = [json.loads(line) for line in (final.parents[1] / "log.jsonl").read_text().splitlines()]
@@ -415,5 +427,6 @@ def test_soak_sigkill_at_random_moments_until_done_is_bit_exact(photos, tmp_path
     assert done.returncode == 0, done.stderr
     assert kills >= 1
     name = f"iter_{n:08d}.pth"
-    _assert_same(tmp_path / "ref" / "classic_rrdb_x4" / "checkpoints" / name,
-                 out / "classic_rrdb_x4" / "checkpoints" / name)  # fmt: skip
+    _assert_same(
+        tmp_path / "ref" / "classic_rrdb_x4" / "checkpoints" / name, out / "classic_rrdb_x4" / "checkpoints" / name
+    )

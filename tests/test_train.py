@@ -94,8 +94,13 @@ def test_bf16_autocast_step_keeps_fp32_weights(photos, tmp_path):
 
 
 def test_swinir_generator_trains(photos, tmp_path):
-    extra = ["generator.arch=swinir", "generator.embed_dim=12", "generator.depths=[1]", "generator.num_heads=[2]",
-             "generator.img_size=16"]  # fmt: skip
+    extra = [
+        "generator.arch=swinir",
+        "generator.embed_dim=12",
+        "generator.depths=[1]",
+        "generator.num_heads=[2]",
+        "generator.img_size=16",
+    ]
     cfg = tiny_config(photos, tmp_path, extra)
     run = build_run(cfg)
     lr, hr = _batch(cfg)
@@ -114,8 +119,7 @@ def _all_params(path):
 
 def test_training_on_real_photos_writes_checkpoints_and_resumes_exactly(shared_data, tmp_path):
     photos = shared_data("train/BSDS400")
-    cfg = tiny_config(photos, tmp_path / "a", ["data.val=" + str(photos), "data.val_max_images=1",
-                                               "train.val_every=4"])  # fmt: skip
+    cfg = tiny_config(photos, tmp_path / "a", ["data.val=" + str(photos), "data.val_max_images=1", "train.val_every=4"])
     final = train(cfg, progress=False)
     ckpt_dir = final.parent
     assert sorted(p.name for p in ckpt_dir.glob("*.pth")) == ["iter_00000002.pth", "iter_00000004.pth"]
@@ -125,8 +129,9 @@ def test_training_on_real_photos_writes_checkpoints_and_resumes_exactly(shared_d
     meta = json.loads((ckpt_dir.parent / "meta.json").read_text())
     assert meta["clip"]["pretrained"] is False and any("RANDOM" in n for n in meta["notes"])
 
-    cfg_b = tiny_config(photos, tmp_path / "b", ["data.val=" + str(photos), "data.val_max_images=1",
-                                                 "train.val_every=4"])  # fmt: skip
+    cfg_b = tiny_config(
+        photos, tmp_path / "b", ["data.val=" + str(photos), "data.val_max_images=1", "train.val_every=4"]
+    )
     resumed = train(cfg_b, resume=str(ckpt_dir / "iter_00000002.pth"), progress=False)
     a_ckpt, a = _all_params(final)
     b_ckpt, b = _all_params(resumed)
@@ -217,8 +222,14 @@ def test_generator_initialises_from_the_authors_rrdbnet_layout(photos, tmp_path)
             "bias": torch.randn(c_out, generator=g) * 0.01,
         }
 
-    layers = {"conv_first": conv(nf, 3), "trunk_conv": conv(nf, nf), "upconv1": conv(nf, nf), "upconv2": conv(nf, nf),
-              "HRconv": conv(nf, nf), "conv_last": conv(3, nf)}  # fmt: skip
+    layers = {
+        "conv_first": conv(nf, 3),
+        "trunk_conv": conv(nf, nf),
+        "upconv1": conv(nf, nf),
+        "upconv2": conv(nf, nf),
+        "HRconv": conv(nf, nf),
+        "conv_last": conv(3, nf),
+    }
     for b in range(nb):
         for r in (1, 2, 3):
             for i in range(1, 6):

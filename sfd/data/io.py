@@ -21,8 +21,18 @@ from sfd.data.pixels import round_half_up, to_levels
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageData", "ImageReadError", "list_images", "probe_images", "load_rgb", "to_tensor",
-           "save_png", "read_image", "save_image"]  # fmt: skip
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "ImageData",
+    "ImageReadError",
+    "list_images",
+    "probe_images",
+    "load_rgb",
+    "to_tensor",
+    "save_png",
+    "read_image",
+    "save_image",
+]
 
 
 class ImageReadError(OSError, ValueError):

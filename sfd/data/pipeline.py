@@ -31,21 +31,31 @@ class DegradeCollate:
 
 def build_dataset(cfg) -> HRPatches:
     data = cfg.data
-    return HRPatches(data.train, data.patch_size, cfg.generator.scale, cfg.train.seed, use_hflip=data.use_hflip,
-                     use_vflip=data.use_vflip, use_rot=data.use_rot, bicubic=data.degradation is None,
-                     cache_mb=data.cache_mb)  # fmt: skip
+    return HRPatches(
+        data.train,
+        data.patch_size,
+        cfg.generator.scale,
+        cfg.train.seed,
+        use_hflip=data.use_hflip,
+        use_vflip=data.use_vflip,
+        use_rot=data.use_rot,
+        bicubic=data.degradation is None,
+        cache_mb=data.cache_mb,
+    )
 
 
-def build_loader(cfg, first_sample: int, iterations: int, device: torch.device, rank: int = 0,
-                 world_size: int = 1, degrader=None) -> DataLoader:  # fmt: skip
+def build_loader(
+    cfg, first_sample: int, iterations: int, device: torch.device, rank: int = 0, world_size: int = 1, degrader=None
+) -> DataLoader:
     """Batches of ``iterations`` steps from sample ``first_sample`` of the global stream, this process's share.
 
     ``degrader``: degrade in the loader (in the workers when ``data.num_workers`` > 0), else the
     trainer degrades each batch itself.
     """
     data = cfg.data
-    sampler = ShardedIterationSampler(first_sample, first_sample + iterations * data.batch_size * world_size,
-                                      data.batch_size, rank, world_size)  # fmt: skip
+    sampler = ShardedIterationSampler(
+        first_sample, first_sample + iterations * data.batch_size * world_size, data.batch_size, rank, world_size
+    )
     workers = data.num_workers
     return DataLoader(
         build_dataset(cfg),

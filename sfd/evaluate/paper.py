@@ -115,20 +115,32 @@ class PaperResult:
         header = ["Extractor", *(f"{d} {LABELS[metric]}" for d in t.datasets for metric in t.metrics)]
         rows = [header]
         for c, label in paper.items():
-            rows.append([f"{label} (paper)", *(f"{t.published(c, d, m):.{DECIMALS[m]}f}"
-                                               for d in t.datasets for m in t.metrics)])  # fmt: skip
+            rows.append(
+                [
+                    f"{label} (paper)",
+                    *(f"{t.published(c, d, m):.{DECIMALS[m]}f}" for d in t.datasets for m in t.metrics),
+                ]
+            )
         for m in self.ours:
             cells = [self._ours_cell(m.name, d, x) for d in t.datasets for x in t.metrics]
             rows.append([f"{m.name} (measured)", *cells])
             if m.column:
-                rows.append([f"Δ {m.name} − {paper[m.column]}",
-                             *(self._diff_cell(m, d, x) for d in t.datasets for x in t.metrics)])  # fmt: skip
+                rows.append(
+                    [
+                        f"Δ {m.name} − {paper[m.column]}",
+                        *(self._diff_cell(m, d, x) for d in t.datasets for x in t.metrics),
+                    ]
+                )
         return rows
 
     def markdown(self) -> str:
         rows = self.rows()
-        lines = [f"**{self.table.title}**", "", "| " + " | ".join(rows[0]) + " |",
-                 "|---|" + "---:|" * (len(rows[0]) - 1)]  # fmt: skip
+        lines = [
+            f"**{self.table.title}**",
+            "",
+            "| " + " | ".join(rows[0]) + " |",
+            "|---|" + "---:|" * (len(rows[0]) - 1),
+        ]
         lines += ["| " + " | ".join(r) + " |" for r in rows[1:]]
         return "\n".join(lines + [""] + [f"- {n}" for n in self.notes])
 
@@ -150,7 +162,7 @@ class PaperResult:
             "datasets": {
                 d: ({"found": str(self.found[d])} if d in self.found else {"not_found": self.missing[d]})
                 for d in t.datasets
-            },  # fmt: skip
+            },
             "metrics": {
                 m: (
                     {"available": False, "reason": self.unavailable[m]}
@@ -158,11 +170,11 @@ class PaperResult:
                     else {"available": True}
                 )
                 for m in t.metrics
-            },  # fmt: skip
+            },
             "paper": {
                 label: {d: {m: t.published(c, d, m) for m in t.metrics} for d in t.datasets}
                 for c, label in t.columns.items()
-            },  # fmt: skip
+            },
             "ours": {
                 m.name: {
                     "model": m.spec or "bicubic",
@@ -183,8 +195,9 @@ def load_paper_table(key: str, path: Path = TABLES_FILE) -> PaperTable:
     if key not in data["tables"]:
         raise ValueError(f"unknown paper table {key!r}; available: {', '.join(data['tables'])}")
     t = data["tables"][key]
-    return PaperTable(key, t["title"], t["layout"], t["scale"], t["datasets"], t["metrics"], t["columns"], t["values"],
-                      data["source"])  # fmt: skip
+    return PaperTable(
+        key, t["title"], t["layout"], t["scale"], t["datasets"], t["metrics"], t["columns"], t["values"], data["source"]
+    )
 
 
 def parse_method(arg: str, table: PaperTable) -> OurMethod:
@@ -235,9 +248,14 @@ def evaluate_paper_table(
         except FileNotFoundError as err:  # LPIPS/DISTS without their ImageNet backbone
             result.unavailable[name] = str(err)
 
-    methods = [run.bicubic_method(table.scale) if m.spec is None else
-               run.model_method(m.spec, table.scale, device, precision, tile, tile_pad, name=m.name,
-                                allow_pickle=allow_pickle) for m in ours]  # fmt: skip
+    methods = [
+        run.bicubic_method(table.scale)
+        if m.spec is None
+        else run.model_method(
+            m.spec, table.scale, device, precision, tile, tile_pad, name=m.name, allow_pickle=allow_pickle
+        )
+        for m in ours
+    ]
     combined = run.EvalResult(table.scale, metrics, methods, [])
     for d, folder in result.found.items():
         part = run.evaluate(methods, [folder], table.scale, metrics, keep_crops=keep_crops, save_sr=save_sr)
@@ -287,9 +305,19 @@ def cmd_paper_table(args: argparse.Namespace) -> int:
         parse_method(m, table) for m in args.model
     ]
     metric_names = [m.strip() for m in args.metrics.split(",")] if args.metrics else None
-    result = evaluate_paper_table(table, ours, args.data_root, metric_names, args.device, args.precision, args.tile,
-                                  args.tile_pad, args.allow_pickle, keep_crops=args.report,
-                                  save_sr=Path(args.out) / "sr" if args.save_sr else None)  # fmt: skip
+    result = evaluate_paper_table(
+        table,
+        ours,
+        args.data_root,
+        metric_names,
+        args.device,
+        args.precision,
+        args.tile,
+        args.tile_pad,
+        args.allow_pickle,
+        keep_crops=args.report,
+        save_sr=Path(args.out) / "sr" if args.save_sr else None,
+    )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"paper_table": out / "paper_table.md", "paper_json": out / "paper_table.json"}

@@ -18,18 +18,28 @@ def _add_metric_options(p: argparse.ArgumentParser) -> None:
         help="sfd training checkpoint or run folder (Feat-D + TG-D + CLIP record); needed by sfd-iqa",
     )
     p.add_argument("--model", dest="model", help=argparse.SUPPRESS)  # the name before --checkpoint
-    p.add_argument("--clip-weights", metavar="W",
-                   help="CLIP weights: openai, a file, or random "
-                        "(default: the checkpoint's CLIP; clipiqa without --checkpoint: openai)")  # fmt: skip
+    p.add_argument(
+        "--clip-weights",
+        metavar="W",
+        help="CLIP weights: openai, a file, or random "
+        "(default: the checkpoint's CLIP; clipiqa without --checkpoint: openai)",
+    )
     p.add_argument("--device", default="auto", help="auto (default: CUDA when available), cpu, cuda, cuda:1, ...")
     g = p.add_argument_group("image protocol (CLIP metrics; see docs/iqa.md)")
-    g.add_argument("--mode", choices=["auto", "whole", "grid"], default="auto",
-                   help="auto (default): whole image when both sides <= --max-side, "
-                        "else a grid of --crop crops")  # fmt: skip
+    g.add_argument(
+        "--mode",
+        choices=["auto", "whole", "grid"],
+        default="auto",
+        help="auto (default): whole image when both sides <= --max-side, else a grid of --crop crops",
+    )
     g.add_argument("--max-side", type=int, default=1024)
     g.add_argument("--crop", type=int, default=256)
-    g.add_argument("--pad", choices=["reflect", "replicate", "crop"], default="reflect",
-                   help="how sides reach multiples of 32 (default reflect)")  # fmt: skip
+    g.add_argument(
+        "--pad",
+        choices=["reflect", "replicate", "crop"],
+        default="reflect",
+        help="how sides reach multiples of 32 (default reflect)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -169,12 +179,18 @@ def cmd_iqa(args: argparse.Namespace) -> int:
             w.writerow(["image", *metrics])
             w.writerows([[k, *(f"{results[n][k]['score']:.6f}" for n in metrics)] for k in scored])
     if args.json:
-        print(json.dumps({
-            "metrics": {n: m.describe() for n, m in metrics.items()},
-            "images": [{"image": k, **{n: results[n][k] for n in metrics}} for k in scored],
-            "mean": means,
-            "skipped": failed,
-        }, indent=2, default=str))  # fmt: skip
+        print(
+            json.dumps(
+                {
+                    "metrics": {n: m.describe() for n, m in metrics.items()},
+                    "images": [{"image": k, **{n: results[n][k] for n in metrics}} for k in scored],
+                    "mean": means,
+                    "skipped": failed,
+                },
+                indent=2,
+                default=str,
+            )
+        )
         return 1 if failed else 0
     width = max(len(k) for k in scored + ["mean"])
     header = "".join(f"  {n + (' ↓' if m.lower_better else ''):>10}" for n, m in metrics.items())
@@ -189,17 +205,32 @@ def cmd_iqa_eval(args: argparse.Namespace) -> int:
     from sfd.iqa.evaluate import evaluate, markdown_table
 
     metrics = _build(args, _split(args.metrics))
-    report = evaluate(args.images, args.mos, metrics, args.out, args.image_col, args.mos_col, args.name,
-                      args.limit, progress=not args.no_progress)  # fmt: skip
+    report = evaluate(
+        args.images,
+        args.mos,
+        metrics,
+        args.out,
+        args.image_col,
+        args.mos_col,
+        args.name,
+        args.limit,
+        progress=not args.no_progress,
+    )
     print(json.dumps(report, indent=2, default=str) if args.json else markdown_table(report))
     print(f"wrote {Path(args.out) / 'table.md'}, results.json, scores_*.csv, scatter_*.png", file=sys.stderr)
     failed = {k for m in report["metrics"].values() for k in m["failed"]}
     for key in sorted(failed):
-        print(f"skipped {key}: " + "; ".join(f"{n}: {m['failed'][key]}" for n, m in report["metrics"].items()
-                                           if key in m["failed"]), file=sys.stderr)  # fmt: skip
+        print(
+            f"skipped {key}: "
+            + "; ".join(f"{n}: {m['failed'][key]}" for n, m in report["metrics"].items() if key in m["failed"]),
+            file=sys.stderr,
+        )
     if report["images_missing"] or failed:  # correlations over fewer images than listed: say so in the status
-        print(f"sfd iqa-eval: {len(report['images_missing'])} images of the MOS file not found, {len(failed)} could "
-              "not be scored", file=sys.stderr)  # fmt: skip
+        print(
+            f"sfd iqa-eval: {len(report['images_missing'])} images of the MOS file not found, {len(failed)} could "
+            "not be scored",
+            file=sys.stderr,
+        )
         return 1
     return 0
 
@@ -219,18 +250,34 @@ def cmd_tsne(args: argparse.Namespace) -> int:
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*RANDOM CLIP weights.*")
-        report = tsne_analysis(args.images, args.mos, args.model, args.out, args.vgg_d, args.clip_weights,
-                               args.image_col, args.mos_col, args.bins, args.per_bin, args.crop, args.seed,
-                               args.device, progress=not args.no_progress, mos_range=args.mos_range,
-                               bins_from_data=args.bins_from == "data")  # fmt: skip
+        report = tsne_analysis(
+            args.images,
+            args.mos,
+            args.model,
+            args.out,
+            args.vgg_d,
+            args.clip_weights,
+            args.image_col,
+            args.mos_col,
+            args.bins,
+            args.per_bin,
+            args.crop,
+            args.seed,
+            args.device,
+            progress=not args.no_progress,
+            mos_range=args.mos_range,
+            bins_from_data=args.bins_from == "data",
+        )
     if note := report.get("note"):
         print(f"NOTE: {note}", file=sys.stderr)
     counts = ", ".join(str(b["images"]) for b in report["bins"])
     print(f"bins: {report['binning']['description']}; images per bin: {counts}", file=sys.stderr)
     print(f"{'panel':<8} {'silhouette':>10} {'kNN (t-SNE)':>12} {'kNN (feat.)':>12} {'chance':>7}  source")
     for key, p in report["panels"].items():
-        print(f"{key:<8} {p['silhouette_tsne']:>10.3f} {p['knn_accuracy_tsne']:>12.3f} "
-              f"{p['knn_accuracy_features']:>12.3f} {p['chance']:>7.3f}  {p['source']}")  # fmt: skip
+        print(
+            f"{key:<8} {p['silhouette_tsne']:>10.3f} {p['knn_accuracy_tsne']:>12.3f} "
+            f"{p['knn_accuracy_features']:>12.3f} {p['chance']:>7.3f}  {p['source']}"
+        )
     print(f"wrote {Path(args.out) / 'tsne.png'} and tsne.json ({len(report['images'])} images)", file=sys.stderr)
     return 0
 

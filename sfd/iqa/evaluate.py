@@ -238,7 +238,7 @@ def evaluate(
                 "failed": r.failed,
                 "info": r.info,
                 "mean_score": float(np.mean(list(r.scores.values()))),
-            }  # fmt: skip
+            }
             for r in results
         },
         "notes": [n for n in (weights_note(m) for m in metrics.values()) if n],

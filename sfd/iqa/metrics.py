@@ -381,8 +381,10 @@ class CLIPIQA(_CLIPMetric):
         return super().describe() | {"prompts": [list(p) for p in self.prompts]}
 
     def score_one(self, img: torch.Tensor) -> dict[str, torch.Tensor]:
-        probs = [torch.sigmoid(tg_d_logits(self.clip(view, ("out",))["out"], self.text_feats, self.logit_scale)).mean()
-                 for view, _ in self.protocol.views(img)]  # fmt: skip
+        probs = [
+            torch.sigmoid(tg_d_logits(self.clip(view, ("out",))["out"], self.text_feats, self.logit_scale)).mean()
+            for view, _ in self.protocol.views(img)
+        ]
         return {"score": torch.stack(probs).mean()}
 
 

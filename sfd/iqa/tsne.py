@@ -247,8 +247,13 @@ def tsne_analysis(
     panels = {}
     for key, title in PANELS.items():
         emb = embed(feats[key], seed)
-        panels[key] = {"title": title, "source": sources[key], "dim": int(feats[key].shape[1]),
-                       **separation(feats[key], emb, labels, seed), "embedding": emb}  # fmt: skip
+        panels[key] = {
+            "title": title,
+            "source": sources[key],
+            "dim": int(feats[key].shape[1]),
+            **separation(feats[key], emb, labels, seed),
+            "embedding": emb,
+        }
     report = {
         "dataset": str(images_dir),
         "mos_csv": str(mos_csv),
@@ -265,7 +270,7 @@ def tsne_analysis(
                 "images": int((labels == b).sum()),
             }
             for b in range(n_bins)
-        ],  # fmt: skip
+        ],
         "per_bin": per_bin,
         "seed": seed,
         "crop": crop,
@@ -294,8 +299,11 @@ def _plot_tsne(panels: dict, labels: np.ndarray, edges: np.ndarray, path: Path, 
         for b, color in enumerate(colors):
             pts = p["embedding"][labels == b]
             ax.scatter(pts[:, 0], pts[:, 1], s=9, color=color, label=f"{edges[b]:.0f}–{edges[b + 1]:.0f}")
-        ax.set_title(f"{p['title']}\n{_wrap(p['source'])}\nsilhouette {p['silhouette_tsne']:.3f}, "
-                     f"kNN acc. {p['knn_accuracy_tsne']:.2f} (chance {p['chance']:.2f})", fontsize=8)  # fmt: skip
+        ax.set_title(
+            f"{p['title']}\n{_wrap(p['source'])}\nsilhouette {p['silhouette_tsne']:.3f}, "
+            f"kNN acc. {p['knn_accuracy_tsne']:.2f} (chance {p['chance']:.2f})",
+            fontsize=8,
+        )
         ax.set_xticks([])
         ax.set_yticks([])
     axes[0].legend(fontsize=7, loc="best", title="MOS (0–100)", title_fontsize=7)
