@@ -179,7 +179,7 @@ class FullReferenceMetric(nn.Module, ABC):
 
 
 class PSNR(FullReferenceMetric):
-    """PSNR (dB) on BT.601 Y rounded like MATLAB, ``border`` pixels shaved, float64 (DESIGN §2)."""
+    """PSNR (dB) on BT.601 Y rounded like MATLAB, ``border`` pixels shaved, float64 (docs/evaluation.md)."""
 
     name = "psnr"
     score_range = "0, inf"

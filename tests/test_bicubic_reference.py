@@ -1,4 +1,4 @@
-"""MATLAB-convention bicubic numbers from DESIGN §2, on the real test sets."""
+"""MATLAB-convention bicubic numbers published for the SR test sets (docs/evaluation.md), on the real test sets."""
 
 import pytest
 import torch

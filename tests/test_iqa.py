@@ -151,7 +151,7 @@ def test_range_direction_and_parts(metric):
     assert scores.shape == (5,) and not scores.requires_grad
     assert ((scores >= 0) & (scores <= 1)).all()
     parts = metric.components(x[:2])
-    for p, s in zip(parts, scores[:2]):  # score = 0.9 S_feat + 0.1 S_text (DESIGN §1)
+    for p, s in zip(parts, scores[:2]):  # score = 0.9 S_feat + 0.1 S_text (docs/iqa.md)
         assert p["score"] == pytest.approx(0.9 * p["s_feat"] + 0.1 * p["s_text"], abs=1e-6)
         assert p["score"] == pytest.approx(float(s), abs=1e-6)
     with pytest.raises(ValueError, match="0-255"):
