@@ -141,3 +141,19 @@ def test_version_is_the_package_version(capsys):
     with pytest.raises(SystemExit) as done:
         main(["--version"])
     assert done.value.code == 0 and capsys.readouterr().out.strip() == f"sfd {__version__}"
+
+
+def test_iqa_outputs_are_not_replaced_without_overwrite(tmp_path, capsys):
+    """No command replaces an existing output without --overwrite (here: sfd iqa --csv, features)."""
+    from sfd.data.io import save_png
+
+    save_png(torch.rand(3, 200, 200, generator=torch.Generator().manual_seed(0)), tmp_path / "a.png")
+    (tmp_path / "scores.csv").write_text("the user's own file")
+    args = ["iqa", str(tmp_path / "a.png"), "--metric", "niqe", "--csv", str(tmp_path / "scores.csv")]
+    assert main(args) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert (tmp_path / "scores.csv").read_text() == "the user's own file"
+    assert main([*args, "--overwrite"]) == 0
+    assert (tmp_path / "scores.csv").read_text().startswith("image,niqe")
+    (tmp_path / "f.png").write_text("x")
+    assert main(["features", "a", "b", "--image", str(tmp_path / "a.png"), "-o", str(tmp_path / "f.png")]) == 2

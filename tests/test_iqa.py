@@ -502,6 +502,7 @@ def test_tsne_outputs(artifact, tmp_path, capsys):
             "64",
             "-o",
             str(out),
+            "--overwrite",  # the first run's tsne.png is replaced
             "--no-progress",
             "--bins-from",
             "data",
@@ -527,6 +528,7 @@ def test_tsne_outputs(artifact, tmp_path, capsys):
             str(artifact.ckpt),
             "-o",
             str(out),
+            "--overwrite",
             "--mos-range",
             "1,5",
         ]

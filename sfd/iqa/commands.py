@@ -9,6 +9,8 @@ import sys
 import warnings
 from pathlib import Path
 
+from sfd.errors import UsageError
+
 
 def _add_metric_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
@@ -56,6 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files and/or folders")
     p.add_argument("--metric", default="sfd-iqa", help="sfd-iqa, clipiqa, niqe, or several separated by commas")
     p.add_argument("--csv", metavar="FILE", help="also write the per-image scores to this CSV")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --csv file")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _add_metric_options(p)
     p.set_defaults(func=cmd_iqa)
@@ -116,6 +119,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", dest="out", help=argparse.SUPPRESS)  # the name before -o/--output
     p.add_argument("--device", default="auto", help="auto (default: CUDA when available), cpu, cuda, ...")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier tsne.png/tsne.json in -o")
     p.set_defaults(func=cmd_tsne)
 
     p = sub.add_parser(
@@ -134,6 +138,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "-o", "--output", dest="out", default="runs/features.png", help="the figure (default runs/features.png)"
     )
     p.add_argument("--out", dest="out", help=argparse.SUPPRESS)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing -o file")
     p.set_defaults(func=cmd_features)
 
 
@@ -149,10 +154,18 @@ def _build(args: argparse.Namespace, names: list[str]):
     return metrics
 
 
+def _refuse_existing(args: argparse.Namespace, *outputs) -> None:
+    """Outputs are never replaced without --overwrite (a user's file may have the same name)."""
+    for out in outputs:
+        if out and Path(out).exists() and not args.overwrite:
+            raise UsageError(f"{out} already exists: choose another output, or add --overwrite to replace it")
+
+
 def cmd_iqa(args: argparse.Namespace) -> int:
     from sfd.data.io import list_images
     from sfd.iqa.evaluate import score_files
 
+    _refuse_existing(args, args.csv)
     paths = {str(p): p for p in list_images(args.inputs)}
     if not paths:
         raise ValueError(f"no images in {' '.join(args.inputs)}")
@@ -248,6 +261,7 @@ def _mos_range(text: str) -> tuple[float, float]:
 def cmd_tsne(args: argparse.Namespace) -> int:
     from sfd.iqa.tsne import tsne_analysis
 
+    _refuse_existing(args, Path(args.out) / "tsne.png", Path(args.out) / "tsne.json")
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*RANDOM CLIP weights.*")
         report = tsne_analysis(
@@ -285,9 +299,10 @@ def cmd_tsne(args: argparse.Namespace) -> int:
 def cmd_features(args: argparse.Namespace) -> int:
     from sfd.iqa.tsne import feature_maps
 
+    _refuse_existing(args, args.out)
     layers = tuple(_split(args.layers)) if args.layers else None
     if layers is not None and len(layers) != 2:
-        raise ValueError("--layers takes two module names: BEFORE,AFTER")
+        raise UsageError("--layers takes two module names: BEFORE,AFTER")
     channels = [int(c) for c in _split(args.channels)]
     labels = _split(args.labels) if args.labels else None
     info = feature_maps(args.generators, args.image, args.out, layers, channels, args.crop, args.hr, labels)
