@@ -13,7 +13,6 @@ through this module and never imports the trainer. Layout (a plain dict, so that
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from pathlib import Path
 import torch
 
 from sfd.config import Config
+from sfd.weights import file_sha256
 from sfd.yamlconfig import ConfigError, config_from_dict
 
 __all__ = [
@@ -129,14 +129,6 @@ def checksum_path(path: str | Path) -> Path:
     return path.with_name(path.name + ".sha256")
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def verify_checksum(path: str | Path) -> None:
     """Raise ``CorruptCheckpoint`` when ``path`` has a checksum file that its bytes do not match.
     torch.load reads flipped bits in tensor data without complaint; a file without one is not checked."""
@@ -144,7 +136,7 @@ def verify_checksum(path: str | Path) -> None:
     if not side.is_file():
         return
     expected = (side.read_text().split() or [""])[0]
-    if _file_sha256(path) != expected:
+    if file_sha256(path) != expected:
         raise CorruptCheckpoint(
             f"{path} is corrupt: its bytes do not match {side.name}, written with it "
             f"(if you changed the file on purpose, delete {side.name})"
@@ -198,7 +190,7 @@ def save(state: dict, path: str | Path) -> Path:
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
-        digest = _file_sha256(tmp)
+        digest = file_sha256(tmp)
         if delay := os.environ.get("SFD_TEST_SAVE_DELAY"):  # test hook: a window in which to kill a write
             import time
 

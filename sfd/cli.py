@@ -38,6 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_output_option(parser: argparse.ArgumentParser, default: str, what: str) -> None:
+    """``-o/--output`` (``args.out``), the same in every command; ``--out``, its earlier name, still works."""
+    parser.add_argument("-o", "--output", dest="out", default=default, help=f"{what} (default {default})")
+    parser.add_argument("--out", dest="out", help=argparse.SUPPRESS)
+
+
 def report_error(command: str | None, err: BaseException) -> None:
     """One line on stderr: ``sfd COMMAND: error: MESSAGE``."""
     message = " ".join(str(err).split()) or type(err).__name__

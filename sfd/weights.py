@@ -20,6 +20,7 @@ __all__ = [
     "seeded",
     "random_weights_notice",
     "describe_weights",
+    "file_sha256",
 ]
 
 
@@ -82,6 +83,17 @@ def fetch_imagenet_weights(name: str) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.hub.download_url_to_file(_imagenet_url(name), str(path), hash_prefix=None, progress=True)
     return path
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file's bytes, read in chunks (weights and checkpoints are hundreds of MB)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 @contextlib.contextmanager

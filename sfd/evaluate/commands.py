@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from sfd.cli import add_output_option
 from sfd.errors import UsageError
 
 __all__ = ["register", "cmd_sr", "cmd_eval", "cmd_export", "cmd_fetch_niqe_model"]
@@ -102,14 +103,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="CLIP weights for sfd-iqa/clipiqa: openai, a file, or random "
         "(default: the checkpoint's CLIP; clipiqa alone: openai)",
     )
-    p.add_argument(
-        "-o",
-        "--output",
-        dest="out",
-        default="sfd-eval",
-        help="folder for per_image.csv, table.md, results.json, report (default sfd-eval)",
-    )
-    p.add_argument("--out", dest="out", help=argparse.SUPPRESS)  # the name before -o/--output
+    add_output_option(p, "sfd-eval", "folder for per_image.csv, table.md, results.json, report")
     p.add_argument("--json", action="store_true", help="print the whole result as JSON on stdout")
     p.add_argument("--report", action="store_true", help="also write report.html with crops and a plot")
     p.add_argument("--save-sr", action="store_true", help="save SR images under OUT/sr/DATASET/METHOD/")

@@ -9,6 +9,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from sfd.cli import add_output_option
 from sfd.errors import UsageError
 
 
@@ -69,14 +70,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--metrics", default="sfd-iqa,clipiqa,niqe", help="comma-separated (default: sfd-iqa,clipiqa,niqe)")
     p.add_argument("--image-col", default="image", help="MOS file column of image names (default: image)")
     p.add_argument("--mos-col", default="mos", help="MOS file column of scores (default: mos)")
-    p.add_argument(
-        "-o",
-        "--output",
-        dest="out",
-        default="runs/iqa_eval",
-        help="folder for table.md, results.json, scores and plots (default runs/iqa_eval)",
-    )
-    p.add_argument("--out", dest="out", help=argparse.SUPPRESS)  # the name before -o/--output
+    add_output_option(p, "runs/iqa_eval", "folder for table.md, results.json, scores and plots")
     p.add_argument("--name", help="dataset name in the outputs (default: from the folder)")
     p.add_argument("--limit", type=int, help="only the first N images of the MOS file (quick checks)")
     p.add_argument("--json", action="store_true", help="print the results as JSON instead of the table")
@@ -113,10 +107,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--per-bin", type=int, default=100, help="images sampled per bin, at most (default 100)")
     p.add_argument("--crop", type=int, default=256, help="centre crop fed to the extractors (default 256)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "-o", "--output", dest="out", default="runs/tsne", help="folder for tsne.png and tsne.json (default runs/tsne)"
-    )
-    p.add_argument("--out", dest="out", help=argparse.SUPPRESS)  # the name before -o/--output
+    add_output_option(p, "runs/tsne", "folder for tsne.png and tsne.json")
     p.add_argument("--device", default="auto", help="auto (default: CUDA when available), cpu, cuda, ...")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier tsne.png/tsne.json in -o")
@@ -134,10 +125,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--channels", default="0,1,2", help="channel indices to show (default 0,1,2)")
     p.add_argument("--crop", type=int, default=64, help="centre crop of the LR input (default 64)")
     p.add_argument("--labels", help="comma-separated row labels (default: file names)")
-    p.add_argument(
-        "-o", "--output", dest="out", default="runs/features.png", help="the figure (default runs/features.png)"
-    )
-    p.add_argument("--out", dest="out", help=argparse.SUPPRESS)
+    add_output_option(p, "runs/features.png", "the figure")
     p.add_argument("--overwrite", action="store_true", help="replace an existing -o file")
     p.set_defaults(func=cmd_features)
 

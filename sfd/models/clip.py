@@ -7,7 +7,6 @@ parameters need no gradient, but gradients flow to the *input* so the generator 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import warnings
@@ -21,7 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from sfd.models import FrozenModule
-from sfd.weights import WeightsNotFoundError, seeded
+from sfd.weights import WeightsNotFoundError, file_sha256, seeded
 
 log = logging.getLogger(__name__)
 
@@ -101,14 +100,6 @@ def _read_state_dict(path: Path) -> dict:
     return state
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _cached_openai_file(name: str) -> str | None:
     """The open_clip cache's file for the OpenAI weights, without touching the network."""
     cfg = open_clip.get_pretrained_cfg(_ARCH[name], "openai")
@@ -183,7 +174,7 @@ def load_clip(name: str = "RN50", weights: str = "openai", seed: int = 0) -> Loa
                 f"{path} is not a CLIP {name} checkpoint: {len(missing)} missing keys (e.g. {missing[:3]}), "
                 f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})"
             )
-        identity, pretrained = f"file:{path} sha256:{_sha256(path)[:16]}", True
+        identity, pretrained = f"file:{path} sha256:{file_sha256(path)[:16]}", True
 
     model.eval().requires_grad_(False)
     return LoadedCLIP(model=model, name=name, identity=identity, pretrained=pretrained)
