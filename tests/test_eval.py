@@ -172,8 +172,12 @@ def test_folder_pairing_no_reference_mode_and_plugin_metric(shared_data, tmp_pat
     (tmp_path / "sr").mkdir()
     for path in list_images(hr_dir)[:2]:
         Image.open(path).convert("RGB").save(tmp_path / "sr" / f"{path.stem}_x4.png")
-    with pytest.raises(FileNotFoundError, match="no SR image"):
-        run.evaluate_folders([tmp_path / "sr"], hr_dir, 4, [run.create_metric("psnr")])
+    # HR images without an SR partner are one error line each; the pairs that exist are measured.
+    paired = run.evaluate_folders([tmp_path / "sr"], hr_dir, 4, [run.create_metric("psnr")])
+    assert [r["image"] for r in paired.records] == ["baby", "bird"]
+    missing = [p.name for p in list_images(hr_dir)[2:]]
+    assert len(paired.errors) == len(missing) and all("no SR image" in e for e in paired.errors)
+    assert all(any(name in e for e in paired.errors) for name in missing)
     with pytest.raises(ValueError, match="need --hr"):
         run.evaluate_folders([tmp_path / "sr"], None, None, [run.create_metric("psnr")])
 

@@ -62,6 +62,16 @@ def test_at_224_interpolation_is_open_clips_own_forward(clip, image):
     assert torch.allclose(image(x)["out"], ref, atol=1e-4)
 
 
+def test_sequence_first_text_tower_equals_open_clips_batch_first_one(text):
+    """TextEncoder runs the transformer sequence-first (faster on CPU); the features must not change."""
+    fresh = load_clip("RN50", "random", seed=0).model  # untouched open_clip model: batch-first
+    assert fresh.transformer.batch_first and not text.transformer.batch_first
+    tokens = text.tokenize(["a sharp photo", "a blurry, noisy photo of a cat"])
+    with torch.no_grad():
+        ref = fresh.encode_text(tokens)
+        assert torch.allclose(text.encode_text(["a sharp photo", "a blurry, noisy photo of a cat"]), ref, atol=1e-5)
+
+
 def test_every_feat_d_conv_is_spectrally_normalised():
     d = FeatD()
     convs = [m for m in d.modules() if isinstance(m, nn.Conv2d)]

@@ -374,17 +374,15 @@ class EvalResult:
         }
 
     def to_json(self) -> dict:
-        """Everything, JSON-ready (NaN, e.g. NIQE of an image under two blocks, becomes null)."""
-        records = [
-            {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()} for r in self.records
-        ]
-        return {
-            **self.settings(),
-            "means": self.means(),
-            "per_image": records,
-            "notes": self.notes,
-            "errors": self.errors,
-        }
+        """Everything, JSON-ready: JSON has no NaN or infinity, so NaN (e.g. NIQE of an image under two
+        blocks) and infinity (PSNR of an SR identical to its HR) become null, with a note for infinity."""
+        finite = lambda v: None if isinstance(v, float) and not math.isfinite(v) else v  # noqa: E731
+        records = [{k: finite(v) for k, v in r.items()} for r in self.records]
+        means = {d: {m: {k: finite(v) for k, v in vals.items()} for m, vals in by.items()} for d, by in self.means().items()}
+        notes = list(self.notes)
+        if any(isinstance(v, float) and math.isinf(v) for r in self.records for v in r.values()):
+            notes.append("infinite values (PSNR of an SR identical to its HR) are null here; per_image.csv has inf")
+        return {**self.settings(), "means": means, "per_image": records, "notes": notes, "errors": self.errors}
 
     def write(self, out_dir: str | Path) -> dict[str, Path]:
         """per_image.csv, table.md and results.json in ``out_dir``; returns their paths."""
@@ -555,18 +553,20 @@ def evaluate(
     return result
 
 
-def _pair(sr_files: list[Path], hr_files: list[Path], sr_dir: Path) -> list[tuple[Path, Path]]:
-    """Match SR files to HR files by name: same stem, or the HR stem plus a suffix (``baby_x4``)."""
+def _pair(sr_files: list[Path], hr_files: list[Path], sr_dir: Path) -> tuple[list[tuple[Path, Path]], list[str]]:
+    """Match SR files to HR files by name: same stem, or the HR stem plus a suffix (``baby_x4``).
+    Returns the pairs and one error line per HR file without an SR partner."""
     by_stem = {p.stem: p for p in sr_files}
-    pairs, missing = [], []
+    pairs, errors = [], []
     for hr in hr_files:
         match = by_stem.get(hr.stem) or next(
             (p for p in sr_files if p.stem.startswith(hr.stem) and p.stem[len(hr.stem)] in "_-."), None
         )
-        (pairs.append((match, hr)) if match else missing.append(hr.name))
-    if missing:
-        raise FileNotFoundError(f"{sr_dir} has no SR image for {len(missing)} HR image(s): {', '.join(missing[:5])}")
-    return pairs
+        if match:
+            pairs.append((match, hr))
+        else:
+            errors.append(f"{hr}: no SR image named like '{hr.stem}' in {sr_dir}; skipped")
+    return pairs, errors
 
 
 def evaluate_folders(
@@ -592,24 +592,29 @@ def evaluate_folders(
     hr_files = list_images(hr_dir) if hr_dir else []
     for method in methods:
         sr_files = list_images(method.folder)
-        pairs = _pair(sr_files, hr_files, method.folder) if hr_dir else [(p, None) for p in sr_files]
+        if hr_dir:
+            pairs, missing = _pair(sr_files, hr_files, method.folder)
+            result.errors += missing
+        else:
+            pairs = [(p, None) for p in sr_files]
         for sr_path, hr_path in tqdm(pairs, desc=method.name, unit="img"):
-            sr = _load_rgb64(sr_path)
-            hr = _load_rgb64(hr_path) if hr_path else None
-            if scale and hr is not None:
-                sr, hr = mod_crop(sr, scale), mod_crop(hr, scale)
-                if sr.shape != hr.shape:
-                    raise ValueError(
-                        f"{sr_path.name} is {tuple(sr.shape[1:])} but {hr_path.name} is "
-                        f"{tuple(hr.shape[1:])} after mod-cropping to {scale}"
-                    )
+            try:
+                sr = _load_rgb64(sr_path)
+                hr = _load_rgb64(hr_path) if hr_path else None
+                if scale and hr is not None:
+                    sr, hr = mod_crop(sr, scale), mod_crop(hr, scale)
+                if hr is not None and sr.shape != hr.shape:
+                    crop = f" after mod-cropping to {scale}" if scale else ""
+                    raise ValueError(f"{sr_path} is {_size(sr)} but {hr_path} is {_size(hr)}{crop}; skipped")
+                values = _measure(metrics, sr, hr, border)
+            except (OSError, ValueError, RuntimeError) as err:
+                result.errors.append(str(err))
+                continue
             key = (dataset, (hr_path or sr_path).stem)
             if keep_crops:
                 if key not in result.crop_boxes:  # the first method fixes the box for all
                     box = result.crop_boxes[key] = _crop_box(hr if hr is not None else sr, 1)
                     result.crops[key] = {"HR": _crop_u8(hr, box)} if hr is not None else {}
                 result.crops[key][method.name] = _crop_u8(sr, result.crop_boxes[key])
-            result.records.append(
-                {"dataset": dataset, "method": method.name, "image": key[1], **_measure(metrics, sr, hr, border)}
-            )
+            result.records.append({"dataset": dataset, "method": method.name, "image": key[1], **values})
     return result

@@ -193,6 +193,8 @@ class ImageFeatures(FrozenModule):
         if pos_embed not in ("interpolate", "drop"):
             raise ValueError(f"pos_embed must be 'interpolate' or 'drop', got {pos_embed!r}")
         self.visual = clip.model.visual
+        if hasattr(self.visual, "transformer"):  # ViT
+            _sequence_first(self.visual.transformer)
         self.name = clip.name
         self.pos_embed = pos_embed
         self.register_buffer("mean", torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), persistent=False)
@@ -284,6 +286,16 @@ class ImageFeatures(FrozenModule):
         return pooled @ v.proj if v.proj is not None else pooled
 
 
+def _sequence_first(transformer: nn.Module) -> None:
+    """Run an open_clip transformer sequence-first (LND), as OpenAI's CLIP does: the same math, but
+    ``nn.MultiheadAttention(batch_first=True)`` hands its in-projection a transposed view, which torch
+    computes as a broadcast ``bmm``: the text tower's forward and backward took 35% longer on the CPU."""
+    if getattr(transformer, "batch_first", False):
+        transformer.batch_first = False  # open_clip's Transformer.forward then transposes to a contiguous LND
+        for block in transformer.resblocks:
+            block.attn.batch_first = False
+
+
 class TextEncoder(FrozenModule):
     """CLIP's text tower, taking token embeddings so that prompt contexts can be learned (CoOp)."""
 
@@ -293,6 +305,7 @@ class TextEncoder(FrozenModule):
         self.token_embedding = m.token_embedding
         self.positional_embedding = m.positional_embedding
         self.transformer = m.transformer
+        _sequence_first(self.transformer)
         self.ln_final = m.ln_final
         self.text_projection = m.text_projection
         self.register_buffer("attn_mask", m.attn_mask, persistent=False)
