@@ -378,7 +378,7 @@ class EvalResult:
         blocks) and infinity (PSNR of an SR identical to its HR) become null, with a note for infinity."""
         finite = lambda v: None if isinstance(v, float) and not math.isfinite(v) else v  # noqa: E731
         records = [{k: finite(v) for k, v in r.items()} for r in self.records]
-        means = {d: {m: {k: finite(v) for k, v in v_.items()} for m, v_ in by.items()} for d, by in self.means().items()}
+        means = {d: {m: {k: finite(v) for k, v in x.items()} for m, x in by.items()} for d, by in self.means().items()}
         notes = list(self.notes)
         if any(isinstance(v, float) and math.isinf(v) for r in self.records for v in r.values()):
             notes.append("infinite values (PSNR of an SR identical to its HR) are null here; per_image.csv has inf")
