@@ -7,6 +7,7 @@ machine and the command that produced it; ``--json`` prints the same numbers as 
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import statistics
@@ -265,7 +266,7 @@ def _sr_case(blocks: int, size: int, tile: int, tile_pad: int, device: str, prec
 
 
 def bench_sr(
-    sizes=(128, 256, 512, 1024), tile=512, tile_pad=16, blocks=23, device="cpu", precision="fp32", repeats=2
+    sizes=(128, 256, 512, 1024), tile=512, tile_pad=32, blocks=23, device="cpu", precision="fp32", repeats=2
 ) -> dict:
     """``sfd sr``'s tiled path against the whole image at once, as the input grows. Each case runs in
     its own process (so that CPU peak memory is the case's own), tiled and untiled alternating."""
@@ -274,7 +275,7 @@ def bench_sr(
 
     rows = []
     for size in sizes:
-        row = {"size": size}
+        row = {"size": size, "tiles": math.ceil(size / tile) ** 2 if tile > 0 else 1}
         for name, t in (("untiled", 0), ("tiled", tile)):
             args = json.dumps([blocks, size, t, tile_pad, device, precision, repeats])
             code = f"import json; from sfd.bench import _sr_case; print(json.dumps(_sr_case(*json.loads({args!r}))))"
@@ -403,9 +404,11 @@ def _plot_sweep(rows: list[dict], path: str, setting: dict) -> None:
         ax.plot(xs, [r["seconds"] for r in pts], "o-", color="tab:blue")
         ax.set_xlabel(label)
         ax.set_ylabel("s / iteration", color="tab:blue")
+        ax.set_ylim(bottom=0)
         twin = ax.twinx()
         twin.plot(xs, [r["peak_mb"] / 1024 for r in pts], "s--", color="tab:red")
         twin.set_ylabel("peak memory (GiB)", color="tab:red")
+        twin.set_ylim(bottom=0)
     fig.suptitle(f"SFD step, {setting['generator']}, {setting['device']}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path)

@@ -47,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     q = add("sr", "sfd sr tiled vs untiled: MP/s and peak memory as the input grows", cmd_sr)
     q.add_argument("--sizes", type=int, nargs="+", default=[128, 256, 512, 1024])
     q.add_argument("--tile", type=int, default=512)
-    q.add_argument("--tile-pad", type=int, default=16)
+    q.add_argument("--tile-pad", type=int, default=32, help="default: sfd sr's")
     q.add_argument("--blocks", type=int, default=23)
     q.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
 
@@ -138,14 +138,14 @@ def cmd_sr(args) -> int:
 
     r = bench_sr(args.sizes, args.tile, args.tile_pad, args.blocks, args.device, args.precision, args.repeats)
     table = [
-        "| input | untiled MP/s | tiled MP/s | tiled / untiled | untiled peak MB | tiled peak MB |",
-        "|---|---|---|---|---|---|",
+        "| input | tiles | untiled MP/s | tiled MP/s | tiled / untiled | untiled peak MB | tiled peak MB |",
+        "|---|---|---|---|---|---|---|",
     ]
     for row in r["rows"]:
         u, t = row["untiled"], row["tiled"]
         ratio = row["tiled_over_untiled_speed"]
         table.append(
-            f"| {row['size']}² | {u['mp_per_s']:.3f} | {t['mp_per_s']:.3f} | {ratio:.2f} "
+            f"| {row['size']}² | {row['tiles']} | {u['mp_per_s']:.3f} | {t['mp_per_s']:.3f} | {ratio:.2f} "
             f"| {u['peak_mb']:.0f} | {t['peak_mb']:.0f} |"
         )
     return _emit(args, r, table)

@@ -467,8 +467,8 @@ def test_tsne_outputs(artifact, tmp_path, capsys):
             "--no-progress",
         ]
     )
-    assert rc == 0
     report = json.loads((out / "tsne.json").read_text())
+    assert rc == (1 if report["images_unreadable"] or report["images_missing"] else 0)  # exit 1 when any failed
     Image.open(out / "tsne.png").verify()
     counts = [b["images"] for b in report["bins"]]
     assert len(counts) == 5 and sum(counts) == len(report["images"]) and max(counts) <= 3
@@ -481,6 +481,7 @@ def test_tsne_outputs(artifact, tmp_path, capsys):
     assert list(report["images_unreadable"]) == ["corrupt.JPG"] or "corrupt.JPG" not in report["images"]
     captured = capsys.readouterr()
     assert "feat_d" in captured.out and "fixed bins on a 0-100 scale" in captured.err
+    assert rc == 1 and "sfd tsne: 1 images of the MOS file not found" in captured.err  # not_there.JPG
 
     # the data-range bins stay available; a scale the data does not fit is one clear error
     rc = main(
@@ -508,7 +509,7 @@ def test_tsne_outputs(artifact, tmp_path, capsys):
             "data",
         ]
     )
-    assert rc == 0
+    assert rc == 1  # not_there.JPG is still missing
     report = json.loads((out / "tsne.json").read_text())
     assert report["bins"][0]["range"][0] == min(mos.values()) and report["bins"][-1]["range"][1] == max(mos.values())
     assert report["binning"]["mode"] == "data"

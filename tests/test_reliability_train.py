@@ -16,7 +16,7 @@ from helpers import bundled_photo_dir, tiny_config, tiny_overrides
 
 from sfd import checkpoint
 from sfd.cli import main
-from sfd.guard import TrainingDiverged
+from sfd.guard import TrainingDiverged, grads_finite
 from sfd.runlock import RunLock, RunLocked
 from sfd.trainer import build_run, train, train_step
 
@@ -97,6 +97,21 @@ def _nan_after(monkeypatch, calls_ok: int, until: int | None = None):
         return loss * float("nan") if bad else loss
 
     monkeypatch.setattr(t, "g_adversarial_loss", fake)
+
+
+@pytest.mark.parametrize(
+    "bad, expected",
+    [(None, True), (float("nan"), False), (float("inf"), False), (-float("inf"), False), (1e30, True)],
+    ids=["finite", "nan", "inf", "-inf", "huge-but-finite"],
+)
+def test_grads_finite_is_exact(bad, expected):
+    """NaN/Inf anywhere is caught; 1e30 overflows the fast norm check but is finite, so it passes."""
+    params = [torch.nn.Parameter(torch.zeros(3, 4)) for _ in range(3)]
+    for p in params:
+        p.grad = torch.randn_like(p)
+    if bad is not None:
+        params[1].grad[2, 3] = bad
+    assert grads_finite(params) is expected
 
 
 def test_isolated_nan_steps_are_skipped_counted_and_logged(photos, tmp_path, monkeypatch, capsys, one_thread):

@@ -125,6 +125,10 @@ def test_tiled_equals_untiled_and_tiles_stay_small():
     tiled = tiled_upscale(recording, img, 4, tile=24, tile_pad=32)
     assert (tiled - full).abs().max() <= 1 / 255
     assert max(h * w for h, w in seen) <= (24 + 2 * 32) ** 2 and len(seen) == 4 * 3
+    # The image is split evenly: 50 x 26 at tile 24 is 3 x 2 tiles of at most 17 x 13, not 24 x 24 plus slivers.
+    seen.clear()
+    tiled_upscale(recording, torch.rand(3, 50, 26), 4, tile=24, tile_pad=0)
+    assert sorted(set(seen)) == [(16, 13), (17, 13)] and len(seen) == 6
     as_u8 = tiled_upscale(fn, img, 4, tile=24, tile_pad=32, out_dtype=torch.uint8)
     assert as_u8.dtype == torch.uint8 and (as_u8.float() / 255 - full).abs().max() <= 1 / 255 + 1e-6
     alpha = torch.rand(1, 30, 50)

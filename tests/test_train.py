@@ -93,6 +93,21 @@ def test_bf16_autocast_step_keeps_fp32_weights(photos, tmp_path):
     assert "l_d_feat_d" in logs and "l_d_tg_d" in logs
 
 
+def test_compiled_step_matches_the_eager_one_and_keeps_state_dict_names(photos, tmp_path):
+    """train.compile (here torch.compile's "aot_eager" backend: the same graph capture as inductor,
+    without its C++ build) trains like eager mode, and checkpoints keep their parameter names."""
+    runs = {c: build_run(tiny_config(photos, tmp_path / c, [f"train.compile={c}"])) for c in ("null", "aot_eager")}
+    cfg = runs["null"].cfg
+    assert runs["aot_eager"].generator._compiled_call_impl is not None  # nn.Module.compile took effect
+    assert runs["null"].generator._compiled_call_impl is None
+    for run in runs.values():
+        torch.manual_seed(0)
+        train_step(run, *_batch(cfg))
+    eager, compiled = (runs[c].generator.state_dict() for c in ("null", "aot_eager"))
+    assert list(compiled) == list(eager)  # nn.Module.compile: no "_orig_mod." prefixes
+    assert all(torch.allclose(compiled[k], eager[k], atol=1e-5) for k in eager)
+
+
 def test_swinir_generator_trains(photos, tmp_path):
     extra = [
         "generator.arch=swinir",

@@ -78,8 +78,8 @@ def tiled_upscale(
 ) -> torch.Tensor:
     """Upscale (C, H, W) or (1, C, H, W) ``image`` (CPU, [0, 1]) by ``scale`` with ``fn``.
 
-    ``tile`` = 0 runs the whole image at once. Otherwise tiles of ``tile`` x ``tile`` input
-    pixels run one by one with ``tile_pad`` pixels of context. Inputs are cast to ``dtype`` on
+    ``tile`` = 0 runs the whole image at once. Otherwise tiles of at most ``tile`` x ``tile`` input
+    pixels (the image split evenly) run one by one with ``tile_pad`` pixels of context. Inputs are cast to ``dtype`` on
     ``device``; the output is assembled on the CPU as ``out_dtype`` (uint8/uint16 outputs are
     quantised per tile, which keeps an 8000x8000 x4 result at 3 bytes per pixel instead of 12).
     Output values are clamped to [0, 1]. ``progress`` (True or a label) shows a tile bar.
@@ -90,7 +90,8 @@ def tiled_upscale(
         raise ValueError("tiled_upscale takes one image at a time")
     _, c, h, w = x.shape
     out = torch.empty(1, c, h * scale, w * scale, dtype=out_dtype)
-    tile_h, tile_w = (h, w) if tile <= 0 else (min(tile, h), min(tile, w))
+    # Equal tiles of at most ``tile`` (600 px at tile 512: two of 300, not 512 + 88, whose context would cost more)
+    tile_h, tile_w = (h, w) if tile <= 0 else (math.ceil(h / math.ceil(h / tile)), math.ceil(w / math.ceil(w / tile)))
     pad = tile_pad if tile > 0 else 0
     boxes = [(y0, x0) for y0 in range(0, h, tile_h) for x0 in range(0, w, tile_w)]
     bar = tqdm(

@@ -281,6 +281,16 @@ def cmd_tsne(args: argparse.Namespace) -> int:
             f"{p['knn_accuracy_features']:>12.3f} {p['chance']:>7.3f}  {p['source']}"
         )
     print(f"wrote {Path(args.out) / 'tsne.png'} and tsne.json ({len(report['images'])} images)", file=sys.stderr)
+    failed = report["images_unreadable"]
+    for name, why in failed.items():
+        print(f"skipped {name}: {why}", file=sys.stderr)
+    if report["images_missing"] or failed:  # the plot covers fewer images than the MOS file lists: say so
+        print(
+            f"sfd tsne: {report['images_missing']} images of the MOS file not found, {len(failed)} of the sampled "
+            "could not be read",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
