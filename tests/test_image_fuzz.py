@@ -105,3 +105,25 @@ def _write_named(data: bytes, name: str) -> Path:
     path = Path(_DIR) / name
     path.write_bytes(data)
     return path
+
+
+def test_pillows_pixel_limit_is_a_clear_error_and_can_be_raised(tmp_path, monkeypatch):
+    """Pillow refuses images over ~179 MP as possible decompression bombs; sfd says how to allow a user's
+    own large photo ($SFD_MAX_IMAGE_PIXELS), and restores Pillow's limit afterwards."""
+    import warnings
+
+    path = tmp_path / "wide.png"
+    Image.new("RGB", (40, 30)).save(path)
+    default = Image.MAX_IMAGE_PIXELS
+    monkeypatch.setenv("SFD_MAX_IMAGE_PIXELS", "500")  # 1200 pixels: over the limit
+    with pytest.raises(ImageReadError, match=r"wide\.png: .*SFD_MAX_IMAGE_PIXELS=0 for no limit"):
+        load_rgb(path)
+    for allowed in ("1200", "0"):
+        monkeypatch.setenv("SFD_MAX_IMAGE_PIXELS", allowed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no decompression-bomb warning under the user's limit
+            assert load_rgb(path).size == (40, 30) and read_image(path).rgb.shape == (3, 30, 40)
+    monkeypatch.setenv("SFD_MAX_IMAGE_PIXELS", "lots")
+    with pytest.raises(ValueError, match="SFD_MAX_IMAGE_PIXELS must be a whole number"):
+        load_rgb(path)
+    assert Image.MAX_IMAGE_PIXELS == default

@@ -8,6 +8,8 @@ Pillow reads 16-bit colour PNG/TIFF as 8-bit without warning, so those go throug
 
 from __future__ import annotations
 
+import os
+import warnings
 from collections.abc import Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -48,6 +50,11 @@ def _reason(path: Path, err: Exception) -> str:
         pass
     if isinstance(err, Image.UnidentifiedImageError):
         return "not an image, or a format Pillow cannot read"
+    if isinstance(err, Image.DecompressionBombError):
+        return (
+            f"{err} If the image is yours, allow it with SFD_MAX_IMAGE_PIXELS=N (pixels), "
+            "or SFD_MAX_IMAGE_PIXELS=0 for no limit"
+        )
     text = " ".join(str(err).split())[:160] or type(err).__name__
     if "truncated" in text.lower() or isinstance(err, (SyntaxError, EOFError)):
         return f"truncated or corrupt ({text})"
@@ -57,13 +64,25 @@ def _reason(path: Path, err: Exception) -> str:
 @contextmanager
 def _reading(path: str | Path):
     """Turn whatever a decoder raises on a bad file into one ``ImageReadError`` naming the file and why.
-    A missing file, a permission problem or a missing optional package keep their own errors."""
+    A missing file, a permission problem or a missing optional package keep their own errors.
+    ``$SFD_MAX_IMAGE_PIXELS`` replaces Pillow's decompression-bomb limit (about 179 MP refused) while
+    sfd reads, for users' own very large photos; 0 means no limit."""
+    limit, allowed = Image.MAX_IMAGE_PIXELS, os.environ.get("SFD_MAX_IMAGE_PIXELS", "").strip()
+    if allowed:
+        if not allowed.isdigit():
+            raise ValueError(f"SFD_MAX_IMAGE_PIXELS must be a whole number of pixels (0: no limit), got {allowed!r}")
+        Image.MAX_IMAGE_PIXELS = int(allowed) // 2 or None  # Pillow refuses images over twice this
     try:
-        yield
+        with warnings.catch_warnings():
+            if allowed:  # the user raised the limit: no "could be decompression bomb" warning under it
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            yield
     except (FileNotFoundError, IsADirectoryError, PermissionError, ImportError, ImageReadError):
         raise
     except Exception as err:  # Pillow raises OSError, SyntaxError, ValueError, struct.error, ... on bad bytes
         raise ImageReadError(f"{path}: {_reason(Path(path), err)}") from err
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
 
 
 def list_images(inputs: str | Path | Iterable[str | Path]) -> list[Path]:
@@ -196,23 +215,26 @@ def read_image(path: str | Path) -> ImageData:
 def _read_image(path: Path) -> ImageData:
     with Image.open(path) as im:
         if _png_16bit_colour(path) or _tiff_16bit_colour(im):
-            arr = _read_16bit_colour(path, im).astype(np.float32) / 65535.0
-            bit_depth = 16
+            arr, bit_depth = _read_16bit_colour(path, im).astype(np.float32), 16
+            arr /= 65535.0
         else:
             im = ImageOps.exif_transpose(im)
             if im.mode == "P":
                 im = im.convert("RGBA" if "transparency" in im.info else "RGB")
             if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-                arr, bit_depth = np.asarray(im).astype(np.float32) / 65535.0, 16
+                arr, bit_depth = np.asarray(im, dtype=np.float32), 16
+                arr /= 65535.0  # in place: an 8000 x 8000 photo is 768 MB as float32
             else:
                 if im.mode not in ("L", "LA", "RGB", "RGBA"):
                     im = im.convert("RGBA" if "A" in im.getbands() else ("L" if im.mode == "1" else "RGB"))
-                arr, bit_depth = np.asarray(im).astype(np.float32) / 255.0, 8
+                arr, bit_depth = np.asarray(im, dtype=np.float32), 8
+                arr /= 255.0
     if arr.ndim == 2:
         arr = arr[..., None]
     grayscale = arr.shape[2] in (1, 2)
     colour, alpha = (arr[..., :1], arr[..., 1:]) if grayscale else (arr[..., :3], arr[..., 3:])
-    rgb = torch.from_numpy(np.ascontiguousarray(colour)).permute(2, 0, 1).clip(0, 1)
+    # (C, H, W) views of the (H, W, C) pixels, clamped in place: no copy of a large image
+    rgb = torch.from_numpy(colour).permute(2, 0, 1).clamp_(0, 1)
     rgb = rgb.expand(3, -1, -1).contiguous() if grayscale else rgb
     a = torch.from_numpy(np.ascontiguousarray(alpha)).permute(2, 0, 1).clip(0, 1) if alpha.shape[2] else None
     return ImageData(rgb, a, bit_depth, grayscale)
@@ -221,7 +243,7 @@ def _read_image(path: Path) -> ImageData:
 def _quantise(img: torch.Tensor, bit_depth: int) -> np.ndarray:
     if img.is_floating_point():
         img = to_levels(img.detach().float(), bit_depth)
-    return img.cpu().numpy().astype(np.uint16 if bit_depth == 16 else np.uint8)
+    return img.cpu().numpy().astype(np.uint16 if bit_depth == 16 else np.uint8, copy=False)
 
 
 def save_image(
@@ -245,10 +267,12 @@ def save_image(
     planes = [_quantise(colour, bit_depth)]
     if alpha is not None:
         planes.append(_quantise(alpha, bit_depth))
-    arr = np.concatenate(planes, axis=0).transpose(1, 2, 0)
+    # One plane (no alpha) is written without concatenating: a channels-last result (as sfd sr's tiles
+    # assemble it) then reaches Pillow without a transposed copy.
+    arr = (np.concatenate(planes, axis=0) if len(planes) > 1 else planes[0]).transpose(1, 2, 0)
     if bit_depth == 8 or arr.shape[2] == 1:
         arr = arr[..., 0] if arr.shape[2] == 1 else arr
-        Image.fromarray(arr).save(path)  # uint16 2-D arrays become 16-bit grayscale PNGs
+        Image.fromarray(np.ascontiguousarray(arr)).save(path)  # uint16 2-D arrays become 16-bit grayscale PNGs
         return
     try:
         import cv2

@@ -20,6 +20,7 @@ def _add_runtime_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
     p.add_argument("--device", default="auto", help="auto (default: CUDA when available), cpu, cuda, cuda:1, ...")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument(
         "--allow-pickle", action="store_true", help="load .pth files that need full pickle (only for files you trust)"
     )
@@ -200,7 +201,7 @@ def cmd_sr(args: argparse.Namespace) -> int:
     print(f"model: {gen.source}, {gen.architecture} x{gen.scale}, {args.precision} on {args.device}", file=sys.stderr)
 
     start, written, skipped, failed = time.time(), 0, 0, []
-    for img_path in tqdm(images, desc="images", unit="img"):
+    for img_path in tqdm(images, desc="images", unit="img", disable=args.no_progress):
         target = outputs[img_path]
         if target.exists() and not args.overwrite:
             skipped += 1
@@ -210,7 +211,13 @@ def cmd_sr(args: argparse.Namespace) -> int:
             out_dtype = torch.uint16 if data.bit_depth == 16 else torch.uint8
             common = dict(tile=args.tile, tile_pad=args.tile_pad, out_dtype=out_dtype)
             rgb = tiled_upscale(
-                fn, data.rgb, gen.scale, device=args.device, dtype=dtype, progress=img_path.name, **common
+                fn,
+                data.rgb,
+                gen.scale,
+                device=args.device,
+                dtype=dtype,
+                progress=not args.no_progress and img_path.name,
+                **common,
             )
             # Alpha is not image content: plain bicubic, clamped, never through the generator.
             alpha = (
@@ -218,7 +225,9 @@ def cmd_sr(args: argparse.Namespace) -> int:
                 if data.alpha is not None
                 else None
             )
-            save_image(rgb, target, alpha=alpha, bit_depth=data.bit_depth, grayscale=data.grayscale)
+            bit_depth, grayscale = data.bit_depth, data.grayscale
+            del data  # free the input before the result is written (Pillow copies it once more)
+            save_image(rgb, target, alpha=alpha, bit_depth=bit_depth, grayscale=grayscale)
             written += 1
         except (OSError, ValueError, ImportError, RuntimeError) as err:
             failed.append(f"{img_path}: {err}")
@@ -357,13 +366,28 @@ def cmd_eval(args: argparse.Namespace) -> int:
     metrics = [run.create_metric(n.strip(), options) for n in names if n.strip()]
     run.check_references(specs, metrics)
     if args.sr:
-        result = run.evaluate_folders(args.sr, args.hr, args.scale, metrics, keep_crops=args.report, border=args.border)
+        result = run.evaluate_folders(
+            args.sr,
+            args.hr,
+            args.scale,
+            metrics,
+            keep_crops=args.report,
+            border=args.border,
+            progress=not args.no_progress,
+        )
     else:
         methods = _eval_methods(args, scale)
         scale = scale or methods[0].scale
         save_sr = Path(args.out) / "sr" if args.save_sr else None
         result = run.evaluate(
-            methods, specs, scale, metrics, keep_crops=args.report, save_sr=save_sr, border=args.border
+            methods,
+            specs,
+            scale,
+            metrics,
+            keep_crops=args.report,
+            save_sr=save_sr,
+            border=args.border,
+            progress=not args.no_progress,
         )
     paths = result.write(args.out)
     if args.report:

@@ -503,6 +503,7 @@ def evaluate(
     keep_crops: bool = False,
     save_sr: str | Path | None = None,
     border: int | None = None,
+    progress: bool = True,
 ) -> EvalResult:
     """Super-resolve every dataset's LR with every method and measure.
 
@@ -523,7 +524,7 @@ def evaluate(
     for spec in specs:
         work, problems = _work_list(spec)
         result.errors += problems
-        for item in tqdm(work, desc=f"{spec.name} x{scale}", unit="img"):
+        for item in tqdm(work, desc=f"{spec.name} x{scale}", unit="img", disable=not progress):
             try:
                 name, lr, hr = _load_item(spec, item, scale)
             except (OSError, ValueError) as err:
@@ -576,6 +577,7 @@ def evaluate_folders(
     metrics: list[Metric],
     keep_crops: bool = False,
     border: int | None = None,
+    progress: bool = True,
 ) -> EvalResult:
     """Measure existing SR images against HR images (or alone, for no-reference metrics)."""
     if hr_dir is None and any(m.needs_reference for m in metrics):
@@ -597,7 +599,7 @@ def evaluate_folders(
             result.errors += missing
         else:
             pairs = [(p, None) for p in sr_files]
-        for sr_path, hr_path in tqdm(pairs, desc=method.name, unit="img"):
+        for sr_path, hr_path in tqdm(pairs, desc=method.name, unit="img", disable=not progress):
             try:
                 sr = _load_rgb64(sr_path)
                 hr = _load_rgb64(hr_path) if hr_path else None

@@ -89,7 +89,10 @@ def tiled_upscale(
     if x.shape[0] != 1:
         raise ValueError("tiled_upscale takes one image at a time")
     _, c, h, w = x.shape
-    out = torch.empty(1, c, h * scale, w * scale, dtype=out_dtype)
+    if out_dtype.is_floating_point:
+        out = torch.empty(1, c, h * scale, w * scale, dtype=out_dtype)
+    else:  # integer results are for image files: assembled channels-last (H, W, C), as files store pixels
+        out = torch.empty(1, h * scale, w * scale, c, dtype=out_dtype).permute(0, 3, 1, 2)
     # Equal tiles of at most ``tile`` (600 px at tile 512: two of 300, not 512 + 88, whose context would cost more)
     tile_h, tile_w = (h, w) if tile <= 0 else (math.ceil(h / math.ceil(h / tile)), math.ceil(w / math.ceil(w / tile)))
     pad = tile_pad if tile > 0 else 0
@@ -105,7 +108,7 @@ def tiled_upscale(
         y1, x1 = min(y0 + tile_h, h), min(x0 + tile_w, w)
         # Context around the tile, clipped to the image.
         cy0, cx0, cy1, cx1 = max(y0 - pad, 0), max(x0 - pad, 0), min(y1 + pad, h), min(x1 + pad, w)
-        patch = x[..., cy0:cy1, cx0:cx1].to(device=device, dtype=dtype)
+        patch = x[..., cy0:cy1, cx0:cx1].to(device=device, dtype=dtype).contiguous()
         y = fn(patch).float().clamp(0, 1)
         oy, ox = (y0 - cy0) * scale, (x0 - cx0) * scale
         core = y[..., oy : oy + (y1 - y0) * scale, ox : ox + (x1 - x0) * scale]
