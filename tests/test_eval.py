@@ -267,3 +267,22 @@ def test_eval_model_needs_matching_scale(shared_data, tmp_path, capsys):
         ]
     )
     assert code == 2 and "is x2, but the evaluation is x4" in capsys.readouterr().err
+
+
+def test_no_progress_silences_the_bars_of_sr_and_eval(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    (tmp_path / "hr").mkdir()
+    for name in ("a", "b"):
+        Image.fromarray(rng.integers(0, 256, (48, 48, 3), dtype=np.uint8)).save(tmp_path / "hr" / f"{name}.png")
+    torch.save(tiny_rrdbnet(scale=4, num_filters=8).state_dict(), tmp_path / "g.pth")
+    model = ["--model", str(tmp_path / "g.pth"), "--tile", "16", "--device", "cpu", "--overwrite"]
+    commands = [
+        ["sr", str(tmp_path / "hr"), "-o", str(tmp_path / "sr"), *model],
+        ["eval", "--method", "bicubic", "--dataset", str(tmp_path / "hr"), "--scale", "4", "--metrics", "psnr"]
+        + ["-o", str(tmp_path / "eval"), "--device", "cpu"],
+    ]
+    for args in commands:
+        assert main(args) == 0
+        assert "%|" in capsys.readouterr().err, args  # tqdm's bars by default
+        assert main(args + ["--no-progress"]) == 0
+        assert "%|" not in capsys.readouterr().err, args

@@ -221,6 +221,7 @@ def evaluate_paper_table(
     allow_pickle: bool = False,
     keep_crops: bool = False,
     save_sr: str | Path | None = None,
+    progress: bool = True,
 ) -> PaperResult:
     """Measure ``ours`` on the table's datasets (those found under ``root``) with the table's metrics."""
     names = [m.name for m in ours]
@@ -258,7 +259,9 @@ def evaluate_paper_table(
     ]
     combined = run.EvalResult(table.scale, metrics, methods, [])
     for d, folder in result.found.items():
-        part = run.evaluate(methods, [folder], table.scale, metrics, keep_crops=keep_crops, save_sr=save_sr)
+        part = run.evaluate(
+            methods, [folder], table.scale, metrics, keep_crops=keep_crops, save_sr=save_sr, progress=progress
+        )
         folder_name = part.datasets[0]
         for r in part.records:  # datasets by the table's names (B100 -> BSDS100)
             r["dataset"] = d
@@ -317,6 +320,7 @@ def cmd_paper_table(args: argparse.Namespace) -> int:
         args.allow_pickle,
         keep_crops=args.report,
         save_sr=Path(args.out) / "sr" if args.save_sr else None,
+        progress=not args.no_progress,
     )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
