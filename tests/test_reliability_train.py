@@ -351,6 +351,19 @@ def test_sigint_and_sigterm_write_a_checkpoint_and_say_how_to_resume(photos, tmp
     assert str(newest) in err and 1 <= checkpoint.load(newest).iteration < 1000
 
 
+def test_ctrl_c_reaches_loader_workers_too_and_still_stops_cleanly(photos, tmp_path):
+    """Ctrl-C in a terminal sends SIGINT to the whole process group, DataLoader workers included."""
+    ckpts = tmp_path / "classic_rrdb_x4" / "checkpoints"
+    cmd = _train_cmd(photos, tmp_path, 1000, ["data.num_workers=1"])
+    proc = subprocess.Popen(cmd, env=_env(), stderr=subprocess.PIPE, text=True, start_new_session=True)
+    _wait_for(lambda: (ckpts / "iter_00000001.pth").exists(), proc)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGINT, err
+    assert "stopped by SIGINT at iteration" in err and "Traceback" not in err, err
+    assert checkpoint.load(checkpoint.find_latest(tmp_path / "classic_rrdb_x4")).iteration >= 1
+
+
 def _run_killed(cmd, env, when):
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _wait_for(when, proc)
