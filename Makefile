@@ -26,10 +26,10 @@ test: install
 # ruff's linter and formatter, configured in pyproject.toml; CI runs this before the tests.
 lint: install
 	$(VENV)/bin/ruff check sfd tests benchmarks
-	$(VENV)/bin/ruff format --check sfd tests benchmarks
+	$(VENV)/bin/ruff format --check sfd tests benchmarks README.md docs
 
 format: install
-	$(VENV)/bin/ruff format sfd tests benchmarks
+	$(VENV)/bin/ruff format sfd tests benchmarks README.md docs
 	$(VENV)/bin/ruff check --fix sfd tests benchmarks
 
 # Soak runs excluded from `make test` (pyproject addopts "-m 'not slow'"); see docs/reliability.md.
