@@ -281,6 +281,11 @@ def test_an_lgan_checkpoint_where_sfd_iqa_needs_feat_d_and_tg_d(inputs, lgan_che
     assert code in (1, 2) and "lgan.pth has neither a Feat-D nor TG-D" in err, err
 
 
+def _iqa_eval_args(inputs, mos, tmp_path) -> list[str]:
+    images = ["--images", str(inputs / "mixed"), "--mos", str(mos), "--metrics", "niqe"]
+    return ["iqa-eval", *images, "--output", str(tmp_path / "o"), "--no-progress"]
+
+
 @pytest.mark.parametrize(
     "rows,why",
     [
@@ -297,21 +302,7 @@ def test_an_lgan_checkpoint_where_sfd_iqa_needs_feat_d_and_tg_d(inputs, lgan_che
 def test_a_bad_mos_file_is_one_line_naming_the_row(inputs, tmp_path, capsys, rows, why):
     mos = tmp_path / "mos.csv"
     mos.write_text(rows)
-    code, _, err = _run(
-        capsys,
-        [
-            "iqa-eval",
-            "--images",
-            str(inputs / "mixed"),
-            "--mos",
-            str(mos),
-            "--metrics",
-            "niqe",
-            "--out",
-            str(tmp_path / "o"),
-            "--no-progress",
-        ],
-    )
+    code, _, err = _run(capsys, _iqa_eval_args(inputs, mos, tmp_path))
     assert code in (1, 2) and why in err and len(err.strip().splitlines()) == 1, err
 
 
@@ -319,22 +310,8 @@ def test_iqa_eval_exits_1_when_listed_images_are_missing_or_unreadable(inputs, t
     mos = tmp_path / "mos.csv"
     names = ["good.png", "фото ümlaut.PNG", "cut.png", "not_there.png"]
     mos.write_text("image,mos\n" + "".join(f"{n},{i * 10}\n" for i, n in enumerate(names)))
-    code, _, err = _run(
-        capsys,
-        [
-            "iqa-eval",
-            "--images",
-            str(inputs / "mixed"),
-            "--mos",
-            str(mos),
-            "--metrics",
-            "niqe",
-            "--out",
-            str(tmp_path / "o"),
-            "--no-progress",
-        ],
-    )
-    assert code != 0, err
+    code, _, err = _run(capsys, _iqa_eval_args(inputs, mos, tmp_path))
+    assert code == 1, err
 
 
 # ---------------------------------------------------------------- very large images: tiles in bounded memory
