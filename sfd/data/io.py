@@ -235,7 +235,7 @@ def _read_image(path: Path) -> ImageData:
     colour, alpha = (arr[..., :1], arr[..., 1:]) if grayscale else (arr[..., :3], arr[..., 3:])
     # (C, H, W) views of the (H, W, C) pixels, clamped in place: no copy of a large image
     rgb = torch.from_numpy(colour).permute(2, 0, 1).clamp_(0, 1)
-    rgb = rgb.expand(3, -1, -1).contiguous() if grayscale else rgb
+    rgb = rgb.expand(3, -1, -1) if grayscale else rgb  # a view too: the tiles are made contiguous one by one
     a = torch.from_numpy(np.ascontiguousarray(alpha)).permute(2, 0, 1).clip(0, 1) if alpha.shape[2] else None
     return ImageData(rgb, a, bit_depth, grayscale)
 
