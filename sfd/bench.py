@@ -118,6 +118,33 @@ def _step_fn(run, batch: int, patch: int):
     return lambda: train_step(run, lr, hr)
 
 
+class _CountOps(torch.utils._python_dispatch.TorchDispatchMode):
+    """Counts the aten operators that reach a backend kernel (below autograd): what a GPU pays a launch for."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def step_measures(run, batch: int, patch: int) -> dict:
+    """FLOPs and operators dispatched by one iteration (the same whatever the machine's load)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    fn = _step_fn(run, batch, patch)
+    with FlopCounterMode(display=False) as flops:
+        fn()
+    with _CountOps() as ops:
+        fn()
+    return {"flops": flops.get_total_flops(), "ops": ops.count}
+
+
+TINY_PATCH = 32  # CLIP's stride: the smallest patch every run accepts; its arithmetic is negligible
+
+
 def bench_step(
     blocks=23,
     batch=2,
@@ -129,12 +156,24 @@ def bench_step(
     extra=None,
     names=None,
     profile_rows: int = 0,
+    measures: bool = True,
 ) -> dict:
+    """Seconds per iteration of each run, interleaved; with ``measures`` also, per run, FLOPs and
+    operators per iteration, the host time of one iteration at batch 1 on a 32² patch (where time is
+    per-operator overhead, not arithmetic), and seconds per TFLOP."""
     _quiet()
     runs = step_runs(blocks, patch, device, precision, extra, names)
     fns = {k: _step_fn(r, batch, patch) for k, r in runs.items()}
     times = interleaved(fns, repeats, warmup, device)
     med = {k: statistics.median(v) for k, v in times.items()}
+    per_run = None
+    if measures:
+        per_run = {k: step_measures(r, batch, patch) for k, r in runs.items()}
+        tiny_runs = step_runs(blocks, TINY_PATCH, device, precision, extra, list(runs))
+        tiny = interleaved({k: _step_fn(r, 1, TINY_PATCH) for k, r in tiny_runs.items()}, repeats, warmup, device)
+        for k, m in per_run.items():
+            m["tiny_host_s"] = statistics.median(tiny[k])
+            m["s_per_tflop"] = med[k] / (m["flops"] / 1e12) if m["flops"] else None
     peak = None
     if str(device).startswith("cuda"):  # one more iteration of each run alone, for its peak memory
         peak = {}
@@ -158,9 +197,12 @@ def bench_step(
         "peak_mb": peak,
         "times": times,
         "ratio_to_esrgan": {k: v / base for k, v in med.items()} if base else None,
+        "measures": per_run,
     }
     if base and "SFD" in med:
         out["sfd_over_esrgan"] = med["SFD"] / base
+        if per_run:  # the issue's yardstick: the time ratio against what the arithmetic alone would give
+            out["sfd_over_esrgan_flops"] = per_run["SFD"]["flops"] / per_run["ESRGAN"]["flops"]
     if profile_rows and "SFD" in runs:
         out["profile"] = profile_step(runs["SFD"], batch, patch, profile_rows)
     return out

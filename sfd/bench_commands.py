@@ -33,6 +33,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="config override for every run, e.g. train.channels_last=true",
     )
     q.add_argument("--profile", type=int, default=0, metavar="ROWS", help="also profile one SFD step (top ROWS ops)")
+    q.add_argument(
+        "--no-measures",
+        dest="measures",
+        action="store_false",
+        help="skip FLOPs, operators and tiny-input host time per iteration (they cost two more steps and a tiny run)",
+    )
 
     q = add("data", "patches/s of the classic and real-world loaders with 0, 1, 2 workers", cmd_data)
     q.add_argument("folders", nargs="+", help="HR image folders")
@@ -95,18 +101,30 @@ def cmd_step(args) -> int:
         extra=args.overrides,
         names=args.only,
         profile_rows=args.profile,
+        measures=args.measures,
     )
     r["setting"]["processes"] = distributed.world_size()
     main = distributed.is_main()
     distributed.shutdown()
     if not main:  # rank 0 alone reports
         return 0
-    table = ["| run | s / iteration | ratio to ESRGAN |", "|---|---|---|"]
+    m = r["measures"] or {}
+    table = ["| run | s / iteration | ratio to ESRGAN | GFLOP / it | ops / it | tiny-input s / it | s / TFLOP |"]
+    table.append("|---|---|---|---|---|---|---|")
     for name, s in r["seconds_per_iteration"].items():
         ratio = f"{r['ratio_to_esrgan'][name]:.2f}" if r["ratio_to_esrgan"] else "-"
-        table.append(f"| {name} | {s:.3f} | {ratio} |")
+        x = m.get(name)
+        extra = (
+            f"{x['flops'] / 1e9:.1f} | {x['ops']} | {x['tiny_host_s']:.4f} | {x['s_per_tflop']:.3f}"
+            if x
+            else "- | - | - | -"
+        )
+        table.append(f"| {name} | {s:.3f} | {ratio} | {extra} |")
     if "sfd_over_esrgan" in r:
-        table.append(f"\nSFD / ESRGAN = {r['sfd_over_esrgan']:.2f}")
+        line = f"\nSFD / ESRGAN = {r['sfd_over_esrgan']:.2f}"
+        if "sfd_over_esrgan_flops" in r:
+            line += f" (FLOP ratio {r['sfd_over_esrgan_flops']:.2f})"
+        table.append(line)
     if "profile" in r:
         table.append("\n" + r["profile"])
     return _emit(args, r, table)

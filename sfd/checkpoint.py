@@ -35,6 +35,7 @@ __all__ = [
     "list_checkpoints",
     "load_latest_good",
     "prune",
+    "read_best",
     "checksum_path",
     "verify_checksum",
 ]
@@ -254,18 +255,37 @@ def load_latest_good(run_dir: str | Path, say=print) -> Checkpoint | None:
     return None
 
 
+BEST_FILE = "best.json"  # beside the checkpoints: {metric: {value, iteration, checkpoint, higher_is_better}}
+
+
+def read_best(run_dir: str | Path) -> dict:
+    """The run's best validation values and the checkpoints that hold them ({} when none)."""
+    import json
+
+    path = Path(run_dir) / "checkpoints" / BEST_FILE
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def best_checkpoints(run_dir: str | Path) -> set[str]:
+    return {v["checkpoint"] for v in read_best(run_dir).values() if "checkpoint" in v}
+
+
 def prune(run_dir: str | Path, keep: int | None, keep_every: int = 0) -> list[Path]:
     """Delete all but the newest ``keep`` checkpoints (None: keep all). Checkpoints whose iteration
     is a multiple of ``keep_every`` (> 0) are kept too, as are the ones beside a ``NAME.keep`` marker
-    file. Returns the deleted paths."""
+    file and the best ones named in best.json. Returns the deleted paths."""
     if keep is None:
         return []
     found = list_checkpoints(run_dir)
     old = found[: max(0, len(found) - keep)]
+    best = best_checkpoints(run_dir)
     deleted = []
     for path in old:
         m = re.fullmatch(r"iter_(\d+)\.pth", path.name)
-        marked = path.with_name(path.name + ".keep").exists()
+        marked = path.with_name(path.name + ".keep").exists() or path.name in best
         if marked or (keep_every > 0 and m and int(m.group(1)) % keep_every == 0):
             continue
         path.unlink(missing_ok=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from sfd.errors import UsageError
 
@@ -90,6 +91,7 @@ def inspect_checkpoint(path: str) -> dict:
     from sfd.models.generators import parameter_sha256
 
     ckpt = checkpoint.load(path)
+    run_dir = Path(ckpt.path).parent.parent  # checkpoints live in RUN/checkpoints/
     count = lambda sd: int(sum(t.numel() for t in sd.values() if torch.is_tensor(t)))  # noqa: E731
     cfg, meta = ckpt.config, ckpt.meta
     return {
@@ -112,6 +114,7 @@ def inspect_checkpoint(path: str) -> dict:
         "generator_sha256": parameter_sha256(ckpt.generator),
         "generator_ema_sha256": parameter_sha256(ckpt.generator_ema) if ckpt.generator_ema else None,
         "sfd_version": meta.get("sfd_version"),
+        "best": checkpoint.read_best(run_dir),  # per validation metric: value, iteration, checkpoint
     }
 
 
@@ -135,6 +138,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     print(f"G sha256     {info['generator_sha256']}")
     if info["generator_ema_sha256"]:
         print(f"G-EMA sha256 {info['generator_ema_sha256']}")
+    for metric, b in info["best"].items():
+        way = "higher" if b["higher_is_better"] else "lower"
+        print(
+            f"best {metric:<7} {b['value']:.4f} at iteration {b['iteration']} ({way} is better): {b.get('checkpoint')}"
+        )
     return 0
 
 

@@ -83,6 +83,9 @@ class FeatDConfig:
     widths: list[int] = field(default_factory=lambda: [512, 256, 128, 64])  # [choice]
     kernel_size: int = 3  # [choice]
     negative_slope: float = 0.2  # LeakyReLU [choice]
+    # How the 2x bilinear upsampling (align_corners=False) is computed: "interpolate" (F.interpolate, the
+    # reference) or "separable" (the same values from shifted copies: no atomics in its backward on CUDA).
+    upsample: Literal["interpolate", "separable"] = "separable"
 
 
 @dataclass
@@ -173,6 +176,9 @@ class OptimConfig:
     eta_min: float = 1e-7
     grad_clip: float | None = None  # max global norm, per optimizer
     ema_decay: float | None = 0.999  # EMA of the generator; None = off
+    # Adam's implementation: "fused" (one kernel per step), "foreach", or "for_loop" (torch's per-tensor
+    # reference); "auto" = fused. The same update up to float rounding (docs/benchmarks.md: speed).
+    impl: Literal["auto", "fused", "foreach", "for_loop"] = "auto"
 
 
 @dataclass
@@ -187,6 +193,13 @@ class TrainConfig:
     # torch.compile the generator and the CLIP image tower with this backend ("inductor", torch's
     # default; "aot_eager" compiles nothing to C++), or null: not compiled.
     compile: str | None = None
+    # Keep losses and the NaN/Inf guard on the device: no host sync inside a step. Losses are read when
+    # a line is logged; skipped steps are skipped on the device and reported at the next log line.
+    # Needs optim.impl fused (or auto) and fp32/bf16.
+    sync_free: bool = False
+    # Replay each step from a CUDA graph (implies sync_free; CUDA, one process, static shapes). The
+    # first 3 steps of each phase run eagerly, then the step is captured once.
+    cuda_graph: bool = False
     output_dir: str = "runs"
     log_every: int = 100
     val_every: int = 5000
@@ -226,6 +239,12 @@ class Config:
                 f"feat_d needs CLIP RN50's pixel-wise features; clip.model={self.clip.model} is TG-D only"
             )
         self._check_ranges()
+        if self.train.cuda_graph:
+            self.train.sync_free = True
+        if self.train.sync_free and self.optim.impl not in ("auto", "fused"):
+            raise ConfigError(f"train.sync_free needs the fused Adam (optim.impl auto or fused, not {self.optim.impl})")
+        if self.train.sync_free and self.train.precision == "fp16":
+            raise ConfigError("train.sync_free (and cuda_graph) work with precision fp32 or bf16, not fp16")
         if self.data.patch_size % 32:
             raise ConfigError(f"data.patch_size={self.data.patch_size} must be a multiple of 32 (CLIP's stride)")
         if self.data.patch_size % self.generator.scale:

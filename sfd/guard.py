@@ -12,7 +12,16 @@ import threading
 
 import torch
 
-__all__ = ["TrainingDiverged", "TrainingInterrupted", "StopSignals", "grads_finite", "bad_losses", "BadStepCounter"]
+__all__ = [
+    "TrainingDiverged",
+    "TrainingInterrupted",
+    "StopSignals",
+    "grads_finite",
+    "grads_finite_on_device",
+    "bad_losses",
+    "BadStepCounter",
+    "DeviceBadSteps",
+]
 
 
 class TrainingDiverged(RuntimeError):
@@ -38,6 +47,15 @@ def grads_finite(params) -> bool:
     if bool(torch.stack(torch._foreach_norm(grads)).isfinite().all()):
         return True
     return bool(torch.stack([torch.isfinite(g).all() for g in grads]).all())
+
+
+def grads_finite_on_device(params) -> torch.Tensor:
+    """``grads_finite`` as a device bool, with no host sync: one fused max-abs per tensor (finite exactly
+    when every entry is; unlike the 2-norm it cannot overflow)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return torch.ones((), dtype=torch.bool, device=params[0].device if params else "cpu")
+    return torch.stack(torch._foreach_norm(grads, math.inf)).isfinite().all()
 
 
 def bad_losses(logs: dict[str, float]) -> list[str]:
@@ -69,6 +87,38 @@ class BadStepCounter:
             f"iteration {iteration}: skipped a step with a NaN/Inf {what} "
             f"({self.in_a_row} in a row, {self.total} in all)"
         )
+
+
+class DeviceBadSteps:
+    """Skipped steps counted on the device (``train.sync_free``): in a row, the most in a row since the
+    last check, and in all. ``check`` reads them (one sync) when the loop logs or saves, so a run that
+    diverges stops at the first line due after ``train.max_bad_steps`` skipped steps in a row."""
+
+    def __init__(self, device: torch.device):
+        self.in_a_row, self.worst, self.total = (torch.zeros((), dtype=torch.long, device=device) for _ in range(3))
+        self.reported = 0
+
+    def update(self, ok: torch.Tensor) -> None:
+        bad = (~ok).long()
+        self.in_a_row.add_(1).mul_(bad)  # in place: CUDA graphs replay these very tensors
+        torch.maximum(self.worst, self.in_a_row, out=self.worst)
+        self.total.add_(bad)
+
+    def check(self, counter: BadStepCounter, iteration: int, last_good: str | None) -> str | None:
+        worst, total = int(self.worst), int(self.total)
+        self.worst.copy_(self.in_a_row)
+        new, self.reported = total - self.reported, total
+        counter.total = total
+        if worst >= counter.limit:
+            raise TrainingDiverged(
+                f"{worst} steps in a row had a NaN/Inf loss or gradient (seen at iteration {iteration}); stopped "
+                f"(train.max_bad_steps={counter.limit}). Last checkpoint (good weights): {last_good or 'none'}"
+            )
+        if new:
+            return (
+                f"iterations up to {iteration}: skipped {new} step(s) with a NaN/Inf loss or gradient ({total} in all)"
+            )
+        return None
 
 
 class StopSignals:

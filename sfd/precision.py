@@ -18,12 +18,13 @@ __all__ = ["AUTOCAST_DTYPES", "autocast", "make_scalers", "prepare_models"]
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def autocast(device: torch.device, precision: str):
-    """The context the forward passes run in: autocast for bf16/fp16, nothing for fp32."""
+def autocast(device: torch.device, precision: str, cache: bool = True):
+    """The context the forward passes run in: autocast for bf16/fp16, nothing for fp32. ``cache=False``
+    under CUDA graph capture (autocast's weight-cast cache must not outlive the capture)."""
     dtype = AUTOCAST_DTYPES.get(precision)
     if dtype is None:
         return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=dtype)
+    return torch.autocast(device.type, dtype=dtype, cache_enabled=cache)
 
 
 def make_scalers(device: torch.device, precision: str, names) -> dict[str, torch.amp.GradScaler]:

@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 import sfd
 from sfd import checkpoint, distributed
+from sfd.bookkeeping import RunLogger, RunSaver
 from sfd.config import Config, config_to_dict
 from sfd.data.io import ImageReadError, list_images, load_rgb, probe_images, to_tensor
 from sfd.data.pipeline import build_loader
@@ -35,7 +36,16 @@ from sfd.data.resize import bicubic_lr, mod_crop
 from sfd.device import resolve_device
 from sfd.errors import UsageError
 from sfd.evaluate.metrics import psnr, ssim
-from sfd.guard import BadStepCounter, StopSignals, TrainingInterrupted, bad_losses, grads_finite
+from sfd.graphs import GraphedStep
+from sfd.guard import (
+    BadStepCounter,
+    DeviceBadSteps,
+    StopSignals,
+    TrainingInterrupted,
+    bad_losses,
+    grads_finite,
+    grads_finite_on_device,
+)
 from sfd.losses import PerceptualLoss, clipiqa_loss, d_adversarial_loss, g_adversarial_loss
 from sfd.models.clip import ImageFeatures, TextEncoder, load_clip
 from sfd.models.discriminators import build_discriminators
@@ -47,7 +57,7 @@ from sfd.schedulers import build_scheduler
 from sfd.weights import describe_weights
 from sfd.yamlconfig import ConfigError, apply_overrides, config_from_dict
 
-__all__ = ["Run", "build_run", "train_step", "train", "save_checkpoint", "restore"]
+__all__ = ["Run", "build_run", "train_step", "train", "open_run", "save_checkpoint", "restore"]
 
 
 @dataclass
@@ -73,6 +83,8 @@ class Run:
     scalers: dict[str, torch.amp.GradScaler] = field(default_factory=dict)  # per optimizer; active for fp16
     samples_seen: int = 0  # position in the global sample stream (any number of processes)
     text_features: torch.Tensor | None = None  # TG-D's prompt features of this iteration (G step -> D step)
+    bad_steps: DeviceBadSteps | None = None  # train.sync_free: skipped steps, counted on the device
+    graphed: GraphedStep | None = None  # train.cuda_graph: the step replayed from CUDA graphs
 
 
 def build_run(cfg: Config, load_pretrained: bool = True) -> Run:
@@ -115,15 +127,32 @@ def build_run(cfg: Config, load_pretrained: bool = True) -> Run:
             run_kw["pool"] = PairPool(cfg.data.degradation.queue_size, seed=cfg.train.seed)
 
     o = cfg.optim
-    betas = tuple(o.betas)
-    optimizers = {"g": torch.optim.Adam(g.parameters(), lr=o.lr_g, betas=betas, weight_decay=o.weight_decay)}
+    optimizers = {"g": _adam(g.parameters(), o.lr_g, cfg)}
     for name, d in discs.items():
-        optimizers[name] = torch.optim.Adam(d.parameters(), lr=o.lr_d, betas=betas, weight_decay=o.weight_decay)
+        optimizers[name] = _adam(d.parameters(), o.lr_d, cfg)
     schedulers = {k: build_scheduler(opt, o) for k, opt in optimizers.items()}
     run_kw["scalers"] = make_scalers(device, cfg.train.precision, optimizers)
+    if cfg.train.sync_free:
+        run_kw["bad_steps"] = DeviceBadSteps(device)
+    if cfg.train.cuda_graph:
+        if device.type != "cuda":
+            raise ConfigError(f"train.cuda_graph needs a CUDA device (train.device resolves to {device})")
+        run_kw["graphed"] = GraphedStep(step_core)
     run = Run(cfg, device, g, g_ema, discs, optimizers, schedulers, meta=meta, **run_kw)
     prepare_models(run)
     return run
+
+
+def _adam(params, lr: float, cfg: Config) -> torch.optim.Adam:
+    """Adam as ``optim.impl`` says: "fused" (one kernel for all tensors; the default, ``auto``),
+    "foreach" (a few kernels per step) or "for_loop" (torch's per-tensor reference). The same update up
+    to float rounding. CUDA graphs need the learning rate as a tensor (schedules fill it in place)."""
+    impl = "fused" if cfg.optim.impl == "auto" else cfg.optim.impl
+    kw = {"fused": impl == "fused", "foreach": impl == "foreach"}
+    if cfg.train.cuda_graph:
+        kw["capturable"], lr = True, torch.tensor(lr)
+    o = cfg.optim
+    return torch.optim.Adam(params, lr=lr, betas=tuple(o.betas), weight_decay=o.weight_decay, **kw)
 
 
 # ---------------------------------------------------------------- one iteration
@@ -149,12 +178,41 @@ def _step(opt: torch.optim.Optimizer, loss: torch.Tensor, params, clip: float | 
     return True
 
 
+def _step_on_device(
+    opt: torch.optim.Optimizer, loss: torch.Tensor, params, clip: float | None, skip: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``_step`` without a host sync (``train.sync_free``): the NaN/Inf decision stays a device tensor,
+    which the fused Adam reads to skip its update (its ``found_inf``, as GradScaler uses it). Returns
+    that decision (True: stepped); ``skip`` also skips (a D step after a bad G step)."""
+    opt.zero_grad(set_to_none=True)
+    params = list(params)
+    loss.backward()
+    distributed.average_gradients(params)
+    ok = torch.isfinite(loss) & grads_finite_on_device(params)
+    if skip is not None:
+        ok = ok & ~skip
+    if clip:
+        torch.nn.utils.clip_grad_norm_(params, clip, foreach=True)
+    opt.found_inf = (~ok).float()
+    opt.step()
+    return ok
+
+
 @torch.no_grad()
-def _update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
-    for e, p in zip(ema.parameters(), model.parameters()):
-        e.lerp_(p, 1 - decay)
-    for e, b in zip(ema.buffers(), model.buffers()):
-        e.copy_(b)
+def _update_ema(ema: nn.Module, model: nn.Module, decay: float, impl: str, ok: torch.Tensor | None = None) -> None:
+    """EMA of the generator. ``ok`` (a device bool): leave it unchanged when the step was skipped."""
+    e, p = list(ema.parameters()), list(model.parameters())
+    if ok is not None:  # e += w (p - e), w = 0 after a skipped step: no host sync
+        diff = torch._foreach_sub(p, e)
+        torch._foreach_mul_(diff, ok.float() * (1 - decay))
+        torch._foreach_add_(e, diff)
+    elif impl == "for_loop":
+        for a, b in zip(e, p):
+            a.lerp_(b, 1 - decay)
+    else:
+        torch._foreach_lerp_(e, p, 1 - decay)
+    for a, b in zip(ema.buffers(), model.buffers()):
+        a.copy_(b)
 
 
 def make_pair(run: Run, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -175,17 +233,36 @@ def make_pair(run: Run, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.
     return lr, hr_target, hr
 
 
-def train_step(run: Run, lr: torch.Tensor, hr: torch.Tensor, hr_real: torch.Tensor | None = None) -> dict[str, float]:
-    """One generator step, then one discriminator step. Returns the logged scalars.
+def train_step(run: Run, lr: torch.Tensor, hr: torch.Tensor, hr_real: torch.Tensor | None = None) -> dict:
+    """One generator step, then one discriminator step, then the schedules. Returns the logged scalars:
+    floats, or device tensors with ``train.sync_free`` (read them when a line is logged).
 
     ``hr`` is the target of the pixel losses; ``hr_real`` (default ``hr``) is what CLIP and the
-    discriminators see as real.
+    discriminators see as real. With ``train.cuda_graph`` the device work is replayed from a CUDA graph.
     """
     hr_real = hr if hr_real is None else hr_real
-    amp = lambda: autocast(run.device, run.cfg.train.precision)  # noqa: E731
+    adversarial = run.iteration >= run.cfg.train.pixel_warmup
+    if run.graphed is not None:
+        logs = run.graphed(run, lr, hr, hr_real, adversarial)
+    else:
+        logs = step_core(run, lr, hr, hr_real, adversarial)
+    with warnings.catch_warnings():  # D optimizers do not step during the pixel warm-up; schedules still count
+        warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
+        for sched in run.schedulers.values():
+            sched.step()
+    run.iteration += 1
+    logs["lr_g"] = float(run.optimizers["g"].param_groups[0]["lr"])
+    if len(run.optimizers) > 1:
+        logs["lr_d"] = float(next(opt for k, opt in run.optimizers.items() if k != "g").param_groups[0]["lr"])
+    return logs
+
+
+def step_core(run: Run, lr, hr, hr_real, adversarial: bool) -> dict:
+    """The device work of one iteration (what a CUDA graph captures): the G step, then the D step."""
     cfg, gan = run.cfg, run.cfg.loss.gan_type
-    adversarial = run.iteration >= cfg.train.pixel_warmup
-    logs: dict[str, float] = {}
+    sync_free = cfg.train.sync_free
+    amp = lambda: autocast(run.device, cfg.train.precision, cache=run.graphed is None)  # noqa: E731
+    logs: dict = {}
     discs = run.discriminators
     run.generator.train()
     for d in discs.values():
@@ -194,15 +271,22 @@ def train_step(run: Run, lr: torch.Tensor, hr: torch.Tensor, hr_real: torch.Tens
     # ---- generator step (forward under autocast for bf16/fp16; backward and optimizer steps outside it)
     with amp():
         sr, loss_g, f_sr, f_hr = _generator_losses(run, lr, hr, hr_real, adversarial, logs)
-    logs["l_g_total"] = loss_g.item()
-    run.bad = []
-    if not _step(run.optimizers["g"], loss_g, run.generator.parameters(), cfg.optim.grad_clip, run.scalers["g"]):
-        run.bad = bad_losses(logs) or ["gradient of l_g_total"]
-    elif run.generator_ema is not None:
-        _update_ema(run.generator_ema, run.generator, cfg.optim.ema_decay)
+    logs["l_g_total"] = loss_g.detach()
+    g_params, clip = run.generator.parameters(), cfg.optim.grad_clip
+    if sync_free:
+        ok = _step_on_device(run.optimizers["g"], loss_g, g_params, clip)
+        if run.generator_ema is not None:
+            _update_ema(run.generator_ema, run.generator, cfg.optim.ema_decay, cfg.optim.impl, ok)
+    else:
+        run.bad = []
+        if not _step(run.optimizers["g"], loss_g, g_params, clip, run.scalers["g"]):
+            run.bad = bad_losses(_floats(logs)) or ["gradient of l_g_total"]
+        elif run.generator_ema is not None:
+            _update_ema(run.generator_ema, run.generator, cfg.optim.ema_decay, cfg.optim.impl)
 
     # ---- discriminator step (reuses the detached SR features: no second CLIP forward); none after a bad G step
-    if adversarial and discs and not run.bad:
+    # (with sync_free it runs, and its optimizers skip the update on the device)
+    if adversarial and discs and (sync_free or not run.bad):
         for d in discs.values():
             d.requires_grad_(True)
         for name in ("feat_d", "tg_d", "image_d"):
@@ -211,21 +295,22 @@ def train_step(run: Run, lr: torch.Tensor, hr: torch.Tensor, hr_real: torch.Tens
             with amp():
                 real, fake = _discriminator_logits(run, name, sr, f_sr, f_hr, hr_real)
                 loss = d_adversarial_loss(real, fake, gan)
-            logs[f"l_d_{name}"] = loss.item()
-            logs[f"{name}_real"], logs[f"{name}_fake"] = real.mean().item(), fake.mean().item()
-            if not _step(run.optimizers[name], loss, discs[name].parameters(), cfg.optim.grad_clip, run.scalers[name]):
-                run.bad += bad_losses({f"l_d_{name}": logs[f"l_d_{name}"]}) or [f"gradient of l_d_{name}"]
+            logs[f"l_d_{name}"] = loss.detach()
+            logs[f"{name}_real"], logs[f"{name}_fake"] = real.detach().mean(), fake.detach().mean()
+            params = discs[name].parameters()
+            if sync_free:
+                ok = ok & _step_on_device(run.optimizers[name], loss, params, clip, skip=~ok)
+            elif not _step(run.optimizers[name], loss, params, clip, run.scalers[name]):
+                run.bad += bad_losses({f"l_d_{name}": float(logs[f"l_d_{name}"])}) or [f"gradient of l_d_{name}"]
     run.text_features = None
+    if sync_free:
+        run.bad_steps.update(ok)
+        return logs
+    return _floats(logs)
 
-    with warnings.catch_warnings():  # D optimizers do not step during the pixel warm-up; schedules still count
-        warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
-        for sched in run.schedulers.values():
-            sched.step()
-    run.iteration += 1
-    logs["lr_g"] = run.optimizers["g"].param_groups[0]["lr"]
-    if len(run.optimizers) > 1:
-        logs["lr_d"] = next(opt for k, opt in run.optimizers.items() if k != "g").param_groups[0]["lr"]
-    return logs
+
+def _floats(logs: dict) -> dict[str, float]:
+    return {k: float(v) for k, v in logs.items()}
 
 
 def _generator_losses(run: Run, lr, hr, hr_real, adversarial: bool, logs: dict):
@@ -235,10 +320,10 @@ def _generator_losses(run: Run, lr, hr, hr_real, adversarial: bool, logs: dict):
     sr = run.generator(lr)
     loss_g = torch.zeros((), device=run.device)
     if lam.l1:
-        logs["l_g_l1"] = (term := F.l1_loss(sr, hr)).item()
+        logs["l_g_l1"] = (term := F.l1_loss(sr, hr)).detach()
         loss_g = loss_g + lam.l1 * term
     if run.perceptual is not None and adversarial:
-        logs["l_g_percep"] = (term := run.perceptual(sr, hr)).item()
+        logs["l_g_percep"] = (term := run.perceptual(sr, hr)).detach()
         loss_g = loss_g + lam.perceptual * term
     f_sr = f_hr = None
     if adversarial and run.clip_image is not None:
@@ -251,7 +336,7 @@ def _generator_losses(run: Run, lr, hr, hr_real, adversarial: bool, logs: dict):
         if "feat_d" in discs:
             fake = discs["feat_d"](f_sr)
             real = discs["feat_d"](f_hr) if gan == "ragan" else None
-            logs["l_g_feat_d"] = (term := g_adversarial_loss(fake, real, gan)).item()
+            logs["l_g_feat_d"] = (term := g_adversarial_loss(fake, real, gan)).detach()
             loss_g = loss_g + lam.feat_d * term
         if "tg_d" in discs:
             # The text tower runs once per iteration, with gradient to the contexts, kept for the D step
@@ -261,19 +346,19 @@ def _generator_losses(run: Run, lr, hr, hr_real, adversarial: bool, logs: dict):
             scale = run.clip_text.logit_scale
             fake = tg_d_logits(f_sr["out"], text, scale)
             real = tg_d_logits(f_hr["out"], text, scale) if gan == "ragan" else None
-            logs["l_g_tg_d"] = (term := g_adversarial_loss(fake, real, gan)).item()
+            logs["l_g_tg_d"] = (term := g_adversarial_loss(fake, real, gan)).detach()
             loss_g = loss_g + lam.tg_d * term
         if cfg.loss.clipiqa_loss.variant:
             scale = run.clip_text.logit_scale
             s_sr = torch.sigmoid(tg_d_logits(f_sr["out"], run.clipiqa_text, scale))
             s_hr = torch.sigmoid(tg_d_logits(f_hr["out"], run.clipiqa_text, scale))
-            logs["l_g_clipiqa"] = (term := clipiqa_loss(s_sr, s_hr, cfg.loss.clipiqa_loss.variant)).item()
-            logs["clipiqa_sr"] = s_sr.mean().item()
+            logs["l_g_clipiqa"] = (term := clipiqa_loss(s_sr, s_hr, cfg.loss.clipiqa_loss.variant)).detach()
+            logs["clipiqa_sr"] = s_sr.detach().mean()
             loss_g = loss_g + lam.clipiqa * term
     if adversarial and "image_d" in discs:
         fake = discs["image_d"](sr)
         real = discs["image_d"](hr_real) if gan == "ragan" else None
-        logs["l_g_image_d"] = (term := g_adversarial_loss(fake, real, gan)).item()
+        logs["l_g_image_d"] = (term := g_adversarial_loss(fake, real, gan)).detach()
         loss_g = loss_g + lam.image_d * term
     return sr, loss_g, f_sr, f_hr
 
@@ -437,27 +522,14 @@ def train(
     only with ``overwrite``. Returns the path of the final checkpoint. One process per run folder
     (``sfd.runlock``); SIGINT/SIGTERM write a checkpoint and raise ``TrainingInterrupted``.
     """
-    with contextlib.ExitStack() as held:  # the run lock and signal handlers, released however we leave
-        return _train(cfg, resume, progress, overrides, overwrite, held)
+    with contextlib.ExitStack() as held:  # the run lock, process group and signal handlers, however we leave
+        run, out, last_good = open_run(cfg, resume, overrides, overwrite, held)
+        return _loop(run, out, last_good, progress, held)
 
 
-def _save(run: Run, out: Path) -> Path:
-    """Write this iteration's checkpoint, then prune old ones. A failed write (a full disk) stops the run
-    with a message; ``checkpoint.save`` has left the previous checkpoints as they were."""
-    path = out / "checkpoints" / f"iter_{run.iteration:08d}.pth"
-    try:
-        save_checkpoint(run, path)
-    except OSError as err:
-        previous = checkpoint.find_latest(out)
-        raise OSError(
-            f"could not write checkpoint {path} ({err.strerror or err}); training stopped. "
-            f"The previous checkpoint is intact: {previous or 'none'}"
-        ) from err
-    checkpoint.prune(out, run.cfg.train.keep_checkpoints, run.cfg.train.keep_every)
-    return path
-
-
-def _train(cfg, resume, progress, overrides, overwrite, held: contextlib.ExitStack) -> Path:
+def open_run(cfg, resume, overrides, overwrite, held: contextlib.ExitStack) -> tuple[Run, Path, str | None]:
+    """Everything before the first step: the config and checkpoint to resume, the run lock, the process
+    group, the run folder's files. Returns the built (and restored) run, its folder and its checkpoint."""
     ckpt, locked = None, False
     if resume == "auto":
         if cfg is None:
@@ -505,13 +577,17 @@ def _train(cfg, resume, progress, overrides, overwrite, held: contextlib.ExitSta
         (out / "meta.json").write_text(json.dumps({**run.meta, "notes": notes}, indent=2))
         for note in notes:
             tqdm.write(note)
+    return run, out, ckpt.path if ckpt is not None else None
 
-    data = cfg.data
-    global_batch = data.batch_size * distributed.world_size()
+
+def _loop(run: Run, out: Path, last_good: str | None, progress: bool, held: contextlib.ExitStack) -> Path:
+    """The training loop: a batch, a step, then the bookkeeping that is due (log, validation, checkpoint)."""
+    cfg, main = run.cfg, distributed.is_main()
+    global_batch = cfg.data.batch_size * distributed.world_size()
     if main and distributed.is_distributed():
         n = distributed.world_size()
-        tqdm.write(f"{n} processes x data.batch_size {data.batch_size} = global batch {global_batch}")
-    degrade_in_loader = run.degrader is not None and data.degrade_in == "workers"
+        tqdm.write(f"{n} processes x data.batch_size {cfg.data.batch_size} = global batch {global_batch}")
+    degrade_in_loader = run.degrader is not None and cfg.data.degrade_in == "workers"
     loader = build_loader(
         cfg,
         run.samples_seen,
@@ -521,70 +597,46 @@ def _train(cfg, resume, progress, overrides, overwrite, held: contextlib.ExitSta
         distributed.world_size(),
         run.degrader if degrade_in_loader else None,
     )
-
-    from torch.utils.tensorboard import SummaryWriter
-
-    writer = SummaryWriter(str(out / "tensorboard")) if main else None
-    log_file = open(out / "log.jsonl", "a") if main else None
-    bar = tqdm(
-        total=cfg.train.iterations,
-        initial=run.iteration,
-        disable=not progress or not main,
-        desc=cfg.name,
-        dynamic_ncols=True,
-    )
-    last = None
-    last_good = ckpt.path if ckpt is not None else None
+    log = held.enter_context(contextlib.closing(RunLogger(out, cfg, run.iteration, run.device, main, progress)))
+    saver = RunSaver(out, cfg, main, last_good)
     bad_steps = BadStepCounter(cfg.train.max_bad_steps)
     stop = held.enter_context(StopSignals())
-    try:
-        tick = waited = time.perf_counter()
-        for batch in loader:
-            data_time = time.perf_counter() - waited  # how long this step waited for the loader
-            logs = train_step(run, *make_pair(run, batch))
-            if note := bad_steps.update(run.iteration, run.bad, last_good):  # raises after too many in a row
-                tqdm.write(note)
-                logs["bad_steps"] = float(bad_steps.total)
-            logs["iter_time"] = time.perf_counter() - tick
-            logs["data_time"] = data_time
-            tick = time.perf_counter()
-            run.samples_seen += global_batch
-            it = run.iteration
-            validate_now = data.val and (it % cfg.train.val_every == 0 or it == cfg.train.iterations)
-            if validate_now or it % cfg.train.log_every == 0 or it == cfg.train.iterations:
-                logs = distributed.mean_logs(logs, run.device)  # means over the global batch (all processes call)
+    write = lambda path: save_checkpoint(run, path)  # noqa: E731
+    last = None
+    waited = time.perf_counter()
+    for batch in loader:
+        log.step(time.perf_counter() - waited)  # how long this step waited for the loader
+        logs = train_step(run, *make_pair(run, batch))
+        run.samples_seen += global_batch
+        it = run.iteration
+        validate_now = cfg.data.val and (it % cfg.train.val_every == 0 or it == cfg.train.iterations)
+        log_now = validate_now or it % cfg.train.log_every == 0 or it == cfg.train.iterations
+        if run.bad_steps is not None:  # sync_free: read the device's count only when a line is due
+            note = run.bad_steps.check(bad_steps, it, saver.last_good) if log_now or saver.due(it) else None
+        else:
+            note = bad_steps.update(it, run.bad, saver.last_good)  # raises after too many in a row
+        if note:
+            tqdm.write(note)
+            logs["bad_steps"] = float(bad_steps.total)
+        if log_now:
+            logs = distributed.mean_logs(logs, run.device)  # means over the global batch (all processes call)
             if validate_now and main:
                 logs.update(validate(run))
-            if main and (it % cfg.train.log_every == 0 or it == cfg.train.iterations or "val_psnr" in logs):
-                log_file.write(json.dumps({"iter": it, "global_batch": global_batch, **logs}) + "\n")
-                log_file.flush()
-                for k, v in logs.items():
-                    writer.add_scalar(k, v, it)
-            bar.update(1)
-            bar.set_postfix({k.removeprefix("l_"): f"{v:.4g}" for k, v in logs.items() if k in _BAR_KEYS})
-            if it % cfg.train.save_every == 0 or it == cfg.train.iterations or stop.signum:
-                last = out / "checkpoints" / f"iter_{it:08d}.pth"
-                if main:
-                    last = last_good = _save(run, out)
-            if stop.signum:
-                name = signal.Signals(stop.signum).name
-                raise TrainingInterrupted(
-                    f"stopped by {name} at iteration {it}; wrote {last}. Continue with: "
-                    f"sfd train --resume {last}  (or -c CONFIG --resume auto)",
-                    stop.signum,
-                )
-            waited = time.perf_counter()
-    finally:
-        bar.close()
-        if main:
-            log_file.close()
-            writer.close()
+            logs = log.write(it, logs, global_batch)
+        best = saver.improved(it, logs) if validate_now else []
+        if saver.due(it) or stop.signum or best:
+            last = saver.save(write, it, best)
+        if stop.signum:
+            name = signal.Signals(stop.signum).name
+            raise TrainingInterrupted(
+                f"stopped by {name} at iteration {it}; wrote {last}. Continue with: "
+                f"sfd train --resume {last}  (or -c CONFIG --resume auto)",
+                stop.signum,
+            )
+        waited = time.perf_counter()
     if last is None:  # nothing left to train (resumed at the end)
-        last = out / "checkpoints" / f"iter_{run.iteration:08d}.pth"
-        if main:
-            last = _save(run, out)
+        last = saver.save(write, run.iteration)
+    if main:
+        tqdm.write(log.summary(run.iteration, last))
     distributed.barrier()  # every process returns once rank 0's last checkpoint is on disk
     return last
-
-
-_BAR_KEYS = ("l_g_l1", "l_g_percep", "l_g_feat_d", "l_g_tg_d", "l_g_image_d", "l_d_feat_d", "l_d_tg_d", "l_d_image_d")

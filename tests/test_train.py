@@ -267,3 +267,31 @@ def test_generator_initialises_from_the_authors_rrdbnet_layout(photos, tmp_path)
 
     with pytest.raises(ValueError, match="does not fit"):
         build_run(tiny_config(photos, tmp_path, [f"generator.pretrained={path}", "generator.num_feat=16"]))
+
+
+def test_log_lines_show_speed_and_memory_and_the_best_checkpoints_survive_retention(photos, tmp_path, capsys):
+    from sfd.checkpoint import read_best
+
+    cfg = tiny_config(
+        photos,
+        tmp_path,
+        ["data.val=" + str(photos), "data.val_max_images=1", "train.val_every=1", "train.keep_checkpoints=1"],
+        iterations=3,
+    )
+    cfg.train.save_every = 100  # only the end is due: every other checkpoint is there because it was best
+    final = train(cfg, progress=False)
+    run_dir = final.parent.parent
+    log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    assert all(r["it_per_s"] > 0 and 0 <= r["data_wait"] <= 1 and r["peak_mb"] > 0 for r in log)
+    assert log[-1]["eta_s"] == 0 and log[0]["eta_s"] > 0
+    out = "".join(capsys.readouterr())
+    assert "iter 3/3" in out and "it/s" in out and "GB" in out and "3 iterations in" in out
+
+    best = read_best(run_dir)
+    psnrs = {r["iter"]: r["val_psnr"] for r in log}
+    it = max(psnrs, key=psnrs.get)
+    assert best["val_psnr"]["iteration"] == it and best["val_psnr"]["value"] == pytest.approx(psnrs[it])
+    assert best["val_psnr"]["higher_is_better"] and "val_ssim" in best
+    kept = sorted(p.name for p in final.parent.glob("*.pth"))  # retention kept the newest and the best
+    assert kept == sorted({final.name, best["val_psnr"]["checkpoint"], best["val_ssim"]["checkpoint"]})
+    assert inspect_checkpoint(final)["best"] == best
