@@ -1,64 +1,103 @@
 #!/usr/bin/env bash
 # One prepared GPU benchmark, meant to finish within 8 minutes on one GPU node:
-#   - the classic setting (RRDBNet-23, batch 32, 128² HR) for SFD and ESRGAN in fp32, bf16 and fp16:
-#     s/iteration, it/s, peak memory and the projected time of 400k iterations;
+#   - the classic setting (RRDBNet-23, batch 32, 128² HR), SFD and ESRGAN side by side, with each speed
+#     switch of the step on and off (docs/benchmarks.md "The step on a GPU"): s/iteration, TFLOP/s and its
+#     share of the device's bf16 peak, the GPU-busy share of a step (profiler), warm-up (compile, capture)
+#     apart; bf16, and fp32 for the reference and the fastest;
 #   - the same SFD step data-parallel over all visible GPUs, when there are several (torchrun);
-#   - `sfd sr` throughput (MP/s) in fp16, tiled and untiled.
+#   - `sfd sr` throughput (MP/s) in fp16, tiled and untiled, and `sfd bench iqa`.
+# Each part has its own time limit, so that one slow part cannot take the others' time.
 # Results: one JSON per part and a summary in $OUT (default bench_gpu/).
 #
 #   benchmarks/gpu.sh            # on the GPU machine
 #   benchmarks/gpu.sh --tiny     # a tiny setting on the CPU (seconds): how tests/test_bench.py runs it
-set -euo pipefail
+set -uo pipefail
 PY=${PYTHON:-python}
 OUT=${OUT:-bench_gpu}
+PEAK=${PEAK_TFLOPS:-788}  # bf16 matrix product measured on an H200 of this kind (8192³, random data)
 mkdir -p "$OUT"
 
 if [[ "${1:-}" == "--tiny" ]]; then
-  DEVICE=cpu BLOCKS=1 BATCH=1 PATCH=32 REPEATS=1 SIZES="16"
+  DEVICE=cpu BLOCKS=1 BATCH=1 PATCH=32 REPEATS=1 SIZES="16" LIMIT=300
   SETS=(--set generator.num_feat=8 --set "feat_d.widths=[16,8,8,8]" --set tg_d.n_pairs=1 --set tg_d.length=4
         --set "loss.perceptual_layers={conv1_2: 1.0}" --set image_d.num_feat=8)
   NPROC=${NPROC:-0}
+  # CUDA graphs need CUDA: the tiny CPU run checks the plumbing with the CPU switches alone.
+  CASES=("reference:optim.impl=foreach feat_d.upsample=interpolate" "sync-free:train.sync_free=true")
+  FP32_CASES=("default:")
 else
-  DEVICE=cuda BLOCKS=23 BATCH=32 PATCH=128 REPEATS=5 SIZES="512 1024"
+  DEVICE=cuda BLOCKS=23 BATCH=32 PATCH=128 REPEATS=5 SIZES="512 1024" LIMIT=150
   SETS=()
   NPROC=${NPROC:-$($PY -c "import torch; print(torch.cuda.device_count())")}
+  # name:overrides. "reference" is the eager step as it was (torch's foreach Adam on CUDA, F.interpolate).
+  CASES=(
+    "reference:optim.impl=foreach feat_d.upsample=interpolate"
+    "fused-adam:feat_d.upsample=interpolate"
+    "default:"
+    "sync-free:train.sync_free=true"
+    "cuda-graph:train.cuda_graph=true"
+    "cuda-graph+channels-last:train.cuda_graph=true train.channels_last=true"
+  )
+  FP32_CASES=("reference:optim.impl=foreach feat_d.upsample=interpolate" "cuda-graph:train.cuda_graph=true")
 fi
-COMMON=(--device "$DEVICE" --blocks "$BLOCKS" --batch "$BATCH" --patch "$PATCH" --repeats "$REPEATS" --only ESRGAN SFD)
+COMMON=(--device "$DEVICE" --blocks "$BLOCKS" --batch "$BATCH" --patch "$PATCH" --repeats "$REPEATS" --only ESRGAN SFD
+        --peak-tflops "$PEAK" --no-tiny)
 
-for precision in fp32 bf16 fp16; do
-  $PY -m sfd bench step "${COMMON[@]}" --precision "$precision" "${SETS[@]}" --json > "$OUT/step_$precision.json"
-done
+step() {  # step PRECISION NAME "OVERRIDES"
+  local sets=("${SETS[@]}") o
+  for o in $3; do sets+=(--set "$o"); done
+  timeout "$LIMIT" $PY -m sfd bench step "${COMMON[@]}" --precision "$1" "${sets[@]}" --json > "$OUT/step_$1_$2.json" \
+    || echo "step $1 $2: failed or timed out (exit $?)" | tee -a "$OUT/failures.txt"
+}
+for case in "${CASES[@]}"; do step bf16 "${case%%:*}" "${case#*:}"; done
+for case in "${FP32_CASES[@]}"; do step fp32 "${case%%:*}" "${case#*:}"; done
 if [[ "$NPROC" -gt 1 ]]; then  # data-parallel: --batch per process
-  $PY -m torch.distributed.run --standalone --nproc_per_node="$NPROC" -m sfd bench step "${COMMON[@]}" \
-    --precision bf16 "${SETS[@]}" --json > "$OUT/step_ddp.json"
+  timeout "$LIMIT" $PY -m torch.distributed.run --standalone --nproc_per_node="$NPROC" -m sfd bench step "${COMMON[@]}" \
+    --precision bf16 "${SETS[@]}" --json > "$OUT/step_ddp.json" || echo "ddp: failed (exit $?)" >> "$OUT/failures.txt"
 fi
 # shellcheck disable=SC2086
-$PY -m sfd bench sr --device "$DEVICE" --blocks "$BLOCKS" --precision fp16 --sizes $SIZES --repeats "$REPEATS" \
-  --json > "$OUT/sr_fp16.json"
+timeout "$LIMIT" $PY -m sfd bench sr --device "$DEVICE" --blocks "$BLOCKS" --precision fp16 --sizes $SIZES \
+  --repeats "$REPEATS" --json > "$OUT/sr_fp16.json" || echo "sr: failed (exit $?)" >> "$OUT/failures.txt"
+[[ "${1:-}" == "--tiny" ]] || timeout "$LIMIT" $PY -m sfd bench iqa --device "$DEVICE" --repeats "$REPEATS" --json \
+  > "$OUT/iqa.json" || echo "iqa: failed (exit $?)" >> "$OUT/failures.txt"
 
 $PY - "$OUT" <<'PY'
 import json, sys
 from pathlib import Path
 
 out = Path(sys.argv[1])
-lines = ["| run | precision | processes | global batch | s / it | it / s | peak MB | 400k iterations (h) |",
-         "|---|---|---|---|---|---|---|---|"]
+lines = ["| switches | run | precision | processes | s / it | it / s | TFLOP/s | of peak | GPU busy | warm-up s "
+         "| peak MB | 400k iterations (h) |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
 for path in sorted(out.glob("step_*.json")):
-    r = json.loads(path.read_text())
+    try:
+        r = json.loads(path.read_text())
+    except ValueError:
+        continue
     st = r["setting"]
+    case = path.stem.split("_", 2)[-1]
     for name, s in r["seconds_per_iteration"].items():
+        m = (r.get("measures") or {}).get(name) or {}
         peak = (r["peak_mb"] or {}).get(name)
-        peak = f"{peak:.0f}" if peak else "-"
-        lines.append(f"| {name} | {st['precision']} | {st['processes']} | {st['batch'] * st['processes']} "
-                     f"| {s:.3f} | {1 / s:.2f} | {peak} | {400_000 * s / 3600:.1f} |")
-sr = json.loads((out / "sr_fp16.json").read_text())
-lines += ["", "| sr input (fp16) | untiled MP/s | tiled MP/s | untiled peak MB | tiled peak MB |",
-          "|---|---|---|---|---|"]
-for row in sr["rows"]:
-    u, t = row["untiled"], row["tiled"]
-    lines.append(f"| {row['size']}² | {u['mp_per_s']:.2f} | {t['mp_per_s']:.2f} | {u['peak_mb']:.0f} "
-                 f"| {t['peak_mb']:.0f} |")
-lines += ["", f"machine: {sr['machine']}"]
+        f = lambda key, fmt: format(m[key], fmt) if m.get(key) is not None else "-"  # noqa: E731
+        lines.append(f"| {case} | {name} | {st['precision']} | {st['processes']} | {s:.3f} | {1 / s:.2f} "
+                     f"| {f('tflop_per_s', '.1f')} | {f('peak_share', '.1%')} | {f('gpu_busy', '.0%')} "
+                     f"| {r['warmup_seconds'][name]:.1f} | {f'{peak:.0f}' if peak else '-'} | {400_000 * s / 3600:.1f} |")
+    if "sfd_over_esrgan_flops" in r:
+        lines.append(f"| {case} | SFD / ESRGAN | {st['precision']} | | {r['sfd_over_esrgan']:.2f} | | "
+                     f"FLOP ratio {r['sfd_over_esrgan_flops']:.2f} | | | | | |")
+try:
+    sr = json.loads((out / "sr_fp16.json").read_text())
+    lines += ["", "| sr input (fp16) | untiled MP/s | tiled MP/s | untiled peak MB | tiled peak MB |",
+              "|---|---|---|---|---|"]
+    for row in sr["rows"]:
+        u, t = row["untiled"], row["tiled"]
+        lines.append(f"| {row['size']}² | {u['mp_per_s']:.2f} | {t['mp_per_s']:.2f} | {u['peak_mb']:.0f} "
+                     f"| {t['peak_mb']:.0f} |")
+    lines += ["", f"machine: {sr['machine']}"]
+except (OSError, ValueError):
+    lines += ["", "sr: no result"]
+if (out / "failures.txt").exists():
+    lines += ["", "failures:", (out / "failures.txt").read_text()]
 (out / "summary.md").write_text("\n".join(lines) + "\n")
 print("\n".join(lines))
 PY

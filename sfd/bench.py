@@ -131,15 +131,31 @@ class _CountOps(torch.utils._python_dispatch.TorchDispatchMode):
 
 
 def step_measures(run, batch: int, patch: int) -> dict:
-    """FLOPs and operators dispatched by one iteration (the same whatever the machine's load)."""
+    """FLOPs and operators dispatched by one eager iteration (the same whatever the machine's load).
+    A run replayed from CUDA graphs is counted eagerly: a replay dispatches nothing to count."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    fn = _step_fn(run, batch, patch)
-    with FlopCounterMode(display=False) as flops:
-        fn()
-    with _CountOps() as ops:
-        fn()
+    graphed, run.graphed = run.graphed, None
+    try:
+        fn = _step_fn(run, batch, patch)
+        with FlopCounterMode(display=False) as flops:
+            fn()
+        with _CountOps() as ops:
+            fn()
+    finally:
+        run.graphed = graphed
     return {"flops": flops.get_total_flops(), "ops": ops.count}
+
+
+def gpu_kernel_seconds(fn) -> float:
+    """Seconds of GPU kernels (and copies) in one call of ``fn``, from the profiler's device trace."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    return sum(e.time_range.elapsed_us() for e in prof.events() if e.device_type == DeviceType.CUDA) / 1e6
 
 
 TINY_PATCH = 32  # CLIP's stride: the smallest patch every run accepts; its arithmetic is negligible
@@ -157,23 +173,43 @@ def bench_step(
     names=None,
     profile_rows: int = 0,
     measures: bool = True,
+    peak_tflops: float | None = None,
+    tiny: bool = True,
 ) -> dict:
-    """Seconds per iteration of each run, interleaved; with ``measures`` also, per run, FLOPs and
-    operators per iteration, the host time of one iteration at batch 1 on a 32² patch (where time is
-    per-operator overhead, not arithmetic), and seconds per TFLOP."""
+    """Seconds per iteration of each run, interleaved, after ``warmup`` iterations timed apart (compile
+    and CUDA-graph capture happen there: at least 5 when the config compiles or captures). With
+    ``measures`` also, per run: FLOPs and operators per iteration, seconds per TFLOP, with ``tiny`` the
+    host time of one iteration at batch 1 on a 32² patch (where time is per-operator overhead, not arithmetic);
+    on CUDA the achieved TFLOP/s (and its share of ``peak_tflops``) and the GPU-busy share of a step."""
     _quiet()
     runs = step_runs(blocks, patch, device, precision, extra, names)
     fns = {k: _step_fn(r, batch, patch) for k, r in runs.items()}
-    times = interleaved(fns, repeats, warmup, device)
+    if any(r.cfg.train.compile or r.cfg.train.cuda_graph for r in runs.values()):
+        warmup = max(warmup, 5)
+    warmup_s = {}
+    for k, fn in fns.items():
+        _sync(device)
+        t = time.perf_counter()
+        for _ in range(warmup):
+            fn()
+        _sync(device)
+        warmup_s[k] = time.perf_counter() - t
+    times = interleaved(fns, repeats, 0, device)
     med = {k: statistics.median(v) for k, v in times.items()}
     per_run = None
     if measures:
         per_run = {k: step_measures(r, batch, patch) for k, r in runs.items()}
-        tiny_runs = step_runs(blocks, TINY_PATCH, device, precision, extra, list(runs))
-        tiny = interleaved({k: _step_fn(r, 1, TINY_PATCH) for k, r in tiny_runs.items()}, repeats, warmup, device)
+        if tiny:
+            tiny_runs = step_runs(blocks, TINY_PATCH, device, precision, extra, list(runs))
+            fns_tiny = {k: _step_fn(r, 1, TINY_PATCH) for k, r in tiny_runs.items()}
+            tiny_times = interleaved(fns_tiny, repeats, warmup, device)
         for k, m in per_run.items():
-            m["tiny_host_s"] = statistics.median(tiny[k])
+            m["tiny_host_s"] = statistics.median(tiny_times[k]) if tiny else None
             m["s_per_tflop"] = med[k] / (m["flops"] / 1e12) if m["flops"] else None
+            if str(device).startswith("cuda"):
+                m["tflop_per_s"] = m["flops"] / 1e12 / med[k]
+                m["peak_share"] = m["tflop_per_s"] / peak_tflops if peak_tflops else None
+                m["gpu_busy"] = gpu_kernel_seconds(fns[k]) / med[k]
     peak = None
     if str(device).startswith("cuda"):  # one more iteration of each run alone, for its peak memory
         peak = {}
@@ -192,8 +228,11 @@ def bench_step(
             "device": device,
             "precision": precision,
             "repeats": repeats,
+            "overrides": list(extra or []),
         },
         "seconds_per_iteration": med,
+        "warmup_seconds": warmup_s,
+        "warmup_iterations": warmup,
         "peak_mb": peak,
         "times": times,
         "ratio_to_esrgan": {k: v / base for k, v in med.items()} if base else None,

@@ -39,6 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_false",
         help="skip FLOPs, operators and tiny-input host time per iteration (they cost two more steps and a tiny run)",
     )
+    q.add_argument("--no-tiny", dest="tiny", action="store_false", help="skip the tiny-input host time (two more runs)")
+    q.add_argument("--peak-tflops", type=float, help="the device's peak (e.g. bf16 matrix) rate, for the share")
 
     q = add("data", "patches/s of the classic and real-world loaders with 0, 1, 2 workers", cmd_data)
     q.add_argument("folders", nargs="+", help="HR image folders")
@@ -102,6 +104,8 @@ def cmd_step(args) -> int:
         names=args.only,
         profile_rows=args.profile,
         measures=args.measures,
+        peak_tflops=args.peak_tflops,
+        tiny=args.tiny,
     )
     r["setting"]["processes"] = distributed.world_size()
     main = distributed.is_main()
@@ -115,11 +119,17 @@ def cmd_step(args) -> int:
         ratio = f"{r['ratio_to_esrgan'][name]:.2f}" if r["ratio_to_esrgan"] else "-"
         x = m.get(name)
         extra = (
-            f"{x['flops'] / 1e9:.1f} | {x['ops']} | {x['tiny_host_s']:.4f} | {x['s_per_tflop']:.3f}"
+            f"{x['flops'] / 1e9:.1f} | {x['ops']} | {x['tiny_host_s'] or float('nan'):.4f} | {x['s_per_tflop']:.3f}"
             if x
             else "- | - | - | -"
         )
         table.append(f"| {name} | {s:.3f} | {ratio} | {extra} |")
+    for name, x in m.items():
+        if "gpu_busy" in x:
+            share = f" ({x['peak_share']:.1%} of peak)" if x.get("peak_share") else ""
+            table.append(f"{name}: {x['tflop_per_s']:.1f} TFLOP/s{share}, GPU busy {x['gpu_busy']:.0%} of the step")
+    for name, w in r["warmup_seconds"].items():
+        table.append(f"{name}: {r['warmup_iterations']} warm-up iterations (compile, capture) took {w:.1f} s")
     if "sfd_over_esrgan" in r:
         line = f"\nSFD / ESRGAN = {r['sfd_over_esrgan']:.2f}"
         if "sfd_over_esrgan_flops" in r:

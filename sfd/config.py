@@ -193,6 +193,8 @@ class TrainConfig:
     # torch.compile the generator and the CLIP image tower with this backend ("inductor", torch's
     # default; "aot_eager" compiles nothing to C++), or null: not compiled.
     compile: str | None = None
+    # torch.compile's mode with inductor: "reduce-overhead" replays the compiled parts from CUDA graphs.
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "default"
     # Keep losses and the NaN/Inf guard on the device: no host sync inside a step. Losses are read when
     # a line is logged; skipped steps are skipped on the device and reported at the next log line.
     # Needs optim.impl fused (or auto) and fp32/bf16.

@@ -10,6 +10,8 @@ magnitude. For bf16 and fp32 the scalers are disabled and pass everything throug
 from __future__ import annotations
 
 import contextlib
+import os
+from pathlib import Path
 
 import torch
 
@@ -40,7 +42,10 @@ def prepare_models(run) -> None:
             if m is not None:
                 m.to(memory_format=torch.channels_last)
     if cfg.compile:
+        # Inductor's caches survive the run (and a reboot) here, so a resumed run skips most of the warm-up.
+        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path.home() / ".cache" / "sfd" / "inductor"))
+        kw = {"backend": cfg.compile} | ({"mode": cfg.compile_mode} if cfg.compile_mode != "default" else {})
         # In place (nn.Module.compile): parameter names and state dicts stay as they are.
-        run.generator.compile(backend=cfg.compile)
+        run.generator.compile(**kw)
         if run.clip_image is not None:
-            run.clip_image.compile(backend=cfg.compile)
+            run.clip_image.compile(**kw)

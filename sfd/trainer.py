@@ -424,6 +424,26 @@ def save_checkpoint(run: Run, path: str | Path) -> Path:
     return checkpoint.save(state, path)
 
 
+def _load_optimizer(opt: torch.optim.Optimizer, state: dict) -> None:
+    """``load_state_dict`` that keeps this run's Adam implementation (``optim.impl``, CUDA graphs): the
+    checkpoint's moments and steps continue under whichever implementation the config now asks for."""
+    impl = [{k: g[k] for k in ("fused", "foreach", "capturable")} for g in opt.param_groups]
+    lrs = [g["lr"] for g in opt.param_groups]
+    opt.load_state_dict(state)
+    for group, keep, lr in zip(opt.param_groups, impl, lrs):
+        group.update(keep)
+        if torch.is_tensor(lr):  # a captured graph reads the learning rate from this very tensor
+            group["lr"] = lr.fill_(float(group["lr"]))
+        else:
+            group["lr"] = float(group["lr"])
+        for p in group["params"]:
+            st = opt.state.get(p, {})
+            if "step" in st and (keep["fused"] or keep["capturable"]):
+                st["step"] = st["step"].to(device=p.device, dtype=torch.float32)
+            elif "step" in st:
+                st["step"] = st["step"].to(device="cpu", dtype=torch.float32)
+
+
 def restore(run: Run, ckpt: checkpoint.Checkpoint) -> None:
     run.generator.load_state_dict(ckpt.generator)
     if run.generator_ema is not None and ckpt.generator_ema is not None:
@@ -431,7 +451,7 @@ def restore(run: Run, ckpt: checkpoint.Checkpoint) -> None:
     for k, d in run.discriminators.items():
         d.load_state_dict(ckpt.discriminators[k])
     for k, o in run.optimizers.items():
-        o.load_state_dict(ckpt.optimizers[k])
+        _load_optimizer(o, ckpt.optimizers[k])
     for k, s in run.schedulers.items():
         s.load_state_dict(ckpt.schedulers[k])
     run.iteration = ckpt.iteration

@@ -26,14 +26,16 @@ def test_gpu_script_runs_tiny_on_the_cpu(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = tmp_path / "out"
-    for precision in ("fp32", "bf16", "fp16"):
-        r = json.loads((out / f"step_{precision}.json").read_text())
-        assert r["setting"]["precision"] == precision and set(r["seconds_per_iteration"]) == {"ESRGAN", "SFD"}
-        assert r["sfd_over_esrgan"] > 0
+    assert not (out / "failures.txt").exists()
+    for name in ("bf16_reference", "bf16_sync-free", "fp32_default"):
+        r = json.loads((out / f"step_{name}.json").read_text())
+        assert r["setting"]["precision"] == name.split("_")[0] and set(r["seconds_per_iteration"]) == {"ESRGAN", "SFD"}
+        assert r["sfd_over_esrgan"] > 0 and r["measures"]["SFD"]["flops"] > r["measures"]["ESRGAN"]["flops"] > 0
+    assert "train.sync_free=true" in json.loads((out / "step_bf16_sync-free.json").read_text())["setting"]["overrides"]
     sr = json.loads((out / "sr_fp16.json").read_text())
     assert sr["rows"][0]["tiled"]["mp_per_s"] > 0
     summary = (out / "summary.md").read_text()
-    assert "| SFD | fp16 |" in summary and "400k iterations" in summary
+    assert "| sync-free | SFD | bf16 |" in summary and "400k iterations" in summary and "FLOP ratio" in summary
 
 
 def test_bench_data_compares_loaders_with_a_step(tmp_path, capsys):
