@@ -127,9 +127,9 @@ def build_run(cfg: Config, load_pretrained: bool = True) -> Run:
             run_kw["pool"] = PairPool(cfg.data.degradation.queue_size, seed=cfg.train.seed)
 
     o = cfg.optim
-    optimizers = {"g": _adam(g.parameters(), o.lr_g, cfg)}
+    optimizers = {"g": _adam(g.parameters(), o.lr_g, cfg, device)}
     for name, d in discs.items():
-        optimizers[name] = _adam(d.parameters(), o.lr_d, cfg)
+        optimizers[name] = _adam(d.parameters(), o.lr_d, cfg, device)
     schedulers = {k: build_scheduler(opt, o) for k, opt in optimizers.items()}
     run_kw["scalers"] = make_scalers(device, cfg.train.precision, optimizers)
     if cfg.train.sync_free:
@@ -143,14 +143,15 @@ def build_run(cfg: Config, load_pretrained: bool = True) -> Run:
     return run
 
 
-def _adam(params, lr: float, cfg: Config) -> torch.optim.Adam:
+def _adam(params, lr: float, cfg: Config, device: torch.device) -> torch.optim.Adam:
     """Adam as ``optim.impl`` says: "fused" (one kernel for all tensors; the default, ``auto``),
     "foreach" (a few kernels per step) or "for_loop" (torch's per-tensor reference). The same update up
-    to float rounding. CUDA graphs need the learning rate as a tensor (schedules fill it in place)."""
+    to float rounding. CUDA graphs need the learning rate as a tensor on the device (schedules fill it in
+    place; a CPU tensor would be read once, at capture)."""
     impl = "fused" if cfg.optim.impl == "auto" else cfg.optim.impl
     kw = {"fused": impl == "fused", "foreach": impl == "foreach"}
     if cfg.train.cuda_graph:
-        kw["capturable"], lr = True, torch.tensor(lr)
+        kw["capturable"], lr = True, torch.tensor(lr, device=device)
     o = cfg.optim
     return torch.optim.Adam(params, lr=lr, betas=tuple(o.betas), weight_decay=o.weight_decay, **kw)
 
@@ -251,9 +252,9 @@ def train_step(run: Run, lr: torch.Tensor, hr: torch.Tensor, hr_real: torch.Tens
         for sched in run.schedulers.values():
             sched.step()
     run.iteration += 1
-    logs["lr_g"] = float(run.optimizers["g"].param_groups[0]["lr"])
+    logs["lr_g"] = run.optimizers["g"].param_groups[0]["lr"]  # a device tensor with CUDA graphs: read when logged
     if len(run.optimizers) > 1:
-        logs["lr_d"] = float(next(opt for k, opt in run.optimizers.items() if k != "g").param_groups[0]["lr"])
+        logs["lr_d"] = next(opt for k, opt in run.optimizers.items() if k != "g").param_groups[0]["lr"]
     return logs
 
 

@@ -139,3 +139,17 @@ def test_cuda_graph_step_trains_like_the_eager_one(photos, tmp_path):
     (eager, eager_logs), (graphed, graph_logs) = (_train_steps(c, batches, "cuda") for c in (eager_cfg, graph_cfg))
     assert graphed.graphed.graphs  # it was captured and replayed
     _same(eager, graphed, eager_logs, graph_logs, atol=1e-4)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="host syncs are detected by CUDA's sync debug mode")
+def test_sync_free_step_never_waits_for_the_gpu(photos, tmp_path):
+    cfg = tiny_config(photos, tmp_path, ["train.device=cuda", "train.sync_free=true"])
+    run = build_run(cfg)
+    (lr, hr), (lr2, hr2) = _batches(cfg, 2)
+    train_step(run, lr.cuda(), hr.cuda())  # the first step creates Adam's states
+    lr2, hr2 = lr2.cuda(), hr2.cuda()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        train_step(run, lr2, hr2)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")

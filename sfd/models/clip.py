@@ -320,11 +320,12 @@ class TextEncoder(FrozenModule):
     def tokenize(self, texts: list[str]) -> torch.Tensor:
         return self.tokenizer(texts).to(self.token_embedding.weight.device)
 
-    def encode_embeddings(self, embeddings: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        """(B, 77, width) token embeddings + their token ids (for the EOT position) -> (B, D), unnormalised."""
+    def encode_embeddings(self, embeddings: torch.Tensor, tokens: torch.Tensor, n: int | None = None) -> torch.Tensor:
+        """(B, 77, width) token embeddings + their token ids (for the EOT position) -> (B, D), unnormalised.
+        ``n``: 1 + the last EOT position, when the caller knows it (reading it from ``tokens`` syncs)."""
         eot = tokens.argmax(dim=-1)  # EOT has the largest id
         # The mask is causal: positions after the last EOT cannot change it, so leave them out (exact, faster).
-        n = int(eot.max()) + 1
+        n = int(eot.max()) + 1 if n is None else n
         x = embeddings[:, :n] + self.positional_embedding[:n].to(embeddings.dtype)
         x = self.transformer(x, attn_mask=self.attn_mask[:n, :n])
         x = self.ln_final(x)

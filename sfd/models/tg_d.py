@@ -72,7 +72,7 @@ class TGD(nn.Module):
         embeddings = text.token_embedding(tokens).to(self.ctx.dtype)
         ctx = self.ctx.reshape(2 * n, length, width)
         embeddings = torch.cat([embeddings[:, :1], ctx, embeddings[:, 1 + length :]], dim=1)
-        feats = text.encode_embeddings(embeddings, tokens)
+        feats = text.encode_embeddings(embeddings, tokens, n=length + 2)  # [SOS] + ctx + [EOT], checked at init
         return F.normalize(feats, dim=-1).reshape(n, 2, -1)
 
 
