@@ -29,16 +29,17 @@ else
   DEVICE=cuda BLOCKS=23 BATCH=32 PATCH=128 REPEATS=5 SIZES="512 1024" LIMIT=150
   SETS=()
   NPROC=${NPROC:-$($PY -c "import torch; print(torch.cuda.device_count())")}
-  # name:overrides. "reference" is the eager step as it was (torch's foreach Adam on CUDA, F.interpolate).
+  # name:overrides. "reference" is the eager step as it was (torch's foreach Adam on CUDA, F.interpolate);
+  # each next case adds one switch; "default" is today's defaults (CUDA graphs on, train.cuda_graph=auto).
   CASES=(
-    "reference:optim.impl=foreach feat_d.upsample=interpolate"
-    "fused-adam:feat_d.upsample=interpolate"
+    "reference:optim.impl=foreach feat_d.upsample=interpolate train.cuda_graph=false"
+    "fused-adam:feat_d.upsample=interpolate train.cuda_graph=false"
+    "separable-upsample:train.cuda_graph=false"
+    "sync-free:train.cuda_graph=false train.sync_free=true"
     "default:"
-    "sync-free:train.sync_free=true"
-    "cuda-graph:train.cuda_graph=true"
-    "cuda-graph+channels-last:train.cuda_graph=true train.channels_last=true"
+    "default+channels-last:train.channels_last=true"
   )
-  FP32_CASES=("reference:optim.impl=foreach feat_d.upsample=interpolate" "cuda-graph:train.cuda_graph=true")
+  FP32_CASES=("reference:optim.impl=foreach feat_d.upsample=interpolate train.cuda_graph=false" "default:")
 fi
 COMMON=(--device "$DEVICE" --blocks "$BLOCKS" --batch "$BATCH" --patch "$PATCH" --repeats "$REPEATS" --only ESRGAN SFD
         --peak-tflops "$PEAK" --no-tiny)

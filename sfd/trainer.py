@@ -127,30 +127,48 @@ def build_run(cfg: Config, load_pretrained: bool = True) -> Run:
             run_kw["pool"] = PairPool(cfg.data.degradation.queue_size, seed=cfg.train.seed)
 
     o = cfg.optim
-    optimizers = {"g": _adam(g.parameters(), o.lr_g, cfg, device)}
+    graph = use_cuda_graph(cfg, device)
+    optimizers = {"g": _adam(g.parameters(), o.lr_g, cfg, device, graph)}
     for name, d in discs.items():
-        optimizers[name] = _adam(d.parameters(), o.lr_d, cfg, device)
+        optimizers[name] = _adam(d.parameters(), o.lr_d, cfg, device, graph)
     schedulers = {k: build_scheduler(opt, o) for k, opt in optimizers.items()}
     run_kw["scalers"] = make_scalers(device, cfg.train.precision, optimizers)
-    if cfg.train.sync_free:
+    if cfg.train.sync_free or graph:
         run_kw["bad_steps"] = DeviceBadSteps(device)
-    if cfg.train.cuda_graph:
-        if device.type != "cuda":
-            raise ConfigError(f"train.cuda_graph needs a CUDA device (train.device resolves to {device})")
+    if graph:
         run_kw["graphed"] = GraphedStep(step_core)
     run = Run(cfg, device, g, g_ema, discs, optimizers, schedulers, meta=meta, **run_kw)
     prepare_models(run)
     return run
 
 
-def _adam(params, lr: float, cfg: Config, device: torch.device) -> torch.optim.Adam:
+def use_cuda_graph(cfg: Config, device: torch.device) -> bool:
+    """``train.cuda_graph``: true, false, or "auto" (the default): on where it was measured to pay and is
+    supported (docs/benchmarks.md): CUDA, one process, fp32 or bf16, the fused Adam, no torch.compile."""
+    want = cfg.train.cuda_graph
+    if want == "auto":
+        return (
+            device.type == "cuda"
+            and distributed.world_size() == 1
+            and cfg.train.precision != "fp16"
+            and cfg.optim.impl in ("auto", "fused")
+            and not cfg.train.compile
+        )
+    if want and device.type != "cuda":
+        raise ConfigError(f"train.cuda_graph needs a CUDA device (train.device resolves to {device})")
+    if want and distributed.world_size() > 1:
+        raise ConfigError("train.cuda_graph runs in one process: under torchrun set train.cuda_graph=false or auto")
+    return bool(want)
+
+
+def _adam(params, lr: float, cfg: Config, device: torch.device, graph: bool) -> torch.optim.Adam:
     """Adam as ``optim.impl`` says: "fused" (one kernel for all tensors; the default, ``auto``),
     "foreach" (a few kernels per step) or "for_loop" (torch's per-tensor reference). The same update up
     to float rounding. CUDA graphs need the learning rate as a tensor on the device (schedules fill it in
     place; a CPU tensor would be read once, at capture)."""
     impl = "fused" if cfg.optim.impl == "auto" else cfg.optim.impl
     kw = {"fused": impl == "fused", "foreach": impl == "foreach"}
-    if cfg.train.cuda_graph:
+    if graph:
         kw["capturable"], lr = True, torch.tensor(lr, device=device)
     o = cfg.optim
     return torch.optim.Adam(params, lr=lr, betas=tuple(o.betas), weight_decay=o.weight_decay, **kw)
@@ -261,7 +279,7 @@ def train_step(run: Run, lr: torch.Tensor, hr: torch.Tensor, hr_real: torch.Tens
 def step_core(run: Run, lr, hr, hr_real, adversarial: bool) -> dict:
     """The device work of one iteration (what a CUDA graph captures): the G step, then the D step."""
     cfg, gan = run.cfg, run.cfg.loss.gan_type
-    sync_free = cfg.train.sync_free
+    sync_free = run.bad_steps is not None  # train.sync_free, or a CUDA graph
     amp = lambda: autocast(run.device, cfg.train.precision, cache=run.graphed is None)  # noqa: E731
     logs: dict = {}
     discs = run.discriminators
