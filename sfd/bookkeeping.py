@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import resource
 import time
+import uuid
 from pathlib import Path
 
 import torch
@@ -52,12 +53,14 @@ class RunLogger:
         self.start = self.last_it = start
         self.t0 = self.last_t = time.perf_counter()
         self.data_s = self.total_data_s = 0.0
-        self.writer = self.file = None
+        self.writer = self.file = self.wandb = None
         if main:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(str(out / "tensorboard"))
             self.file = open(out / "log.jsonl", "a")
+            if cfg.train.wandb:
+                self.wandb = _wandb_run(out, cfg)
         self.bar = tqdm(
             total=cfg.train.iterations,
             initial=start,
@@ -91,6 +94,8 @@ class RunLogger:
         self.file.flush()
         for k, v in logs.items():
             self.writer.add_scalar(k, v, it)
+        if self.wandb is not None:  # the same scalars as TensorBoard
+            self.wandb.log(logs, step=it)
         self.bar.set_postfix({k.removeprefix("l_"): f"{v:.4g}" for k, v in logs.items() if k in _BAR_KEYS})
         losses = "  ".join(f"{k} {logs[k]:.4g}" for k in (*_BAR_KEYS, "val_psnr", "val_ssim") if k in logs)
         tqdm.write(
@@ -114,6 +119,23 @@ class RunLogger:
         if self.main:
             self.file.close()
             self.writer.close()
+            if self.wandb is not None:
+                self.wandb.finish()
+
+
+def _wandb_run(out: Path, cfg):
+    """A Weights & Biases run mirroring TensorBoard (``train.wandb: PROJECT``). A resumed run continues the
+    same W&B run (its id is kept in the run folder). WANDB_MODE=offline works without a network."""
+    import wandb  # checked before the run starts (trainer._check_before_work)
+
+    from sfd.config import config_to_dict
+
+    id_file = out / "wandb_id"
+    run_id = id_file.read_text().strip() if id_file.exists() else uuid.uuid4().hex[:8]
+    id_file.write_text(run_id)
+    return wandb.init(
+        project=cfg.train.wandb, name=cfg.name, id=run_id, resume="allow", dir=str(out), config=config_to_dict(cfg)
+    )
 
 
 # Which way is better for each validation metric the loop can report.

@@ -207,6 +207,9 @@ class TrainConfig:
     log_every: int = 100
     val_every: int = 5000
     save_every: int = 5000
+    # Mirror the log to this Weights & Biases project (pip install wandb; WANDB_MODE=offline works
+    # without a network); null: TensorBoard and log.jsonl only.
+    wandb: str | None = None
     # Iterations of L1-only warm-up before adversarial training (0: start adversarial at once,
     # as the supplement does from a PSNR checkpoint).
     pixel_warmup: int = 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import importlib.util
 import json
 import random
 import signal
@@ -531,6 +532,8 @@ def _check_before_work(cfg: Config, resuming: bool) -> None:
         )
     if cfg.data.val and not Path(cfg.data.val).exists():  # else the first validation would fail, hours in
         raise ConfigError(f"data.val: no such folder: {cfg.data.val} (set data.val=null to skip validation)")
+    if cfg.train.wandb and importlib.util.find_spec("wandb") is None:
+        raise ConfigError(f"train.wandb={cfg.train.wandb}: the wandb package is not installed (pip install wandb)")
     if str(cfg.train.device).startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(
             f"train.device={cfg.train.device}, but torch sees no CUDA device: use train.device=auto or cpu"

@@ -295,3 +295,40 @@ def test_log_lines_show_speed_and_memory_and_the_best_checkpoints_survive_retent
     kept = sorted(p.name for p in final.parent.glob("*.pth"))  # retention kept the newest and the best
     assert kept == sorted({final.name, best["val_psnr"]["checkpoint"], best["val_ssim"]["checkpoint"]})
     assert inspect_checkpoint(final)["best"] == best
+
+
+def test_wandb_mirrors_the_log_offline_and_a_missing_package_is_one_line(photos, tmp_path, monkeypatch):
+    import sys
+
+    from sfd import bookkeeping
+    from sfd.yamlconfig import ConfigError
+
+    cfg = tiny_config(photos, tmp_path / "none", ["train.wandb=sfd-test"], iterations=1)
+    monkeypatch.setitem(sys.modules, "wandb", None)  # as if not installed
+    with pytest.raises(ConfigError, match="wandb package is not installed"):
+        train(cfg, progress=False)
+    monkeypatch.undo()
+
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    logged, real = [], bookkeeping._wandb_run
+
+    class Spy:  # the real offline W&B run, with its log calls recorded
+        def __init__(self, run):
+            self.run = run
+
+        def log(self, data, step):
+            logged.append((step, dict(data)))
+            self.run.log(data, step=step)
+
+        def finish(self):
+            self.run.finish()
+
+    monkeypatch.setattr(bookkeeping, "_wandb_run", lambda out, cfg: Spy(real(out, cfg)))
+    final = train(tiny_config(photos, tmp_path / "w", ["train.wandb=sfd-test"], iterations=2), progress=False)
+    run_dir = final.parent.parent
+    log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    assert [s for s, _ in logged] == [r["iter"] for r in log]
+    assert all(d[k] == pytest.approx(r[k]) for (_, d), r in zip(logged, log) for k in d)  # what TensorBoard got
+    assert list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))  # W&B's own offline record
