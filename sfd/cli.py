@@ -11,6 +11,7 @@ import traceback
 # Modules with a ``register(subparsers)`` function, in the order of ``sfd --help``.
 COMMAND_MODULES = [
     "sfd.commands",  # train, inspect, demo
+    "sfd.config_commands",  # config schema|diff
     "sfd.evaluate.commands",  # sr, eval, export, fetch-niqe-model, fetch-weights
     "sfd.data.commands",  # degrade-preview
     "sfd.data.prepare",  # prepare

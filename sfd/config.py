@@ -7,7 +7,9 @@ silently falls back to a default. ``--set a.b=value`` overrides any field from t
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -31,6 +33,7 @@ __all__ = [
     "load_config",
     "find_config",
     "list_configs",
+    "diff_against_shipped",
     "config_from_dict",
     "config_to_dict",
     "apply_overrides",
@@ -367,3 +370,48 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         data.setdefault("name", path.stem)
     apply_overrides(data, overrides or [])
     return config_from_dict(data, Config).validate()
+
+
+def _show(value: object) -> str:
+    value = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+    return json.dumps(value, separators=(", ", ": "), ensure_ascii=False)
+
+
+def _differences(old: object, new: object, prefix: str = "") -> list[str]:
+    """``key: old -> new`` for each differing field of two configs (in field order); a section that
+    is set on one side only (``data.degradation``: null vs set) is one line."""
+    lines = []
+    for f in dataclasses.fields(old):
+        a, b = getattr(old, f.name), getattr(new, f.name)
+        if dataclasses.is_dataclass(a) and dataclasses.is_dataclass(b):
+            lines += _differences(a, b, f"{prefix}{f.name}.")
+        elif a != b:
+            lines.append(f"{prefix}{f.name}: {_show(a)} -> {_show(b)}")
+    return lines
+
+
+def diff_against_shipped(cfg: Config, base: str | None = None) -> list[str]:
+    """How resolved config ``cfg`` differs from the shipped config it started from, as text lines.
+
+    The first line names that shipped config and how it was chosen: ``base`` when given (a shipped
+    name), else the shipped config named ``cfg.name`` (``load_config`` names a config after its file,
+    so a run of ``-c classic_rrdb_x4`` is named so unless its YAML sets ``name``), else the shipped
+    config with the fewest differences. Then one line per differing field, ``key: shipped -> cfg``
+    (values as JSON); defaults the shipped file does not spell out count as its values. A run folder
+    writes these lines to ``config_diff.txt`` at start.
+    """
+    names = list_configs()
+    if base is not None:
+        if Path(base).stem not in names:
+            raise ConfigError(f"--base {base}: not a shipped config ({', '.join(names)})")
+        base, how = Path(base).stem, "given"
+        diff = _differences(load_config(base), cfg)
+    elif cfg.name in names:
+        base, how = cfg.name, "by name"
+        diff = _differences(load_config(base), cfg)
+    else:
+        scored = [(_differences(load_config(n), cfg), n) for n in names]
+        diff, base = min(scored, key=lambda pair: len(pair[0]))
+        how = f"the nearest: no shipped config is named {cfg.name!r}"
+    header = f"config {cfg.name!r} against shipped {base} ({how}): {len(diff)} difference(s)"
+    return [header, *diff]

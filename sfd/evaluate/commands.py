@@ -124,11 +124,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "export",
-        help="write a generator as a .safetensors file spandrel/chaiNNer/ComfyUI load",
+        help="write a generator as a .safetensors (spandrel/chaiNNer/ComfyUI) or .onnx file",
         description="Export the generator (EMA by default) of a checkpoint or any loadable model.",
     )
     p.add_argument("checkpoint", metavar="CKPT")
-    p.add_argument("-o", "--output", required=True, help="output .safetensors file")
+    p.add_argument("-o", "--output", required=True, help="output .safetensors or .onnx file")
+    p.add_argument(
+        "--format",
+        choices=["safetensors", "onnx"],
+        help="file format (default: onnx for a .onnx output, else safetensors)",
+    )
+    p.add_argument("--precision", choices=["fp32", "fp16"], default="fp32", help="ONNX weights and input/output")
+    p.add_argument("--check-image", metavar="IMG", help="ONNX: check on this image's centre crop (default: synthetic)")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (17 or later; default 17)")
     p.add_argument("--no-ema", action="store_true", help="export the raw generator instead of its EMA")
     p.add_argument("--allow-pickle", action="store_true", help="load .pth files that need full pickle")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
@@ -415,6 +423,23 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     if Path(args.output).exists() and not args.overwrite:
         raise UsageError(f"{args.output} already exists: choose another -o, or add --overwrite to replace it")
+    fmt = args.format or ("onnx" if Path(args.output).suffix.lower() == ".onnx" else "safetensors")
+    if fmt == "onnx":
+        from sfd.models.onnx_export import export_onnx, report_lines
+
+        done = export_onnx(
+            args.checkpoint,
+            args.output,
+            args.precision,
+            args.check_image,
+            not args.no_ema,
+            args.allow_pickle,
+            args.opset,
+        )
+        print("\n".join(report_lines(done)))
+        return 0
+    if args.precision != "fp32" or args.check_image:
+        raise UsageError("--precision and --check-image apply to --format onnx")
     info = export_safetensors(args.checkpoint, args.output, prefer_ema=not args.no_ema, allow_pickle=args.allow_pickle)
     print(
         f"wrote {args.output}: {info['architecture']} x{info['scale']} from {info['source']}; "
