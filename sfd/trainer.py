@@ -30,7 +30,7 @@ from tqdm import tqdm
 import sfd
 from sfd import checkpoint, distributed
 from sfd.bookkeeping import RunLogger, RunSaver
-from sfd.config import Config, config_to_dict
+from sfd.config import Config, config_to_dict, diff_against_shipped
 from sfd.data.io import ImageReadError, list_images, load_rgb, probe_images, to_tensor
 from sfd.data.pipeline import build_loader
 from sfd.data.resize import bicubic_lr, mod_crop
@@ -546,7 +546,7 @@ def _clear_run(out: Path) -> None:
 
     for name in ("checkpoints", "tensorboard"):
         shutil.rmtree(out / name, ignore_errors=True)
-    for name in ("log.jsonl", "config.json", "meta.json"):
+    for name in ("log.jsonl", "config.json", "config_diff.txt", "meta.json"):
         (out / name).unlink(missing_ok=True)
 
 
@@ -616,6 +616,7 @@ def open_run(cfg, resume, overrides, overwrite, held: contextlib.ExitStack) -> t
     if main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=2))
+        (out / "config_diff.txt").write_text("\n".join(diff_against_shipped(cfg)) + "\n")  # sfd config diff RUN
         (out / "meta.json").write_text(json.dumps({**run.meta, "notes": notes}, indent=2))
         for note in notes:
             tqdm.write(note)

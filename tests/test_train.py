@@ -295,6 +295,8 @@ def test_log_lines_show_speed_and_memory_and_the_best_checkpoints_survive_retent
     kept = sorted(p.name for p in final.parent.glob("*.pth"))  # retention kept the newest and the best
     assert kept == sorted({final.name, best["val_psnr"]["checkpoint"], best["val_ssim"]["checkpoint"]})
     assert inspect_checkpoint(final)["best"] == best
+    diff = (run_dir / "config_diff.txt").read_text().splitlines()  # written at start: the run's --set values
+    assert diff[0].startswith("config 'sfd'") and any(line.startswith("train.keep_checkpoints: ") for line in diff)
 
 
 def test_wandb_mirrors_the_log_offline_and_a_missing_package_is_one_line(photos, tmp_path, monkeypatch):
