@@ -310,7 +310,7 @@ def bench_iqa(size=500, images=4, repeats=3, device="cpu") -> dict:
     import tempfile
 
     from sfd.config import load_config
-    from sfd.iqa.metrics import CLIPIQA, NIQE, SFDIQA
+    from sfd.metrics import create_metric
     from sfd.trainer import build_run, save_checkpoint
 
     _quiet()
@@ -319,9 +319,12 @@ def bench_iqa(size=500, images=4, repeats=3, device="cpu") -> dict:
             "iqa", ["generator.pretrained=random", "clip.weights=random", "loss.vgg_weights=random", "train.device=cpu"]
         )
         ckpt = save_checkpoint(build_run(cfg), os.path.join(tmp, "iqa.pth"))
-        metrics = {"SFD-IQA": SFDIQA(ckpt, device=device), "CLIP-IQA": CLIPIQA(device=device, weights="random")}
+        metrics = {
+            "SFD-IQA": create_metric("sfd-iqa", device=device, checkpoint=ckpt),
+            "CLIP-IQA": create_metric("clipiqa", device=device, weights="random"),
+        }
     try:
-        metrics["NIQE"] = NIQE()
+        metrics["NIQE"] = create_metric("niqe")
     except Exception as err:  # the pristine model file may be missing
         print(f"NIQE skipped: {err}", file=sys.stderr)
     gen = torch.Generator().manual_seed(0)

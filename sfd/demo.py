@@ -26,7 +26,7 @@ from sfd.config import load_config  # noqa: E402
 from sfd.data.io import load_rgb, save_png, to_tensor  # noqa: E402
 from sfd.data.resize import bicubic_lr, imresize, mod_crop  # noqa: E402
 from sfd.device import resolve_device  # noqa: E402
-from sfd.evaluate.metrics import psnr, ssim  # noqa: E402
+from sfd.metrics.psnr_ssim import psnr, ssim  # noqa: E402
 from sfd.models.generators import build_generator  # noqa: E402
 from sfd.trainer import train  # noqa: E402
 from sfd.weights import describe_weights  # noqa: E402

@@ -119,6 +119,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="imagenet",
         help="LPIPS/DISTS backbones; 'random' is for tests and is flagged in every output",
     )
+    p.add_argument(
+        "--lpips-net",
+        choices=["alex", "vgg"],
+        help="the network of the lpips metric [choice]: alex (default, the lpips package's) or vgg",
+    )
     _add_runtime_args(p)
     p.set_defaults(func=cmd_eval)
 
@@ -321,6 +326,31 @@ def _eval_methods(args: argparse.Namespace, scale: int | None) -> list:
     return methods
 
 
+def metric_options(args: argparse.Namespace):
+    """The registry's ``MetricOptions`` from ``sfd eval``'s command line (also for ``--paper-table``)."""
+    from sfd.metrics import MetricOptions
+
+    return MetricOptions(
+        device=args.device,
+        niqe_model=args.niqe_model,
+        backbone_weights="random" if args.backbone_weights == "random" else None,
+        checkpoint=args.checkpoint,
+        clip_weights=args.clip_weights,
+        lpips_net=args.lpips_net,
+    )
+
+
+def _build_metrics(names: list[str], args: argparse.Namespace) -> list:
+    import warnings
+
+    from sfd import metrics as registry
+
+    options = metric_options(args)
+    with warnings.catch_warnings():  # random CLIP is said in the label, the notes and the JSON instead
+        warnings.filterwarnings("ignore", message=".*RANDOM CLIP weights.*")
+        return [registry.build(name, options) for name in names]
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from sfd.evaluate import run
     from sfd.evaluate.pairing import PairPattern
@@ -356,14 +386,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise UsageError("a --dataset folder needs --scale")
     has_hr = bool(args.hr) or any(s.hr for s in specs)
     names = args.metrics.split(",") if args.metrics else (["psnr", "ssim", "niqe"] if has_hr else ["niqe"])
-    options = run.MetricOptions(
-        device=args.device,
-        niqe_model=args.niqe_model,
-        backbone_weights="random" if args.backbone_weights == "random" else None,
-        checkpoint=args.checkpoint,
-        clip_weights=args.clip_weights,
-    )
-    metrics = [run.create_metric(n.strip(), options) for n in names if n.strip()]
+    metrics = _build_metrics([n.strip() for n in names if n.strip()], args)
     run.check_references(specs, metrics)
     if args.sr:
         result = run.evaluate_folders(
@@ -427,7 +450,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_fetch_niqe_model(args: argparse.Namespace) -> int:
-    from sfd.evaluate.niqe import MATLAB_MODEL_SHA256, fetch_matlab_model, matlab_model_cache_path
+    from sfd.metrics.niqe import MATLAB_MODEL_SHA256, fetch_matlab_model, matlab_model_cache_path
 
     dest = Path(args.dest) if args.dest else matlab_model_cache_path()
     before = dest.stat().st_mtime_ns if dest.is_file() else None

@@ -24,11 +24,11 @@ import yaml
 from sfd.errors import CommandFailed, UsageError
 from sfd.evaluate import run
 from sfd.evaluate.datasets import DatasetNotFound, data_root, resolve_dataset
+from sfd.metrics import MetricOptions, build, metric_entry
 
 __all__ = ["PaperTable", "OurMethod", "load_paper_table", "parse_method", "evaluate_paper_table", "cmd_paper_table"]
 
 TABLES_FILE = Path(__file__).with_name("paper_tables.yml")
-LABELS = {"psnr": "PSNR↑", "ssim": "SSIM↑", "lpips": "LPIPS↓", "dists": "DISTS↓"}
 DECIMALS = {"psnr": 2, "ssim": 3, "lpips": 3, "dists": 3}  # the supplement's precision
 # [choice] the supplement does not say which LPIPS network; AlexNet is the lpips package's default.
 METRIC_NOTES = {"lpips": "LPIPS: AlexNet v0.1, the lpips package's default (the supplement does not name the network)"}
@@ -105,14 +105,18 @@ class PaperResult:
                     rows.append([d, f"not found under {self.root}"] + [""] * (len(header) - 2))
                     continue
                 for metric in t.metrics:
-                    row = [d, LABELS[metric], *(f"{t.published(c, d, metric):.{DECIMALS[metric]}f}" for c in paper)]
+                    row = [
+                        d,
+                        metric_entry(metric).label,
+                        *(f"{t.published(c, d, metric):.{DECIMALS[metric]}f}" for c in paper),
+                    ]
                     for m in self.ours:
                         row.append(self._ours_cell(m.name, d, metric))
                         if m.column:
                             row.append(self._diff_cell(m, d, metric))
                     rows.append(row)
             return rows
-        header = ["Extractor", *(f"{d} {LABELS[metric]}" for d in t.datasets for metric in t.metrics)]
+        header = ["Extractor", *(f"{d} {metric_entry(metric).label}" for d in t.datasets for metric in t.metrics)]
         rows = [header]
         for c, label in paper.items():
             rows.append(
@@ -220,6 +224,7 @@ def evaluate_paper_table(
     tile_pad: int = 32,
     allow_pickle: bool = False,
     keep_crops: bool = False,
+    metric_options: MetricOptions | None = None,
     save_sr: str | Path | None = None,
     progress: bool = True,
 ) -> PaperResult:
@@ -238,14 +243,14 @@ def evaluate_paper_table(
     unknown = [m for m in wanted if m not in table.metrics]
     if unknown:
         raise ValueError(f"{table.key} has no metric {', '.join(unknown)}; its metrics: {', '.join(table.metrics)}")
-    options = run.MetricOptions(device=device)  # ImageNet backbones only, never random ones
+    options = metric_options or MetricOptions(device=device)  # ImageNet backbones only, never random ones
     metrics = []
     for name in table.metrics:
         if name not in wanted:
             result.unavailable[name] = "not asked for (--metrics)"
             continue
         try:
-            metrics.append(run.create_metric(name, options))
+            metrics.append(build(name, options))
         except FileNotFoundError as err:  # LPIPS/DISTS without their ImageNet backbone
             result.unavailable[name] = str(err)
 
@@ -293,6 +298,8 @@ def evaluate_paper_table(
 
 def cmd_paper_table(args: argparse.Namespace) -> int:
     """The ``--paper-table`` branch of ``sfd eval``: usage errors exit 2, nothing measurable exits 1."""
+    from sfd.evaluate.commands import metric_options
+
     if args.sr or args.dataset or args.hr:
         raise UsageError("--paper-table takes its datasets from the table: drop --sr/--hr/--dataset, give --data-root")
     if not (args.model or args.method):
@@ -319,6 +326,7 @@ def cmd_paper_table(args: argparse.Namespace) -> int:
         args.tile_pad,
         args.allow_pickle,
         keep_crops=args.report,
+        metric_options=metric_options(args),
         save_sr=Path(args.out) / "sr" if args.save_sr else None,
         progress=not args.no_progress,
     )

@@ -30,7 +30,8 @@ from tqdm import tqdm
 from sfd.data.io import load_rgb, to_tensor
 from sfd.data.pixels import pad_reflect
 from sfd.iqa.evaluate import match_images, read_mos
-from sfd.iqa.metrics import SFDIQA
+from sfd.metrics import create_metric
+from sfd.metrics.clip_iqa import SFDIQA
 from sfd.models.discriminators import build_discriminators
 from sfd.models.vgg_d import VGGStyleDiscriminator
 from sfd.weights import seeded
@@ -231,7 +232,7 @@ def tsne_analysis(
     lo, hi = mos_range
     names = sample_per_bin(bins, per_bin, seed)
 
-    sfd = SFDIQA(checkpoint, device=device, weights=clip_weights)
+    sfd = create_metric("sfd-iqa", device=device, checkpoint=checkpoint, weights=clip_weights)
     if sfd.feat_d is None:
         raise ValueError(f"{checkpoint} has no Feat-D: the t-SNE's third panel needs an SFD checkpoint with feat_d")
     vgg_d, vgg_source = load_vgg_d(vgg_d_checkpoint, crop, seed)
