@@ -250,17 +250,18 @@ def _peak_rss_mb() -> float:
 def _sr_case(blocks: int, size: int, tile: int, tile_pad: int, device: str, precision: str, repeats: int) -> dict:
     """One size and tiling in this process: seconds per image and peak memory."""
     from sfd.config import GeneratorConfig
-    from sfd.evaluate.tiling import PRECISIONS, run_model, tiled_upscale
+    from sfd.inference import InferenceSettings, Upscaler
     from sfd.models.generators import build_generator
+    from sfd.models.loading import LoadedGenerator
 
     torch.manual_seed(0)
-    dtype = PRECISIONS[precision]
-    g = build_generator(GeneratorConfig(num_blocks=blocks)).eval().to(device=device, dtype=dtype)
+    g = build_generator(GeneratorConfig(num_blocks=blocks)).eval()
+    settings = InferenceSettings(device=device, precision=precision, tile=tile, tile_pad=tile_pad)
+    up = Upscaler(LoadedGenerator(g, 4, "ESRGAN", f"random RRDBNet {blocks} blocks"), settings)
     image = torch.rand(3, size, size)
-    fn = run_model(g, 4)
     if str(device).startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
-    times = interleaved({"sr": lambda: tiled_upscale(fn, image, 4, tile, tile_pad, device, dtype)}, repeats, 1, device)
+    times = interleaved({"sr": lambda: up(image)}, repeats, 1, device)
     peak = torch.cuda.max_memory_allocated() / 2**20 if str(device).startswith("cuda") else _peak_rss_mb()
     return {"seconds": statistics.median(times["sr"]), "peak_mb": peak}
 

@@ -13,7 +13,7 @@ from PIL import Image, ImageOps
 
 from sfd.cli import main
 from sfd.data.io import read_image, save_image
-from sfd.evaluate.tiling import bicubic_upscale, run_model, tiled_upscale
+from sfd.inference.tiling import bicubic_upscale, run_model, tiled_upscale
 from sfd.models.loading import load_generator
 
 pytestmark = pytest.mark.usefixtures("one_thread")

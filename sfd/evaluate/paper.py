@@ -24,6 +24,7 @@ import yaml
 from sfd.errors import CommandFailed, UsageError
 from sfd.evaluate import run
 from sfd.evaluate.datasets import DatasetNotFound, data_root, resolve_dataset
+from sfd.inference import InferenceSettings
 from sfd.metrics import MetricOptions, build, metric_entry
 
 __all__ = ["PaperTable", "OurMethod", "load_paper_table", "parse_method", "evaluate_paper_table", "cmd_paper_table"]
@@ -218,10 +219,8 @@ def evaluate_paper_table(
     ours: list[OurMethod],
     root: str | Path | None,
     metric_names: list[str] | None = None,
-    device: str = "cpu",
-    precision: str = "fp32",
-    tile: int = 0,
-    tile_pad: int = 32,
+    settings: InferenceSettings | None = None,
+    prefer_ema: bool = True,
     allow_pickle: bool = False,
     keep_crops: bool = False,
     metric_options: MetricOptions | None = None,
@@ -243,7 +242,8 @@ def evaluate_paper_table(
     unknown = [m for m in wanted if m not in table.metrics]
     if unknown:
         raise ValueError(f"{table.key} has no metric {', '.join(unknown)}; its metrics: {', '.join(table.metrics)}")
-    options = metric_options or MetricOptions(device=device)  # ImageNet backbones only, never random ones
+    settings = settings or InferenceSettings()
+    options = metric_options or MetricOptions(device=settings.device)  # ImageNet backbones only, never random ones
     metrics = []
     for name in table.metrics:
         if name not in wanted:
@@ -258,7 +258,7 @@ def evaluate_paper_table(
         run.bicubic_method(table.scale)
         if m.spec is None
         else run.model_method(
-            m.spec, table.scale, device, precision, tile, tile_pad, name=m.name, allow_pickle=allow_pickle
+            m.spec, table.scale, settings, name=m.name, prefer_ema=prefer_ema, allow_pickle=allow_pickle
         )
         for m in ours
     ]
@@ -299,6 +299,7 @@ def evaluate_paper_table(
 def cmd_paper_table(args: argparse.Namespace) -> int:
     """The ``--paper-table`` branch of ``sfd eval``: usage errors exit 2, nothing measurable exits 1."""
     from sfd.evaluate.commands import metric_options
+    from sfd.inference.commands import inference_settings
 
     if args.sr or args.dataset or args.hr:
         raise UsageError("--paper-table takes its datasets from the table: drop --sr/--hr/--dataset, give --data-root")
@@ -320,11 +321,9 @@ def cmd_paper_table(args: argparse.Namespace) -> int:
         ours,
         args.data_root,
         metric_names,
-        args.device,
-        args.precision,
-        args.tile,
-        args.tile_pad,
-        args.allow_pickle,
+        inference_settings(args),
+        prefer_ema=not args.no_ema,
+        allow_pickle=args.allow_pickle,
         keep_crops=args.report,
         metric_options=metric_options(args),
         save_sr=Path(args.out) / "sr" if args.save_sr else None,

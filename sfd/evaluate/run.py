@@ -32,7 +32,7 @@ from sfd.data.io import list_images, load_rgb, save_png
 from sfd.data.resize import bicubic_lr, imresize, mod_crop, quantize_8bit
 from sfd.errors import UsageError
 from sfd.evaluate.pairing import Pair, PairPattern, pair_images, split_mixed_folder
-from sfd.evaluate.tiling import PRECISIONS, run_model, tiled_upscale
+from sfd.inference import InferenceSettings, Upscaler
 from sfd.metrics import ReportMetric as Metric
 from sfd.metrics.psnr_ssim import to_uint8_values
 
@@ -72,39 +72,23 @@ def bicubic_method(scale: int) -> Method:
 def model_method(
     spec: str,
     scale: int | None,
-    device: str = "cpu",
-    precision: str = "fp32",
-    tile: int = 0,
-    tile_pad: int = 32,
+    settings: InferenceSettings | None = None,
     name: str | None = None,
+    prefer_ema: bool = True,
     allow_pickle: bool = False,
 ) -> Method:
-    """A generator as a method; ``scale`` None takes the model's own."""
-    from sfd.models.loading import load_generator
-
-    gen = load_generator(spec, device=device, allow_pickle=allow_pickle)
-    if scale is not None and gen.scale != scale:
-        raise UsageError(f"model {spec} is x{gen.scale}, but the evaluation is x{scale}")
-    dtype = PRECISIONS[precision]
-    gen.model.to(dtype)
-    fn = run_model(gen.model, gen.scale, gen.size_multiple, gen.min_size)
+    """A generator as a method (``sfd.inference.Upscaler``); ``scale`` None takes the model's own.
+    ``prefer_ema`` False measures an sfd checkpoint's raw generator instead of its EMA."""
+    up = Upscaler.load(spec, settings, prefer_ema=prefer_ema, allow_pickle=allow_pickle)
+    if scale is not None and up.scale != scale:
+        raise UsageError(f"model {spec} is x{up.scale}, but the evaluation is x{scale}")
 
     def run(lr: torch.Tensor) -> torch.Tensor:
-        out = tiled_upscale(
-            fn,
-            lr.float(),
-            gen.scale,
-            tile,
-            tile_pad,
-            device,
-            dtype,
-            out_dtype=torch.uint8,
-            progress=f"{name or spec} tiles" if tile else False,
-        )
+        out = up(lr.float(), out_dtype=torch.uint8, progress=f"{name or spec} tiles")
         return out.double() / 255.0
 
     label = name or (spec if not Path(spec).suffix else Path(spec).stem)
-    return Method(label, f"{gen.source}, {gen.architecture} x{gen.scale}, {precision}", run, scale=gen.scale)
+    return Method(label, up.describe(), run, scale=up.scale)
 
 
 def folder_method(folder: str | Path) -> Method:
