@@ -13,8 +13,7 @@ COMMAND_MODULES = [
     "sfd.commands",  # train, inspect, demo, fetch-weights
     "sfd.inference.commands",  # sr, export
     "sfd.evaluate.commands",  # eval, fetch-niqe-model
-    "sfd.data.commands",  # degrade-preview
-    "sfd.data.prepare",  # prepare
+    "sfd.data.commands",  # degrade-preview, prepare
     "sfd.iqa.commands",  # iqa, iqa-eval, tsne, features
     "sfd.bench_commands",  # bench step|data|sr|iqa|sweep
 ]

@@ -98,7 +98,7 @@ def run_demo(out_dir: str | Path = "runs/demo", iterations: int | None = None) -
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
         if not (out / "report.html").exists() and not (out / "train_photos").exists():
-            raise FileExistsError(f"{out} is not empty and is not an earlier demo folder: choose another --out")
+            raise FileExistsError(f"{out} is not empty and is not an earlier demo folder: choose another -o")
         shutil.rmtree(out)  # an earlier demo: start fresh
     photos = Path(skimage.__file__).parent / "data"
     train_dir = out / "train_photos"
