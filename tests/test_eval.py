@@ -124,6 +124,21 @@ def test_lpips_matches_the_lpips_package_given_the_same_backbone(net):
     assert torch.allclose(ours(x, y), ref(x, y, normalize=True).flatten(), rtol=1e-4, atol=1e-7)
 
 
+def test_the_lpips_network_is_an_option_and_says_so():
+    """lpips: AlexNet by default [choice], VGG16 on request (--lpips-net vgg); labels and notes say which."""
+    opts = registry.MetricOptions(device="cpu", backbone_weights="random")
+    alex = registry.build("lpips", opts)
+    vgg = registry.build("lpips", registry.MetricOptions(device="cpu", backbone_weights="random", lpips_net="vgg"))
+    assert (alex.metric.net_name, vgg.metric.net_name) == ("alex", "vgg")
+    assert alex.label == "LPIPS↓ (RANDOM weights)" and vgg.label == "LPIPS↓ (vgg) (RANDOM weights)"
+    assert vgg.description.startswith("LPIPS-vgg v0.1") and alex.description.startswith("LPIPS-alex v0.1")
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.rand(3, 48, 48, generator=gen), torch.rand(3, 48, 48, generator=gen)
+    assert vgg.compute(x, y, 0) == registry.build("lpips-vgg", opts).compute(x, y, 0) != alex.compute(x, y, 0)
+    with pytest.raises(ValueError, match="contradicts"):
+        registry.create_metric("lpips-alex", device="cpu", weights="random", net="vgg")
+
+
 def test_dists_matches_dists_pytorch_given_the_same_backbone(monkeypatch):
     dists_pt = pytest.importorskip("DISTS_pytorch.DISTS_pt")
     ours = DISTS(weights="random")

@@ -31,8 +31,18 @@ __all__ = ["PaperTable", "OurMethod", "load_paper_table", "parse_method", "evalu
 
 TABLES_FILE = Path(__file__).with_name("paper_tables.yml")
 DECIMALS = {"psnr": 2, "ssim": 3, "lpips": 3, "dists": 3}  # the supplement's precision
-# [choice] the supplement does not say which LPIPS network; AlexNet is the lpips package's default.
-METRIC_NOTES = {"lpips": "LPIPS: AlexNet v0.1, the lpips package's default (the supplement does not name the network)"}
+
+
+def convention(scale: int, lpips_net: str | None, prefer_ema: bool) -> str:
+    """How our columns were measured. The supplement states none of it: each part is our choice
+    (the SR literature's usual one), printed beside the differences it decides."""
+    net = lpips_net or "alex"
+    default = " (the lpips package's default)" if net == "alex" else " (--lpips-net vgg)"
+    weights = "EMA weights of sfd checkpoints" if prefer_ema else "raw (non-EMA) weights of sfd checkpoints (--no-ema)"
+    return (
+        f"convention [our choice; the supplement states none]: PSNR/SSIM on BT.601 Y rounded like MATLAB, "
+        f"{scale} px border shaved; LPIPS-{net}{default} and DISTS on whole RGB images; {weights}"
+    )
 
 
 @dataclass
@@ -69,6 +79,7 @@ class PaperResult:
     means: dict[str, dict[str, dict[str, float | None]]] = field(default_factory=dict)  # dataset -> ours -> metric
     evaluation: run.EvalResult | None = None
     notes: list[str] = field(default_factory=list)
+    convention: str = ""  # how our columns were measured (our choices), printed beside the Δ columns
 
     # ---------------------------------------------------------------- cells
 
@@ -143,6 +154,7 @@ class PaperResult:
         lines = [
             f"**{self.table.title}**",
             "",
+            *([f"_{self.convention}; Δ = ours − paper_", ""] if self.convention else []),
             "| " + " | ".join(rows[0]) + " |",
             "|---|" + "---:|" * (len(rows[0]) - 1),
         ]
@@ -154,7 +166,8 @@ class PaperResult:
         head = "".join(f"<th>{html.escape(c)}</th>" for c in rows[0])
         body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows[1:])
         notes = "".join(f"<li>{html.escape(n)}</li>" for n in self.notes)
-        return f"<h2>{html.escape(self.table.title)}</h2><table><tr>{head}</tr>{body}</table><ul>{notes}</ul>"
+        conv = f"<p><em>{html.escape(self.convention)}</em></p>" if self.convention else ""
+        return f"<h2>{html.escape(self.table.title)}</h2>{conv}<table><tr>{head}</tr>{body}</table><ul>{notes}</ul>"
 
     def to_json(self) -> dict:
         t = self.table
@@ -164,6 +177,7 @@ class PaperResult:
             "source": t.source,
             "data_root": str(self.root) if self.root else None,
             "scale": t.scale,
+            "convention": self.convention,
             "datasets": {
                 d: ({"found": str(self.found[d])} if d in self.found else {"not_found": self.missing[d]})
                 for d in t.datasets
@@ -276,13 +290,13 @@ def evaluate_paper_table(
         combined.datasets.append(d)
         combined.notes = part.notes  # the convention and each metric's description
         result.notes.append(f"{d}: HR images in {folder}" + (f" (as {folder_name})" if folder_name != d else ""))
+    result.convention = convention(table.scale, options.lpips_net, prefer_ema)
     result.means = combined.means() if combined.datasets else {}
     result.evaluation = combined
     t = table
     result.notes = [f"published numbers: {t.source}"] + combined.notes + result.notes
     result.notes += [f"{d}: not found under {base}" for d in result.missing]
     result.notes += [f"{m.upper()}: n/a here: {why}" for m, why in result.unavailable.items()]
-    result.notes += [METRIC_NOTES[m] for m in t.metrics if m in METRIC_NOTES and m not in result.unavailable]
     for m in ours:
         if m.column:
             result.notes.append(
