@@ -133,6 +133,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _build(args: argparse.Namespace, names: list[str]):
     """The registry's metrics for these no-reference commands; their weights' warnings printed once."""
     from sfd import metrics as registry
+    from sfd.iqa.evaluate import weights_note
 
     options = registry.MetricOptions(
         device=args.device, checkpoint=args.model, clip_weights=args.clip_weights, protocol=_protocol(args)
@@ -148,10 +149,11 @@ def _build(args: argparse.Namespace, names: list[str]):
                     "(use sfd eval --hr for reference metrics)"
                 )
             built[entry.name] = registry.build(entry.name, options)
-    for m in built.values():
-        if m.warning:
-            print(f"NOTE: {m.name}: {m.warning}", file=sys.stderr)
-    return {name: m.metric for name, m in built.items()}
+    metrics = {name: m.metric for name, m in built.items()}
+    for m in metrics.values():
+        if note := weights_note(m):
+            print(f"NOTE: {note}", file=sys.stderr)
+    return metrics
 
 
 def _refuse_existing(args: argparse.Namespace, *outputs) -> None:
