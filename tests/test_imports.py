@@ -69,6 +69,23 @@ def test_lower_layers_import_no_upper_layer(path):
     assert not bad, "\n".join(bad)
 
 
+MIDDLE = [
+    p for p in sorted([*(SFD / "metrics").glob("*.py"), *(SFD / "inference").glob("*.py")]) if p.name != "commands.py"
+]
+ABOVE_MIDDLE = ("sfd.evaluate", "sfd.iqa", "sfd.trainer", "sfd.cli", "sfd.commands", "sfd.bench", "sfd.demo")
+
+
+@pytest.mark.parametrize("path", MIDDLE, ids=lambda p: str(p.relative_to(SFD)))
+def test_metrics_and_inference_import_no_command_layer(path):
+    """The middle floor (metrics, inference) serves eval, iqa, training and the CLI, never the reverse."""
+    bad = [
+        f"{path.relative_to(REPO)}:{line} imports {name}"
+        for line, name in imported_modules(path.read_text(), _module_name(path))
+        if name.endswith(".commands") or any(name == u or name.startswith(u + ".") for u in ABOVE_MIDDLE)
+    ]
+    assert not bad, "\n".join(bad)
+
+
 def test_config_imports_without_torch():
     code = "import sys, sfd.config; print(sorted(m for m in ('torch', 'numpy', 'PIL') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
