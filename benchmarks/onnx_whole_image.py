@@ -17,7 +17,7 @@ import onnxruntime as ort
 import torch
 
 from sfd.data.io import load_rgb, to_tensor
-from sfd.evaluate.tiling import run_model
+from sfd.inference.tiling import run_model
 from sfd.models.loading import load_generator
 
 

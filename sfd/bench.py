@@ -334,17 +334,18 @@ def _peak_rss_mb() -> float:
 def _sr_case(blocks: int, size: int, tile: int, tile_pad: int, device: str, precision: str, repeats: int) -> dict:
     """One size and tiling in this process: seconds per image and peak memory."""
     from sfd.config import GeneratorConfig
-    from sfd.evaluate.tiling import PRECISIONS, run_model, tiled_upscale
+    from sfd.inference import InferenceSettings, Upscaler
     from sfd.models.generators import build_generator
+    from sfd.models.loading import LoadedGenerator
 
     torch.manual_seed(0)
-    dtype = PRECISIONS[precision]
-    g = build_generator(GeneratorConfig(num_blocks=blocks)).eval().to(device=device, dtype=dtype)
+    g = build_generator(GeneratorConfig(num_blocks=blocks)).eval()
+    settings = InferenceSettings(device=device, precision=precision, tile=tile, tile_pad=tile_pad)
+    up = Upscaler(LoadedGenerator(g, 4, "ESRGAN", f"random RRDBNet {blocks} blocks"), settings)
     image = torch.rand(3, size, size)
-    fn = run_model(g, 4)
     if str(device).startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
-    times = interleaved({"sr": lambda: tiled_upscale(fn, image, 4, tile, tile_pad, device, dtype)}, repeats, 1, device)
+    times = interleaved({"sr": lambda: up(image)}, repeats, 1, device)
     peak = torch.cuda.max_memory_allocated() / 2**20 if str(device).startswith("cuda") else _peak_rss_mb()
     return {"seconds": statistics.median(times["sr"]), "peak_mb": peak}
 
@@ -394,7 +395,7 @@ def bench_iqa(size=500, images=4, repeats=3, device="cpu") -> dict:
     import tempfile
 
     from sfd.config import load_config
-    from sfd.iqa.metrics import CLIPIQA, NIQE, SFDIQA
+    from sfd.metrics import create_metric
     from sfd.trainer import build_run, save_checkpoint
 
     _quiet()
@@ -403,9 +404,12 @@ def bench_iqa(size=500, images=4, repeats=3, device="cpu") -> dict:
             "iqa", ["generator.pretrained=random", "clip.weights=random", "loss.vgg_weights=random", "train.device=cpu"]
         )
         ckpt = save_checkpoint(build_run(cfg), os.path.join(tmp, "iqa.pth"))
-        metrics = {"SFD-IQA": SFDIQA(ckpt, device=device), "CLIP-IQA": CLIPIQA(device=device, weights="random")}
+        metrics = {
+            "SFD-IQA": create_metric("sfd-iqa", device=device, checkpoint=ckpt),
+            "CLIP-IQA": create_metric("clipiqa", device=device, weights="random"),
+        }
     try:
-        metrics["NIQE"] = NIQE()
+        metrics["NIQE"] = create_metric("niqe")
     except Exception as err:  # the pristine model file may be missing
         print(f"NIQE skipped: {err}", file=sys.stderr)
     gen = torch.Generator().manual_seed(0)

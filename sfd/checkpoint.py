@@ -14,6 +14,7 @@ through this module and never imports the trainer. Layout (a plain dict, so that
 from __future__ import annotations
 
 import os
+import pickle
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ __all__ = [
     "CheckpointError",
     "CorruptCheckpoint",
     "load",
+    "load_model_file",
     "from_dict",
     "save",
     "find_latest",
@@ -122,6 +124,36 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoi
         reason = f"{type(err).__name__}: {str(err)[:120]}"
         raise CorruptCheckpoint(f"{path} is not a readable checkpoint ({reason})") from None
     return from_dict(raw, str(path))
+
+
+def load_model_file(path: str | Path, allow_pickle: bool = False) -> dict:
+    """Any model file (``.safetensors`` or torch) as a dict, loaded without running pickled code by default.
+    ``load`` reads sfd training checkpoints; this reads what ``load_generator`` accepts, checkpoints included."""
+    path = Path(path)
+    if path.suffix.lower() == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except Exception as err:  # SafetensorError on a truncated or foreign file
+            reason = " ".join(str(err).split())[:160]
+            raise ValueError(f"{path} is not a readable .safetensors file ({reason})") from err
+    verify_checksum(path)  # an sfd checkpoint's NAME.sha256: flipped bits load silently otherwise
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=not allow_pickle)
+    except pickle.UnpicklingError as err:
+        raise ValueError(
+            f"{path} holds pickled Python objects that torch's safe loader refuses ({err}). "
+            "If you trust the file, load it with allow_pickle=True (CLI: --allow-pickle)."
+        ) from err
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        raise
+    except Exception as err:  # truncated zip, random bytes (struct.error, EOFError, RuntimeError, ...)
+        reason = " ".join(str(err).split())[:120] or type(err).__name__
+        raise ValueError(f"{path} is not a model file torch can read ({type(err).__name__}: {reason})") from err
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path} holds a {type(obj).__name__}, not a state dict or checkpoint dict")
+    return obj
 
 
 def checksum_path(path: str | Path) -> Path:
@@ -234,7 +266,9 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
 
 
 def find_latest(run_dir: str | Path) -> Path | None:
-    found = list_checkpoints(run_dir)
+    """The newest ``iter_*.pth`` of a run folder (in its ``checkpoints/``, else in the folder itself, e.g. a
+    copied-out checkpoints folder), or None. The one rule for "the newest checkpoint of a run"."""
+    found = list_checkpoints(run_dir) or sorted(Path(run_dir).glob("iter_*.pth"))
     return found[-1] if found else None
 
 

@@ -10,11 +10,11 @@ import traceback
 
 # Modules with a ``register(subparsers)`` function, in the order of ``sfd --help``.
 COMMAND_MODULES = [
-    "sfd.commands",  # train, inspect, demo
+    "sfd.commands",  # train, inspect, demo, fetch-weights
     "sfd.config_commands",  # config schema|diff
-    "sfd.evaluate.commands",  # sr, eval, export, fetch-niqe-model, fetch-weights
-    "sfd.data.commands",  # degrade-preview
-    "sfd.data.prepare",  # prepare
+    "sfd.inference.commands",  # sr, export
+    "sfd.evaluate.commands",  # eval, fetch-niqe-model
+    "sfd.data.commands",  # degrade-preview, prepare
     "sfd.iqa.commands",  # iqa, iqa-eval, tsne, features
     "sfd.bench_commands",  # bench step|data|sr|iqa|sweep
 ]
@@ -39,8 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def add_output_option(parser: argparse.ArgumentParser, default: str, what: str) -> None:
-    """``-o/--output`` (``args.out``), the same in every command; ``--out``, its earlier name, still works."""
+def add_output_option(parser: argparse.ArgumentParser, default: str | None, what: str) -> None:
+    """``-o/--output`` (``args.out``), the same in every command that writes files; ``--out``, its earlier
+    name, still works where there is a default. ``default`` None: the option is required."""
+    if default is None:
+        parser.add_argument("-o", "--output", dest="out", required=True, help=what)
+        return
     parser.add_argument("-o", "--output", dest="out", default=default, help=f"{what} (default {default})")
     parser.add_argument("--out", dest="out", help=argparse.SUPPRESS)
 

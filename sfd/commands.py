@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from sfd.cli import add_output_option
 from sfd.errors import UsageError
 
 
@@ -52,7 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_fetch_weights)
 
     p = sub.add_parser("demo", help="train a small SFD model on bundled photos and write an HTML report")
-    p.add_argument("-o", "--output", default="runs/demo", help="output folder (default: runs/demo)")
+    add_output_option(p, "runs/demo", "output folder")
     p.add_argument("--iterations", type=int, default=None, help="override the demo's iteration count")
     p.set_defaults(func=cmd_demo)
 
@@ -149,7 +150,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from sfd.demo import run_demo
 
-    report = run_demo(args.output, iterations=args.iterations)
+    report = run_demo(args.out, iterations=args.iterations)
     print(f"report: {report}")
     return 0
 

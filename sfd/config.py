@@ -14,8 +14,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from sfd.data.degradations import DegradationConfig
-from sfd.yamlconfig import ConfigError, apply_overrides, config_from_dict, config_to_dict, read_yaml
+from sfd.data.degradation_config import DegradationConfig
+from sfd.yamlconfig import (  # noqa: F401 (CONFIG_DIR, list_configs: sfd.config's names too)
+    CONFIG_DIR,
+    ConfigError,
+    apply_overrides,
+    config_from_dict,
+    config_to_dict,
+    find_config,
+    list_configs,
+    read_yaml,
+)
 
 __all__ = [
     "ConfigError",
@@ -141,8 +150,8 @@ class LossConfig:
 class DataConfig:
     train: list[str] = field(default_factory=list)  # HR folders
     patch_size: int = 128  # HR patch
-    # The batch of one training process. Training runs in one process today, so this is also the
-    # global batch; once multi-process training exists, global batch = batch_size x processes.
+    # The batch of one training process. Under torchrun (sfd.distributed: data-parallel, one process per
+    # device) the global batch is batch_size x processes; in a single process it is batch_size.
     batch_size: int = 32
     num_workers: int = 4
     # Augmentation. Classic SISR (BasicSR's use_hflip + use_rot): all three, the 8 orientations.
@@ -339,26 +348,6 @@ def _check_prompts(key: str, prompts: list[str], room: int) -> None:
         n = len(tokenizer.encode(text))
         if n > room:
             raise ConfigError(f"{key}: '{text[:40]}...' is {n} tokens, more than the {room} that fit CLIP's context")
-
-
-CONFIG_DIR = Path(__file__).parent / "configs"  # the shipped configs (a link to the repository's configs/)
-
-
-def list_configs() -> list[str]:
-    """Names of the configs shipped with the package (``sfd train -c NAME``)."""
-    return sorted(p.stem for p in CONFIG_DIR.glob("*.yml"))
-
-
-def find_config(spec: str | Path) -> Path:
-    """A config file: an existing path, else a shipped config by name (``classic_rrdb_x4``, with or
-    without ``configs/`` and ``.yml``), so that the documented commands work from any folder."""
-    path = Path(spec).expanduser()
-    if path.is_file():
-        return path
-    shipped = CONFIG_DIR / (path.stem + ".yml")
-    if path.suffix in ("", ".yml", ".yaml") and shipped.is_file():
-        return shipped
-    raise ConfigError(f"config file not found: {spec} (nor a shipped config of that name: {', '.join(list_configs())})")
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:

@@ -26,8 +26,8 @@ from sfd.config import load_config  # noqa: E402
 from sfd.data.io import load_rgb, save_png, to_tensor  # noqa: E402
 from sfd.data.resize import bicubic_lr, imresize, mod_crop  # noqa: E402
 from sfd.device import resolve_device  # noqa: E402
-from sfd.evaluate.metrics import psnr, ssim  # noqa: E402
-from sfd.models.generators import build_generator  # noqa: E402
+from sfd.inference import Upscaler  # noqa: E402
+from sfd.metrics.psnr_ssim import psnr, ssim  # noqa: E402
 from sfd.trainer import train  # noqa: E402
 from sfd.weights import describe_weights  # noqa: E402
 
@@ -56,11 +56,9 @@ DEMO_SETTINGS = [
 ]
 
 
-def _sr(ckpt_path: Path, lr: torch.Tensor, cfg) -> torch.Tensor:
-    g = build_generator(cfg.generator)
-    g.load_state_dict(checkpoint.load(ckpt_path).inference_generator)
-    with torch.no_grad():
-        return g.eval()(lr[None]).clamp(0, 1)[0]
+def _sr(ckpt_path: Path, lr: torch.Tensor) -> torch.Tensor:
+    """The checkpoint's EMA generator on ``lr``, as ``sfd sr`` runs it."""
+    return Upscaler.load(ckpt_path)(lr)
 
 
 def _loss_plot(log_path: Path, out: Path, warmup: int) -> None:
@@ -100,7 +98,7 @@ def run_demo(out_dir: str | Path = "runs/demo", iterations: int | None = None) -
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
         if not (out / "report.html").exists() and not (out / "train_photos").exists():
-            raise FileExistsError(f"{out} is not empty and is not an earlier demo folder: choose another --out")
+            raise FileExistsError(f"{out} is not empty and is not an earlier demo folder: choose another -o")
         shutil.rmtree(out)  # an earlier demo: start fresh
     photos = Path(skimage.__file__).parent / "data"
     train_dir = out / "train_photos"
@@ -133,8 +131,8 @@ def run_demo(out_dir: str | Path = "runs/demo", iterations: int | None = None) -
     lr = bicubic_lr(hr, s)
     images = {
         "Bicubic": imresize(lr.double(), s).clamp(0, 1).float(),
-        f"L1 warm-up (iter {cfg.train.pixel_warmup})": _sr(warm_ckpt, lr, cfg),
-        f"SFD (iter {total}, EMA)": _sr(final, lr, cfg),
+        f"L1 warm-up (iter {cfg.train.pixel_warmup})": _sr(warm_ckpt, lr),
+        f"SFD (iter {total}, EMA)": _sr(final, lr),
         "Original (HR)": hr,
     }
     h, w = hr.shape[-2:]

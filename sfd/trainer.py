@@ -36,7 +36,6 @@ from sfd.data.pipeline import build_loader
 from sfd.data.resize import bicubic_lr, mod_crop
 from sfd.device import resolve_device
 from sfd.errors import UsageError
-from sfd.evaluate.metrics import psnr, ssim
 from sfd.graphs import GraphedStep
 from sfd.guard import (
     BadStepCounter,
@@ -48,6 +47,7 @@ from sfd.guard import (
     grads_finite_on_device,
 )
 from sfd.losses import PerceptualLoss, clipiqa_loss, d_adversarial_loss, g_adversarial_loss
+from sfd.metrics.psnr_ssim import psnr, ssim
 from sfd.models.clip import ImageFeatures, TextEncoder, load_clip
 from sfd.models.discriminators import build_discriminators
 from sfd.models.generators import build_generator, initialise_from_config, parameter_sha256, resolve_pretrained

@@ -18,7 +18,16 @@ from typing import Any, Literal
 
 import yaml
 
-__all__ = ["ConfigError", "config_from_dict", "config_to_dict", "apply_overrides", "read_yaml"]
+__all__ = [
+    "ConfigError",
+    "config_from_dict",
+    "config_to_dict",
+    "apply_overrides",
+    "read_yaml",
+    "CONFIG_DIR",
+    "list_configs",
+    "find_config",
+]
 
 
 class ConfigError(ValueError):
@@ -105,3 +114,25 @@ def read_yaml(path: str | Path) -> dict:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a config must be a YAML mapping")
     return data
+
+
+# ---------------------------------------------------------------- shipped configs
+
+CONFIG_DIR = Path(__file__).parent / "configs"  # the shipped configs (a link to the repository's configs/)
+
+
+def list_configs() -> list[str]:
+    """Names of the configs shipped with the package (``sfd train -c NAME``)."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yml"))
+
+
+def find_config(spec: str | Path) -> Path:
+    """A config file: an existing path, else a shipped config by name (``classic_rrdb_x4``, with or
+    without ``configs/`` and ``.yml``), so that the documented commands work from any folder."""
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return path
+    shipped = CONFIG_DIR / (path.stem + ".yml")
+    if path.suffix in ("", ".yml", ".yaml") and shipped.is_file():
+        return shipped
+    raise ConfigError(f"config file not found: {spec} (nor a shipped config of that name: {', '.join(list_configs())})")

@@ -6,7 +6,7 @@ from PIL import Image
 
 from sfd.data.io import list_images, to_tensor
 from sfd.data.resize import bicubic_lr, imresize, mod_crop
-from sfd.evaluate.metrics import psnr, ssim
+from sfd.metrics.psnr_ssim import psnr, ssim
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -18,10 +18,10 @@ from sfd import metrics as registry
 from sfd.cli import main
 from sfd.data.io import list_images, to_tensor
 from sfd.data.resize import imresize, mod_crop
-from sfd.evaluate import niqe as niqe_mod
 from sfd.evaluate import run
-from sfd.evaluate.metrics import rgb_to_y, to_uint8_values
-from sfd.evaluate.perceptual import DISTS, LPIPS, BackboneWeightsMissing, backbone_weights_path
+from sfd.metrics import niqe as niqe_mod
+from sfd.metrics.perceptual import DISTS, LPIPS, BackboneWeightsMissing, backbone_weights_path
+from sfd.metrics.psnr_ssim import rgb_to_y, to_uint8_values
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -124,6 +124,21 @@ def test_lpips_matches_the_lpips_package_given_the_same_backbone(net):
     assert torch.allclose(ours(x, y), ref(x, y, normalize=True).flatten(), rtol=1e-4, atol=1e-7)
 
 
+def test_the_lpips_network_is_an_option_and_says_so():
+    """lpips: AlexNet by default [choice], VGG16 on request (--lpips-net vgg); labels and notes say which."""
+    opts = registry.MetricOptions(device="cpu", backbone_weights="random")
+    alex = registry.build("lpips", opts)
+    vgg = registry.build("lpips", registry.MetricOptions(device="cpu", backbone_weights="random", lpips_net="vgg"))
+    assert (alex.metric.net_name, vgg.metric.net_name) == ("alex", "vgg")
+    assert alex.label == "LPIPS↓ (RANDOM weights)" and vgg.label == "LPIPS↓ (vgg) (RANDOM weights)"
+    assert vgg.description.startswith("LPIPS-vgg v0.1") and alex.description.startswith("LPIPS-alex v0.1")
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.rand(3, 48, 48, generator=gen), torch.rand(3, 48, 48, generator=gen)
+    assert vgg.compute(x, y, 0) == registry.build("lpips-vgg", opts).compute(x, y, 0) != alex.compute(x, y, 0)
+    with pytest.raises(ValueError, match="contradicts"):
+        registry.create_metric("lpips-alex", device="cpu", weights="random", net="vgg")
+
+
 def test_dists_matches_dists_pytorch_given_the_same_backbone(monkeypatch):
     dists_pt = pytest.importorskip("DISTS_pytorch.DISTS_pt")
     ours = DISTS(weights="random")
@@ -158,7 +173,7 @@ def test_missing_backbone_error_names_the_file_and_the_fixes(tmp_path, monkeypat
 
 
 def test_runner_reproduces_bicubic_reference_and_folder_mode_agrees(shared_data, tmp_path):
-    metrics = [run.create_metric(n) for n in ("psnr", "ssim")]
+    metrics = [registry.build(n) for n in ("psnr", "ssim")]
     result = run.evaluate([run.bicubic_method(4)], [shared_data("sr/Set5")], 4, metrics, save_sr=tmp_path / "sr")
     means = result.means()["Set5"]["bicubic"]
     assert abs(means["psnr"] - 28.42) <= 0.01 and abs(means["ssim"] - 0.8102) <= 0.0005
@@ -173,13 +188,13 @@ def test_folder_pairing_no_reference_mode_and_plugin_metric(shared_data, tmp_pat
     for path in list_images(hr_dir)[:2]:
         Image.open(path).convert("RGB").save(tmp_path / "sr" / f"{path.stem}_x4.png")
     # HR images without an SR partner are one error line each; the pairs that exist are measured.
-    paired = run.evaluate_folders([tmp_path / "sr"], hr_dir, 4, [run.create_metric("psnr")])
+    paired = run.evaluate_folders([tmp_path / "sr"], hr_dir, 4, [registry.build("psnr")])
     assert [r["image"] for r in paired.records] == ["baby", "bird"]
     missing = [p.name for p in list_images(hr_dir)[2:]]
     assert len(paired.errors) == len(missing) and all("no SR image" in e for e in paired.errors)
     assert all(any(name in e for e in paired.errors) for name in missing)
     with pytest.raises(ValueError, match="need --hr"):
-        run.evaluate_folders([tmp_path / "sr"], None, None, [run.create_metric("psnr")])
+        run.evaluate_folders([tmp_path / "sr"], None, None, [registry.build("psnr")])
 
     # A no-reference metric registered in the one registry (sfd.metrics) works by name in sfd eval.
     class MeanLuma(torch.nn.Module):
@@ -197,8 +212,8 @@ def test_folder_pairing_no_reference_mode_and_plugin_metric(shared_data, tmp_pat
         description="test metric",
     )
     try:
-        assert "mean-luma" in registry.list_metrics("nr") and "mean-luma" in run.available_metrics()
-        result = run.evaluate_folders([tmp_path / "sr"], None, None, [run.create_metric("mean-luma")])
+        assert "mean-luma" in registry.list_metrics("nr") and "mean-luma" in registry.list_metrics()
+        result = run.evaluate_folders([tmp_path / "sr"], None, None, [registry.build("mean-luma")])
     finally:
         registry.unregister_metric("mean-luma")
     assert [r["image"] for r in result.records] == ["baby_x4", "bird_x4"]
@@ -206,7 +221,7 @@ def test_folder_pairing_no_reference_mode_and_plugin_metric(shared_data, tmp_pat
         float(to_tensor(Image.open(tmp_path / "sr" / "baby_x4.png").convert("RGB")).mean()), abs=1e-6
     )
     with pytest.raises(ValueError, match="unknown metric"):
-        run.create_metric("mean-luma")
+        registry.build("mean-luma")
 
 
 def test_eval_command_outputs(shared_data, tmp_path, capsys, monkeypatch):

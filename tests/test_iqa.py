@@ -23,14 +23,14 @@ from helpers import bundled_photo_dir, tiny_config
 from PIL import Image
 
 import sfd.iqa as iqa
-import sfd.iqa.metrics as metrics_module
+import sfd.metrics.clip_iqa as metrics_module
 from sfd.cli import main
 from sfd.config import config_to_dict, load_config
 from sfd.data.io import list_images, load_rgb, save_png, to_tensor
 from sfd.iqa.correlation import correlations, fit_logistic4, krcc, logistic4, plcc, srcc
-from sfd.iqa.metrics import SFDIQA, ImageProtocol, _starts
 from sfd.iqa.tsne import load_vgg_d
 from sfd.losses import d_adversarial_loss
+from sfd.metrics.clip_iqa import SFDIQA, ImageProtocol, _starts
 from sfd.models.clip import CLIPWeightsError
 from sfd.models.feat_d import FeatD
 from sfd.trainer import build_run, save_checkpoint
@@ -135,7 +135,7 @@ def images(n: int, seed: int = 0, size=(96, 80)) -> torch.Tensor:
 
 
 def test_registry_and_conventions(metric):
-    assert iqa.list_metrics() == ["clipiqa", "niqe", "sfd-iqa"]  # the no-reference part of sfd.metrics
+    assert iqa.list_metrics("nr") == ["clipiqa", "niqe", "sfd-iqa"]  # the no-reference part of sfd.metrics
     assert isinstance(metric, torch.nn.Module)
     assert metric.lower_better is False and metric.score_range == "0, 1"
     assert iqa.create_metric("niqe").lower_better is True

@@ -12,7 +12,7 @@ from PIL import Image
 
 from sfd.data.io import to_tensor
 from sfd.data.resize import imresize, mod_crop
-from sfd.evaluate.metrics import psnr, to_uint8_values
+from sfd.metrics.psnr_ssim import psnr, to_uint8_values
 from sfd.models import ncnn
 from sfd.models.loading import load_generator
 

@@ -14,10 +14,11 @@ import scipy.io
 import torch
 from PIL import Image
 
+from sfd import metrics as registry
 from sfd.cli import main
 from sfd.data.io import to_tensor
-from sfd.evaluate import niqe as niqe_mod
 from sfd.evaluate import run
+from sfd.metrics import niqe as niqe_mod
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -62,7 +63,7 @@ def test_constant_neighbourhoods_give_exact_zero_mscn():
 
 
 def _niqe_outputs(folder):
-    result = run.evaluate_folders([folder], None, None, [run.create_metric("niqe")])
+    result = run.evaluate_folders([folder], None, None, [registry.build("niqe")])
     return result.markdown_table(), result.to_json()
 
 

@@ -16,7 +16,7 @@ from eval_helpers import sfd_checkpoint, tiny_rrdbnet, tiny_swinir
 from spandrel.architectures.Compact import Compact
 
 from sfd.cli import main
-from sfd.evaluate.tiling import run_model
+from sfd.inference.tiling import run_model
 
 onnx = pytest.importorskip("onnx", reason="the onnx extra (pip install 'sfd[onnx]') is not installed")
 ort = pytest.importorskip("onnxruntime", reason="the onnx extra (pip install 'sfd[onnx]') is not installed")

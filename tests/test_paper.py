@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from eval_helpers import tiny_rrdbnet
+from eval_helpers import sfd_checkpoint, tiny_rrdbnet
 from helpers import BUNDLED_PHOTOS
 from PIL import Image
 
@@ -74,7 +74,15 @@ def test_supp1_bicubic_on_b100_beside_the_papers_columns(shared_data, no_backbon
     assert _cells(out, "BSDS100", "LPIPS↓")[-1] == "n/a" and _cells(out, "BSDS100", "DISTS↓")[-1] == "n/a"
     assert _cells(out, "Manga109")[1] == f"not found under {root}"
     assert "LPIPS: n/a here: ImageNet alexnet weights not found" in out
+    # The convention (our choice: the supplement states none) is printed with the table, before its rows.
+    convention = (
+        "_convention [our choice; the supplement states none]: PSNR/SSIM on BT.601 Y rounded like MATLAB, "
+        "4 px border shaved; LPIPS-alex (the lpips package's default) and DISTS on whole RGB images; "
+        "EMA weights of sfd checkpoints; Δ = ours − paper_"
+    )
+    assert convention in out.splitlines() and out.index(convention) < out.index("| Benchmark")
     saved = json.loads((tmp_path / "out" / "paper_table.json").read_text())
+    assert saved["convention"] == convention[1 : -len("; Δ = ours − paper_")]
     assert saved["ours"]["bicubic"]["values"]["BSDS100"]["psnr"] == pytest.approx(25.96, abs=0.005)
     assert "not_found" in saved["datasets"]["Manga109"] and saved["metrics"]["dists"]["available"] is False
 
@@ -132,6 +140,29 @@ def test_a_model_named_after_a_paper_column_gets_its_difference(no_backbones, tm
     assert _cells(table, "rn50 (measured)")[4:] == ["not found"] * 3
     report = (tmp_path / "out" / "report.html").read_text()
     assert "Supplement Table 2" in report and report.count("crops/Set5_") == 2 * 4  # LR, HR and two methods, 2 images
+
+
+def test_eval_measures_the_ema_unless_no_ema_and_the_paper_table_says_which(no_backbones, tmp_path, capsys):
+    root = tmp_path / "data"
+    _photo_root(root, "Set5", n=1, size=64)
+    ckpt = tmp_path / "c.pth"
+    torch.save(sfd_checkpoint(tiny_rrdbnet(4, seed=0), tiny_rrdbnet(4, seed=1), "rrdbnet", 4), ckpt)
+    runs = {}
+    for flags in ([], ["--no-ema"]):
+        common = ["--model", f"rn50={ckpt}", "--data-root", str(root), "--device", "cpu", "--json", *flags]
+        assert main(["eval", "--paper-table", "supp2", "--metrics", "psnr", *common, "-o", str(tmp_path / "p")]) == 0
+        paper = json.loads(capsys.readouterr().out)
+        assert main(["eval", "--dataset", str(root / "Set5"), "--scale", "4", "--metrics", "psnr", "--model", str(ckpt)]
+                    + common[4:] + ["-o", str(tmp_path / "e")]) == 0  # fmt: skip
+        runs[bool(flags)] = (paper, json.loads(capsys.readouterr().out))
+    (paper_ema, eval_ema), (paper_raw, eval_raw) = runs[False], runs[True]
+    assert "(sfd checkpoint, generator_ema, iteration 1234)" in eval_ema["methods"]["c"]
+    assert "(sfd checkpoint, generator, iteration 1234)" in eval_raw["methods"]["c"]
+    ema, raw = (r["means"]["Set5"]["c"]["psnr"] for r in (eval_ema, eval_raw))
+    assert ema != raw  # two different generators were measured
+    assert paper_ema["ours"]["rn50"]["values"]["Set5"]["psnr"] == pytest.approx(ema)
+    assert paper_raw["ours"]["rn50"]["values"]["Set5"]["psnr"] == pytest.approx(raw)
+    assert "EMA weights" in paper_ema["convention"] and "raw (non-EMA) weights" in paper_raw["convention"]
 
 
 def test_paper_table_usage_errors_are_one_line(tmp_path, capsys, monkeypatch):

@@ -20,7 +20,7 @@ from helpers import bundled_photo_dir, tiny_config
 from PIL import Image
 
 import sfd.iqa as iqa
-import sfd.iqa.metrics as iqa_metrics
+import sfd.metrics.clip_iqa as iqa_metrics
 from sfd import metrics as registry
 from sfd.cli import main
 from sfd.data.io import list_images, load_rgb, save_png, to_tensor
@@ -29,8 +29,8 @@ from sfd.evaluate import run
 from sfd.evaluate.datasets import REAL_DATASETS as DATASETS
 from sfd.evaluate.datasets import DatasetNotFound
 from sfd.evaluate.datasets import resolve as resolve_dataset
-from sfd.evaluate.metrics import psnr
 from sfd.evaluate.pairing import PairPattern, pair_images, split_mixed_folder
+from sfd.metrics.psnr_ssim import psnr
 from sfd.trainer import build_run, save_checkpoint
 
 pytestmark = [
@@ -111,7 +111,7 @@ def test_registry_lists_fr_and_nr_modes_with_pyiqa_attributes():
     photo = torch.rand(3, 200, 200, generator=g)
     assert isinstance(iqa.create_metric("niqe"), type(built["niqe"]))
     niqe = built["niqe"].score_image(photo, border=4)
-    assert run.create_metric("niqe").compute(photo, None, 4) == pytest.approx(niqe)
+    assert registry.build("niqe").compute(photo, None, 4) == pytest.approx(niqe)
     # Names: any case, underscores, aliases; errors name the choices.
     assert registry.canonical_name("SFD_IQA") == "sfd-iqa" and registry.canonical_name("CLIP-IQA") == "clipiqa"
     with pytest.raises(ValueError, match="unknown metric 'brisque'; available: clipiqa, dists"):
@@ -247,7 +247,7 @@ def test_realsr_and_drealsr_layouts_give_the_bicubic_pipelines_numbers(shared_da
     classic_dir = tmp_path / "classic"
     for name, hr in hrs.items():
         _save(hr, classic_dir / f"{name}.png")
-    metrics = [run.create_metric(n) for n in ("psnr", "ssim")]
+    metrics = [registry.build(n) for n in ("psnr", "ssim")]
     classic = run.evaluate([run.bicubic_method(4)], [classic_dir], 4, metrics)
     for r in classic.records:
         for dataset in ("RealSR-Canon", "DRealSR"):

@@ -327,7 +327,7 @@ def _rss_mb(field: str) -> float:
 def test_tiling_keeps_memory_bounded_by_the_output(tmp_path):
     """An image's tiles go through the model one by one: peak memory grows by the (uint8) output and
     one tile's work, not by the full-size float result (x2: 4x the input's float size)."""
-    from sfd.evaluate.tiling import tiled_upscale
+    from sfd.inference.tiling import tiled_upscale
 
     def fn(x):  # a stand-in generator with the memory profile of a real one's output
         return torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest")

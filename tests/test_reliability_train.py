@@ -210,10 +210,10 @@ def test_flipped_bits_in_a_checkpoint_are_detected(tmp_path, capsys):
         checkpoint.load(path)
     assert main(["inspect", str(path)]) == 1
     assert "c.pth is corrupt" in capsys.readouterr().err
-    from sfd.models.loading import load_checkpoint_file
+    from sfd.checkpoint import load_model_file
 
     with pytest.raises(ValueError, match="c.pth is corrupt"):  # what sr, eval and export read models with
-        load_checkpoint_file(path)
+        load_model_file(path)
     # a copy edited on purpose (no checksum file beside it) loads
     edited = torch.load(tmp_path / "c.pth", weights_only=True)
     edited.pop("iteration")

@@ -13,7 +13,7 @@ from PIL import Image, ImageOps
 
 from sfd.cli import main
 from sfd.data.io import read_image, save_image
-from sfd.evaluate.tiling import bicubic_upscale, run_model, tiled_upscale
+from sfd.inference.tiling import bicubic_upscale, run_model, tiled_upscale
 from sfd.models.loading import load_generator
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -246,3 +246,27 @@ def test_sr_command_reports_bad_input(tmp_path, capsys):
         ["sr", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--model", str(tmp_path / "g.pth"), "--device", "cpu"]
     )
     assert code == 1 and "1 failed" in capsys.readouterr().err
+
+
+def test_upscaler_checks_precision_and_channels_last_changes_nothing(tmp_path):
+    """One Upscaler for every command: it refuses a precision the architecture lacks (sfd sr, eval and
+    --paper-table alike), and channels-last weights and tiles give the same pixels."""
+    from sfd.errors import UsageError
+    from sfd.inference import InferenceSettings, Upscaler
+
+    path = tmp_path / "g.pth"
+    torch.save(tiny_rrdbnet(4).state_dict(), path)
+    x = torch.rand(3, 20, 28, generator=torch.Generator().manual_seed(0))
+    tiles = dict(tile=12, tile_pad=6)
+    plain = Upscaler.load(path, InferenceSettings(**tiles))
+    nhwc = Upscaler.load(path, InferenceSettings(channels_last=True, **tiles))
+    conv = next(m for m in nhwc.model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert plain.describe() == f"{path}, ESRGAN x4, fp32"
+    torch.testing.assert_close(nhwc(x), plain(x), atol=1e-5, rtol=0)
+    gen = load_generator(path)
+    gen.supports_half = False
+    with pytest.raises(UsageError, match="ESRGAN does not support fp16; use fp32"):
+        Upscaler(gen, InferenceSettings(precision="fp16"))
+    with pytest.raises(UsageError, match="precision must be one of"):
+        InferenceSettings(precision="fp8")

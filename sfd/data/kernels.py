@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import torch
 
+from sfd.data.degradation_config import KERNEL_TYPES
+
 __all__ = [
     "KERNEL_TYPES",
     "KernelSpec",
@@ -35,8 +37,6 @@ __all__ = [
     "uniform",
     "choice",
 ]
-
-KERNEL_TYPES = ("iso", "aniso", "generalized_iso", "generalized_aniso", "plateau_iso", "plateau_aniso")
 
 
 def _grid(size: int) -> tuple[torch.Tensor, torch.Tensor]:

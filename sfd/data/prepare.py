@@ -1,4 +1,4 @@
-"""``sfd prepare``: cut large HR images into overlapping sub-images, as BasicSR's extract_subimages
+"""Cut large HR images into overlapping sub-images, as BasicSR's extract_subimages
 does for DF2K (480x480 crops every 240 pixels). Training then decodes small files on demand, so
 the loader's memory and decode time stay small whatever the dataset size.
 
@@ -8,10 +8,9 @@ within ~8 HR pixels of a sub-image's border differ slightly from the whole image
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-__all__ = ["crop_starts", "extract_subimages", "register"]
+__all__ = ["crop_starts", "extract_subimages"]
 
 
 def crop_starts(length: int, crop: int, step: int, thresh: int = 0) -> list[int]:
@@ -43,19 +42,3 @@ def extract_subimages(folders, dest: str | Path, crop: int = 480, step: int = 24
                 )
                 count += 1
     return count
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("prepare", help="cut HR images into sub-images for training (BasicSR's extract_subimages)")
-    p.add_argument("folders", nargs="+", help="HR image folders")
-    p.add_argument("-o", "--output", required=True, help="folder for the sub-images")
-    p.add_argument("--crop", type=int, default=480, help="sub-image size (default 480)")
-    p.add_argument("--step", type=int, default=240, help="stride between sub-images (default 240)")
-    p.add_argument("--thresh", type=int, default=0, help="remainder beyond which a border crop is added (default 0)")
-    p.set_defaults(func=cmd_prepare)
-
-
-def cmd_prepare(args: argparse.Namespace) -> int:
-    n = extract_subimages(args.folders, args.output, args.crop, args.step, args.thresh)
-    print(f"wrote {n} sub-images to {args.output}; train on them with --set data.train=[{args.output}]")
-    return 0

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from sfd.data.degradations import DegradationConfig, RealESRGANDegradation
-from sfd.yamlconfig import ConfigError, config_from_dict, read_yaml
+from sfd.yamlconfig import ConfigError, config_from_dict, find_config, read_yaml
 
 __all__ = ["load_degradation_config", "preview_sheet"]
 
@@ -18,8 +18,6 @@ def load_degradation_config(path: str | Path | None) -> DegradationConfig:
     """The ``DegradationConfig`` in a YAML file (see ``--config``), validated strictly."""
     if path is None:
         return DegradationConfig()
-    from sfd.config import find_config
-
     path = find_config(path)
     data = read_yaml(path)
     prefix = ""

@@ -1,49 +1,20 @@
-"""``sfd sr``, ``sfd eval``, ``sfd export`` and ``sfd fetch-niqe-model``."""
+"""``sfd eval`` (and its ``--paper-table``) and ``sfd fetch-niqe-model``."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 from sfd.cli import add_output_option
 from sfd.errors import UsageError
+from sfd.inference.commands import add_inference_options, inference_settings, setup_runtime
 
-__all__ = ["register", "cmd_sr", "cmd_eval", "cmd_export", "cmd_fetch_niqe_model"]
-
-
-def _add_runtime_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--tile", type=int, default=0, help="tile size in input pixels (0: whole image at once)")
-    p.add_argument("--tile-pad", type=int, default=32, help="context pixels around each tile (default 32)")
-    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
-    p.add_argument("--device", default="auto", help="auto (default: CUDA when available), cpu, cuda, cuda:1, ...")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument(
-        "--allow-pickle", action="store_true", help="load .pth files that need full pickle (only for files you trust)"
-    )
+__all__ = ["register", "cmd_eval", "cmd_fetch_niqe_model", "metric_options"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "sr",
-        help="super-resolve images with a generator",
-        description="Super-resolve image files and/or folders; writes PNGs.",
-    )
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files and/or folders")
-    p.add_argument("-o", "--output", required=True, help="output folder")
-    p.add_argument(
-        "--model",
-        required=True,
-        help="sfd checkpoint, .pth/.safetensors, ncnn .param/.bin, or realesrgan-x4plus / realsr-df2k-x4",
-    )
-    p.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: skip them)")
-    p.add_argument("--no-ema", action="store_true", help="use the raw generator of an sfd checkpoint, not its EMA")
-    _add_runtime_args(p)
-    p.set_defaults(func=cmd_sr)
-
     p = sub.add_parser(
         "eval",
         help="measure SR results: PSNR/SSIM/LPIPS/DISTS/NIQE/SFD-IQA tables and reports",
@@ -119,28 +90,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="imagenet",
         help="LPIPS/DISTS backbones; 'random' is for tests and is flagged in every output",
     )
-    _add_runtime_args(p)
-    p.set_defaults(func=cmd_eval)
-
-    p = sub.add_parser(
-        "export",
-        help="write a generator as a .safetensors (spandrel/chaiNNer/ComfyUI) or .onnx file",
-        description="Export the generator (EMA by default) of a checkpoint or any loadable model.",
-    )
-    p.add_argument("checkpoint", metavar="CKPT")
-    p.add_argument("-o", "--output", required=True, help="output .safetensors or .onnx file")
     p.add_argument(
-        "--format",
-        choices=["safetensors", "onnx"],
-        help="file format (default: onnx for a .onnx output, else safetensors)",
+        "--lpips-net",
+        choices=["alex", "vgg"],
+        help="the network of the lpips metric [choice]: alex (default, the lpips package's) or vgg",
     )
-    p.add_argument("--precision", choices=["fp32", "fp16"], default="fp32", help="ONNX weights and input/output")
-    p.add_argument("--check-image", metavar="IMG", help="ONNX: check on this image's centre crop (default: synthetic)")
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset (17 or later; default 17)")
-    p.add_argument("--no-ema", action="store_true", help="export the raw generator instead of its EMA")
-    p.add_argument("--allow-pickle", action="store_true", help="load .pth files that need full pickle")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
-    p.set_defaults(func=cmd_export)
+    p.add_argument(
+        "--no-ema",
+        action="store_true",
+        help="measure the raw generator of an sfd checkpoint, not its EMA (the default) [choice]",
+    )
+    add_inference_options(p)
+    p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser(
         "fetch-niqe-model",
@@ -156,97 +117,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--force", action="store_true", help="download again even if the cached file is intact")
     p.set_defaults(func=cmd_fetch_niqe_model)
-
-
-def _setup(args: argparse.Namespace) -> None:
-    """Apply --threads and resolve --device (auto: CUDA when available) in one place."""
-    import torch
-
-    from sfd.device import resolve_device
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
-        args.device = str(resolve_device(args.device))
-    except ValueError as err:
-        raise UsageError(str(err)) from None
-
-
-# --------------------------------------------------------------------------- sr
-
-
-def _output_paths(images: list[Path], out_dir: Path) -> dict[Path, Path]:
-    outputs: dict[Path, Path] = {}
-    taken: dict[Path, Path] = {}
-    for img in images:
-        target = out_dir / f"{img.stem}.png"
-        if target in taken:
-            raise ValueError(f"{img} and {taken[target]} would both be written to {target}; rename one")
-        taken[target] = img
-        outputs[img] = target
-    return outputs
-
-
-def cmd_sr(args: argparse.Namespace) -> int:
-    import torch
-    from tqdm import tqdm
-
-    from sfd.data.io import IMAGE_EXTENSIONS, list_images, read_image, save_image
-    from sfd.evaluate.tiling import PRECISIONS, bicubic_upscale, run_model, tiled_upscale
-    from sfd.models.loading import load_generator
-
-    _setup(args)
-    images = list_images(args.inputs)
-    if not images:  # a folder with no images (or only other files) is a mistake, not a success
-        raise FileNotFoundError(f"no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) in {' '.join(args.inputs)}")
-    outputs = _output_paths(images, Path(args.output))
-    gen = load_generator(args.model, device=args.device, prefer_ema=not args.no_ema, allow_pickle=args.allow_pickle)
-    dtype = PRECISIONS[args.precision]
-    if (dtype == torch.float16 and not gen.supports_half) or (dtype == torch.bfloat16 and not gen.supports_bfloat16):
-        raise UsageError(f"{gen.architecture} does not support {args.precision}; use fp32")
-    gen.model.to(dtype)
-    fn = run_model(gen.model, gen.scale, gen.size_multiple, gen.min_size)
-    print(f"model: {gen.source}, {gen.architecture} x{gen.scale}, {args.precision} on {args.device}", file=sys.stderr)
-
-    start, written, skipped, failed = time.time(), 0, 0, []
-    for img_path in tqdm(images, desc="images", unit="img", disable=args.no_progress):
-        target = outputs[img_path]
-        if target.exists() and not args.overwrite:
-            skipped += 1
-            continue
-        try:
-            data = read_image(img_path)
-            out_dtype = torch.uint16 if data.bit_depth == 16 else torch.uint8
-            common = dict(tile=args.tile, tile_pad=args.tile_pad, out_dtype=out_dtype)
-            rgb = tiled_upscale(
-                fn,
-                data.rgb,
-                gen.scale,
-                device=args.device,
-                dtype=dtype,
-                progress=not args.no_progress and img_path.name,
-                **common,
-            )
-            # Alpha is not image content: plain bicubic, clamped, never through the generator.
-            alpha = (
-                tiled_upscale(bicubic_upscale(gen.scale), data.alpha, gen.scale, **common)
-                if data.alpha is not None
-                else None
-            )
-            bit_depth, grayscale = data.bit_depth, data.grayscale
-            del data  # free the input before the result is written (Pillow copies it once more)
-            save_image(rgb, target, alpha=alpha, bit_depth=bit_depth, grayscale=grayscale)
-            written += 1
-        except (OSError, ValueError, ImportError, RuntimeError) as err:
-            failed.append(f"{img_path}: {err}")
-            tqdm.write(f"failed: {img_path}: {err}", file=sys.stderr)
-    summary = f"sfd sr: {written} written to {args.output}"
-    if skipped:
-        summary += f", {skipped} skipped (already there; --overwrite replaces them)"
-    if failed:
-        summary += f", {len(failed)} failed"
-    print(f"{summary}; x{gen.scale} in {time.time() - start:.1f} s", file=sys.stderr)
-    return 1 if failed else 0
 
 
 # --------------------------------------------------------------------------- eval
@@ -313,11 +183,9 @@ def _eval_methods(args: argparse.Namespace, scale: int | None) -> list:
             run.model_method(
                 spec,
                 scale,
-                args.device,
-                args.precision,
-                args.tile,
-                args.tile_pad,
+                inference_settings(args),
                 name=spec if stems.count(stem) > 1 else None,
+                prefer_ema=not args.no_ema,
                 allow_pickle=args.allow_pickle,
             )
         )
@@ -329,11 +197,36 @@ def _eval_methods(args: argparse.Namespace, scale: int | None) -> list:
     return methods
 
 
+def metric_options(args: argparse.Namespace):
+    """The registry's ``MetricOptions`` from ``sfd eval``'s command line (also for ``--paper-table``)."""
+    from sfd.metrics import MetricOptions
+
+    return MetricOptions(
+        device=args.device,
+        niqe_model=args.niqe_model,
+        backbone_weights="random" if args.backbone_weights == "random" else None,
+        checkpoint=args.checkpoint,
+        clip_weights=args.clip_weights,
+        lpips_net=args.lpips_net,
+    )
+
+
+def _build_metrics(names: list[str], args: argparse.Namespace) -> list:
+    import warnings
+
+    from sfd import metrics as registry
+
+    options = metric_options(args)
+    with warnings.catch_warnings():  # random CLIP is said in the label, the notes and the JSON instead
+        warnings.filterwarnings("ignore", message=".*RANDOM CLIP weights.*")
+        return [registry.build(name, options) for name in names]
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from sfd.evaluate import run
     from sfd.evaluate.pairing import PairPattern
 
-    _setup(args)
+    setup_runtime(args)
     if args.paper_table:
         from sfd.evaluate.paper import cmd_paper_table
 
@@ -364,14 +257,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise UsageError("a --dataset folder needs --scale")
     has_hr = bool(args.hr) or any(s.hr for s in specs)
     names = args.metrics.split(",") if args.metrics else (["psnr", "ssim", "niqe"] if has_hr else ["niqe"])
-    options = run.MetricOptions(
-        device=args.device,
-        niqe_model=args.niqe_model,
-        backbone_weights="random" if args.backbone_weights == "random" else None,
-        checkpoint=args.checkpoint,
-        clip_weights=args.clip_weights,
-    )
-    metrics = [run.create_metric(n.strip(), options) for n in names if n.strip()]
+    metrics = _build_metrics([n.strip() for n in names if n.strip()], args)
     run.check_references(specs, metrics)
     if args.sr:
         result = run.evaluate_folders(
@@ -415,44 +301,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 1 if result.errors else 0
 
 
-# --------------------------------------------------------------------------- export
-
-
-def cmd_export(args: argparse.Namespace) -> int:
-    from sfd.models.export import export_safetensors
-
-    if Path(args.output).exists() and not args.overwrite:
-        raise UsageError(f"{args.output} already exists: choose another -o, or add --overwrite to replace it")
-    fmt = args.format or ("onnx" if Path(args.output).suffix.lower() == ".onnx" else "safetensors")
-    if fmt == "onnx":
-        from sfd.models.onnx_export import export_onnx, report_lines
-
-        done = export_onnx(
-            args.checkpoint,
-            args.output,
-            args.precision,
-            args.check_image,
-            not args.no_ema,
-            args.allow_pickle,
-            args.opset,
-        )
-        print("\n".join(report_lines(done)))
-        return 0
-    if args.precision != "fp32" or args.check_image:
-        raise UsageError("--precision and --check-image apply to --format onnx")
-    info = export_safetensors(args.checkpoint, args.output, prefer_ema=not args.no_ema, allow_pickle=args.allow_pickle)
-    print(
-        f"wrote {args.output}: {info['architecture']} x{info['scale']} from {info['source']}; "
-        "verified: spandrel loads it with the same architecture, scale and outputs"
-    )
-    return 0
-
-
 # --------------------------------------------------------------------------- fetch-niqe-model
 
 
 def cmd_fetch_niqe_model(args: argparse.Namespace) -> int:
-    from sfd.evaluate.niqe import MATLAB_MODEL_SHA256, fetch_matlab_model, matlab_model_cache_path
+    from sfd.metrics.niqe import MATLAB_MODEL_SHA256, fetch_matlab_model, matlab_model_cache_path
 
     dest = Path(args.dest) if args.dest else matlab_model_cache_path()
     before = dest.stat().st_mtime_ns if dest.is_file() else None

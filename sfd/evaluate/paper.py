@@ -24,14 +24,25 @@ import yaml
 from sfd.errors import CommandFailed, UsageError
 from sfd.evaluate import run
 from sfd.evaluate.datasets import DatasetNotFound, data_root, resolve_dataset
+from sfd.inference import InferenceSettings
+from sfd.metrics import MetricOptions, build, metric_entry
 
 __all__ = ["PaperTable", "OurMethod", "load_paper_table", "parse_method", "evaluate_paper_table", "cmd_paper_table"]
 
 TABLES_FILE = Path(__file__).with_name("paper_tables.yml")
-LABELS = {"psnr": "PSNR↑", "ssim": "SSIM↑", "lpips": "LPIPS↓", "dists": "DISTS↓"}
 DECIMALS = {"psnr": 2, "ssim": 3, "lpips": 3, "dists": 3}  # the supplement's precision
-# [choice] the supplement does not say which LPIPS network; AlexNet is the lpips package's default.
-METRIC_NOTES = {"lpips": "LPIPS: AlexNet v0.1, the lpips package's default (the supplement does not name the network)"}
+
+
+def convention(scale: int, lpips_net: str | None, prefer_ema: bool) -> str:
+    """How our columns were measured. The supplement states none of it: each part is our choice
+    (the SR literature's usual one), printed beside the differences it decides."""
+    net = lpips_net or "alex"
+    default = " (the lpips package's default)" if net == "alex" else " (--lpips-net vgg)"
+    weights = "EMA weights of sfd checkpoints" if prefer_ema else "raw (non-EMA) weights of sfd checkpoints (--no-ema)"
+    return (
+        f"convention [our choice; the supplement states none]: PSNR/SSIM on BT.601 Y rounded like MATLAB, "
+        f"{scale} px border shaved; LPIPS-{net}{default} and DISTS on whole RGB images; {weights}"
+    )
 
 
 @dataclass
@@ -68,6 +79,7 @@ class PaperResult:
     means: dict[str, dict[str, dict[str, float | None]]] = field(default_factory=dict)  # dataset -> ours -> metric
     evaluation: run.EvalResult | None = None
     notes: list[str] = field(default_factory=list)
+    convention: str = ""  # how our columns were measured (our choices), printed beside the Δ columns
 
     # ---------------------------------------------------------------- cells
 
@@ -105,14 +117,18 @@ class PaperResult:
                     rows.append([d, f"not found under {self.root}"] + [""] * (len(header) - 2))
                     continue
                 for metric in t.metrics:
-                    row = [d, LABELS[metric], *(f"{t.published(c, d, metric):.{DECIMALS[metric]}f}" for c in paper)]
+                    row = [
+                        d,
+                        metric_entry(metric).label,
+                        *(f"{t.published(c, d, metric):.{DECIMALS[metric]}f}" for c in paper),
+                    ]
                     for m in self.ours:
                         row.append(self._ours_cell(m.name, d, metric))
                         if m.column:
                             row.append(self._diff_cell(m, d, metric))
                     rows.append(row)
             return rows
-        header = ["Extractor", *(f"{d} {LABELS[metric]}" for d in t.datasets for metric in t.metrics)]
+        header = ["Extractor", *(f"{d} {metric_entry(metric).label}" for d in t.datasets for metric in t.metrics)]
         rows = [header]
         for c, label in paper.items():
             rows.append(
@@ -138,6 +154,7 @@ class PaperResult:
         lines = [
             f"**{self.table.title}**",
             "",
+            *([f"_{self.convention}; Δ = ours − paper_", ""] if self.convention else []),
             "| " + " | ".join(rows[0]) + " |",
             "|---|" + "---:|" * (len(rows[0]) - 1),
         ]
@@ -149,7 +166,8 @@ class PaperResult:
         head = "".join(f"<th>{html.escape(c)}</th>" for c in rows[0])
         body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows[1:])
         notes = "".join(f"<li>{html.escape(n)}</li>" for n in self.notes)
-        return f"<h2>{html.escape(self.table.title)}</h2><table><tr>{head}</tr>{body}</table><ul>{notes}</ul>"
+        conv = f"<p><em>{html.escape(self.convention)}</em></p>" if self.convention else ""
+        return f"<h2>{html.escape(self.table.title)}</h2>{conv}<table><tr>{head}</tr>{body}</table><ul>{notes}</ul>"
 
     def to_json(self) -> dict:
         t = self.table
@@ -159,6 +177,7 @@ class PaperResult:
             "source": t.source,
             "data_root": str(self.root) if self.root else None,
             "scale": t.scale,
+            "convention": self.convention,
             "datasets": {
                 d: ({"found": str(self.found[d])} if d in self.found else {"not_found": self.missing[d]})
                 for d in t.datasets
@@ -214,12 +233,11 @@ def evaluate_paper_table(
     ours: list[OurMethod],
     root: str | Path | None,
     metric_names: list[str] | None = None,
-    device: str = "cpu",
-    precision: str = "fp32",
-    tile: int = 0,
-    tile_pad: int = 32,
+    settings: InferenceSettings | None = None,
+    prefer_ema: bool = True,
     allow_pickle: bool = False,
     keep_crops: bool = False,
+    metric_options: MetricOptions | None = None,
     save_sr: str | Path | None = None,
     progress: bool = True,
 ) -> PaperResult:
@@ -238,14 +256,15 @@ def evaluate_paper_table(
     unknown = [m for m in wanted if m not in table.metrics]
     if unknown:
         raise ValueError(f"{table.key} has no metric {', '.join(unknown)}; its metrics: {', '.join(table.metrics)}")
-    options = run.MetricOptions(device=device)  # ImageNet backbones only, never random ones
+    settings = settings or InferenceSettings()
+    options = metric_options or MetricOptions(device=settings.device)  # ImageNet backbones only, never random ones
     metrics = []
     for name in table.metrics:
         if name not in wanted:
             result.unavailable[name] = "not asked for (--metrics)"
             continue
         try:
-            metrics.append(run.create_metric(name, options))
+            metrics.append(build(name, options))
         except FileNotFoundError as err:  # LPIPS/DISTS without their ImageNet backbone
             result.unavailable[name] = str(err)
 
@@ -253,7 +272,7 @@ def evaluate_paper_table(
         run.bicubic_method(table.scale)
         if m.spec is None
         else run.model_method(
-            m.spec, table.scale, device, precision, tile, tile_pad, name=m.name, allow_pickle=allow_pickle
+            m.spec, table.scale, settings, name=m.name, prefer_ema=prefer_ema, allow_pickle=allow_pickle
         )
         for m in ours
     ]
@@ -271,13 +290,13 @@ def evaluate_paper_table(
         combined.datasets.append(d)
         combined.notes = part.notes  # the convention and each metric's description
         result.notes.append(f"{d}: HR images in {folder}" + (f" (as {folder_name})" if folder_name != d else ""))
+    result.convention = convention(table.scale, options.lpips_net, prefer_ema)
     result.means = combined.means() if combined.datasets else {}
     result.evaluation = combined
     t = table
     result.notes = [f"published numbers: {t.source}"] + combined.notes + result.notes
     result.notes += [f"{d}: not found under {base}" for d in result.missing]
     result.notes += [f"{m.upper()}: n/a here: {why}" for m, why in result.unavailable.items()]
-    result.notes += [METRIC_NOTES[m] for m in t.metrics if m in METRIC_NOTES and m not in result.unavailable]
     for m in ours:
         if m.column:
             result.notes.append(
@@ -293,6 +312,9 @@ def evaluate_paper_table(
 
 def cmd_paper_table(args: argparse.Namespace) -> int:
     """The ``--paper-table`` branch of ``sfd eval``: usage errors exit 2, nothing measurable exits 1."""
+    from sfd.evaluate.commands import metric_options
+    from sfd.inference.commands import inference_settings
+
     if args.sr or args.dataset or args.hr:
         raise UsageError("--paper-table takes its datasets from the table: drop --sr/--hr/--dataset, give --data-root")
     if not (args.model or args.method):
@@ -313,12 +335,11 @@ def cmd_paper_table(args: argparse.Namespace) -> int:
         ours,
         args.data_root,
         metric_names,
-        args.device,
-        args.precision,
-        args.tile,
-        args.tile_pad,
-        args.allow_pickle,
+        inference_settings(args),
+        prefer_ema=not args.no_ema,
+        allow_pickle=args.allow_pickle,
         keep_crops=args.report,
+        metric_options=metric_options(args),
         save_sr=Path(args.out) / "sr" if args.save_sr else None,
         progress=not args.no_progress,
     )

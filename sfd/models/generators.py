@@ -11,6 +11,7 @@ import torch.nn as nn
 from spandrel.architectures.ESRGAN import ESRGAN
 from spandrel.architectures.SwinIR import SwinIR
 
+from sfd.checkpoint import find_latest
 from sfd.config import Config, GeneratorConfig
 from sfd.errors import UsageError
 
@@ -85,15 +86,6 @@ def parameter_sha256(state: dict[str, torch.Tensor]) -> str:
 # ---------------------------------------------------------------- generator.pretrained
 
 
-def _newest_checkpoint(run_dir: Path) -> Path | None:
-    """The newest ``iter_*.pth`` of a run folder (in ``checkpoints/``, or the folder itself)."""
-    for folder in (run_dir / "checkpoints", run_dir):
-        found = sorted(folder.glob("iter_*.pth"))
-        if found:
-            return found[-1]
-    return None
-
-
 def _first_stage_command(name: str, output_dir: Path) -> str:
     # A run is named after its config file (configs/NAME.yml -> runs/NAME), so the command follows from the name.
     command = f"sfd train -c configs/{name}.yml"
@@ -119,7 +111,7 @@ def resolve_pretrained(spec: str | None, output_dir: str | Path = "runs") -> str
     if spec.startswith("run:"):
         name = spec[len("run:") :]
         run_dir = output_dir / name
-        ckpt = _newest_checkpoint(run_dir)
+        ckpt = find_latest(run_dir)
         if ckpt is None:
             raise PretrainedError(
                 f"generator.pretrained={spec}: no checkpoint under {run_dir / 'checkpoints'}; "
@@ -128,7 +120,7 @@ def resolve_pretrained(spec: str | None, output_dir: str | Path = "runs") -> str
         return str(ckpt)
     path = Path(spec).expanduser()
     if path.is_dir():
-        ckpt = _newest_checkpoint(path)
+        ckpt = find_latest(path)
         if ckpt is None:
             raise PretrainedError(
                 f"generator.pretrained={spec}: no checkpoint under {path / 'checkpoints'}; "

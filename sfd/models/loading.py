@@ -14,7 +14,6 @@ so its ``state_dict()`` seeds an sfd generator and round-trips through spandrel.
 
 from __future__ import annotations
 
-import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,9 +21,10 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from sfd import checkpoint
 from sfd.models import ncnn
 
-__all__ = ["LoadedGenerator", "load_generator", "load_checkpoint_file", "generator_state_dict"]
+__all__ = ["LoadedGenerator", "load_generator", "generator_weights"]
 
 CHECKPOINT_SUFFIXES = {".pth", ".pt", ".ckpt", ".safetensors"}
 
@@ -42,58 +42,29 @@ class LoadedGenerator:
     supports_bfloat16: bool = True
 
 
-def load_checkpoint_file(path: str | Path, allow_pickle: bool = False) -> dict:
-    """A ``.safetensors`` or torch file as a dict, loaded without running pickled code by default."""
-    path = Path(path)
-    if path.suffix.lower() == ".safetensors":
-        from safetensors.torch import load_file
+def generator_weights(obj: dict, path: Path, prefer_ema: bool = True) -> tuple[dict, str]:
+    """The generator's state dict in a loaded model file, and where it came from (for ``source``).
 
-        try:
-            return load_file(str(path))
-        except Exception as err:  # SafetensorError on a truncated or foreign file
-            reason = " ".join(str(err).split())[:160]
-            raise ValueError(f"{path} is not a readable .safetensors file ({reason})") from err
-    from sfd.checkpoint import verify_checksum
+    An sfd training checkpoint is read by ``sfd.checkpoint`` (its EMA first); anything else is
+    unwrapped by spandrel's own canonicalisation (``params_ema`` before ``params``, ``module.`` prefixes...).
+    """
+    import spandrel
 
-    verify_checksum(path)  # an sfd checkpoint's NAME.sha256: flipped bits load silently otherwise
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=not allow_pickle)
-    except pickle.UnpicklingError as err:
-        raise ValueError(
-            f"{path} holds pickled Python objects that torch's safe loader refuses ({err}). "
-            "If you trust the file, load it with allow_pickle=True (CLI: --allow-pickle)."
-        ) from err
-    except (FileNotFoundError, IsADirectoryError, PermissionError):
-        raise
-    except Exception as err:  # truncated zip, random bytes (struct.error, EOFError, RuntimeError, ...)
-        reason = " ".join(str(err).split())[:120] or type(err).__name__
-        raise ValueError(f"{path} is not a model file torch can read ({type(err).__name__}: {reason})") from err
-    if not isinstance(obj, dict):
-        raise ValueError(f"{path} holds a {type(obj).__name__}, not a state dict or checkpoint dict")
-    return obj
-
-
-def _strip_prefixes(sd: dict, prefixes=("module.", "netG.")) -> dict:
-    for prefix in prefixes:
-        if sd and all(k.startswith(prefix) for k in sd):
-            sd = {k[len(prefix) :]: v for k, v in sd.items()}
-    return sd
-
-
-def generator_state_dict(obj: dict, prefer_ema: bool = True) -> tuple[dict, str]:
-    """The generator's state dict inside a checkpoint dict, and which entry it came from."""
-    if "generator" in obj and isinstance(obj["generator"], dict):  # sfd training checkpoint
-        if prefer_ema and isinstance(obj.get("generator_ema"), dict):
-            return obj["generator_ema"], "generator_ema"
-        return obj["generator"], "generator"
-    order = ["params_ema", "params-ema", "params"] if prefer_ema else ["params", "params_ema", "params-ema"]
-    for key in order + ["model_state_dict", "state_dict", "model", "net"]:
-        if isinstance(obj.get(key), dict):
-            return _strip_prefixes(obj[key]), key
-    if len(obj) == 1 and isinstance(next(iter(obj.values())), dict):
-        key = next(iter(obj))
-        return _strip_prefixes(obj[key]), key
-    return _strip_prefixes(obj), "state dict"
+    if isinstance(obj.get("generator"), dict) and "config" in obj:  # an sfd training checkpoint
+        ckpt = checkpoint.from_dict(obj, str(path))
+        use_ema = prefer_ema and ckpt.generator_ema is not None
+        entry = "generator_ema" if use_ema else "generator"
+        it = f", iteration {ckpt.iteration}" if "iteration" in obj else ""
+        return (ckpt.generator_ema if use_ema else ckpt.generator), f"{path} (sfd checkpoint, {entry}{it})"
+    if isinstance(obj.get("generator"), dict):  # another project's {"generator": ..., ...} layout
+        obj = {"generator": obj["generator"]}
+    elif not prefer_ema and isinstance(obj.get("params"), dict):  # BasicSR's raw weights, not its EMA
+        obj = {"params": obj["params"]}
+    sd = spandrel.canonicalize_state_dict(obj)
+    # Which entry spandrel unwrapped: the one whose tensors are the chosen ones (prefixes aside).
+    first = next(iter(sd.values()), None)
+    entry = next((k for k, v in obj.items() if isinstance(v, dict) and any(t is first for t in v.values())), None)
+    return sd, f"{path} ({entry})" if entry else str(path)
 
 
 def _from_state_dict(sd: dict, source: str, device: str | torch.device) -> LoadedGenerator:
@@ -164,9 +135,7 @@ def load_generator(
         return _from_ncnn(param, bin_, spec_str, device)
     path = Path(spec_str).expanduser()
     if path.is_dir() and Path(path, "checkpoints").is_dir():  # a run folder: its newest checkpoint
-        from sfd.checkpoint import find_latest
-
-        path = find_latest(path) or path
+        path = checkpoint.find_latest(path) or path
     if path.suffix.lower() in (".param", ".bin"):
         return _from_ncnn(*_ncnn_pair(path), str(path), device)
     if not path.is_file():
@@ -175,12 +144,9 @@ def load_generator(
         )
     if path.suffix.lower() not in CHECKPOINT_SUFFIXES:
         raise ValueError(f"{path}: unsupported model file type; use {sorted(CHECKPOINT_SUFFIXES)} or .param/.bin")
-    obj = load_checkpoint_file(path, allow_pickle=allow_pickle)
-    sd, entry = generator_state_dict(obj, prefer_ema)
-    if "generator" in obj and isinstance(obj["generator"], dict):
-        it = obj.get("iteration")
-        source = f"{path} (sfd checkpoint, {entry}" + (f", iteration {it})" if it is not None else ")")
-        loaded = _from_state_dict(sd, source, device)
-        _check_sfd_config(loaded, obj.get("config") or {}, source)
-        return loaded
-    return _from_state_dict(sd, f"{path} ({entry})" if entry != "state dict" else str(path), device)
+    obj = checkpoint.load_model_file(path, allow_pickle=allow_pickle)
+    sd, source = generator_weights(obj, path, prefer_ema)
+    loaded = _from_state_dict(sd, source, device)
+    if "config" in obj and isinstance(obj.get("generator"), dict):
+        _check_sfd_config(loaded, obj["config"] or {}, source)
+    return loaded

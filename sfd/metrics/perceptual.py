@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,9 +26,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 
+from sfd.metrics.base import FullReferenceMetric, Weights
 from sfd.weights import WeightsNotFoundError, imagenet_weights_path, seeded
 
-__all__ = ["BackboneWeightsMissing", "backbone_weights_path", "LPIPS", "DISTS"]
+__all__ = ["BackboneWeightsMissing", "backbone_weights_path", "LPIPS", "DISTS", "Perceptual"]
 
 _BACKBONES = {"alexnet": torchvision.models.alexnet, "vgg16": torchvision.models.vgg16}
 RANDOM_SEED = 0
@@ -178,3 +180,51 @@ class DISTS(nn.Module):
             texture = texture + (a * (2 * m0 * m1 + c1) / (m0**2 + m1**2 + c1)).sum(1, keepdim=True)
             structure = structure + (b * (2 * cov + c2) / (v0 + v1 + c2)).sum(1, keepdim=True)
         return (1 - (texture + structure)).flatten()
+
+
+# ---------------------------------------------------------------- the registry's metrics
+
+
+class Perceptual(FullReferenceMetric):
+    """LPIPS ("lpips": ``net`` "alex" [choice, LPIPS's own default] or "vgg"; "lpips-alex", "lpips-vgg" fix
+    it) or DISTS ("dists") on whole RGB images; ``weights``: the backbone file (None: the ImageNet
+    files, see the module docstring) or "random" (tests only)."""
+
+    lower_better = True
+
+    def __init__(
+        self, name: str, device=None, as_loss: bool = False, weights: str | Path | None = None, net: str | None = None
+    ):
+        self.name = name
+        super().__init__(device, as_loss)
+        if name == "dists":
+            if net is not None:
+                raise ValueError("dists has no net option (its backbone is VGG16)")
+            self.net = DISTS(weights)
+        else:
+            fixed = name[len("lpips-") :] or None
+            if net is not None and fixed is not None and net != fixed:
+                raise ValueError(f"{name} is LPIPS-{fixed}; net={net!r} contradicts it (use lpips with net=)")
+            self.net = LPIPS(fixed or net or "alex", weights)
+        self.net_name = "vgg16" if name == "dists" else fixed or net or "alex"
+        self.net.to(self.device)
+        self.random_weights = self.net.random_weights
+        self.description = self.net.description
+
+    def weights(self) -> Weights:
+        what = "DISTS" if self.name == "dists" else "LPIPS"
+        return Weights(
+            notes=self.description,
+            short=self.description.split("backbone: ", 1)[-1].rstrip(")"),
+            # "lpips" says its network when it is not the default: its label is the same for both
+            tag=(" (vgg)" if self.name == "lpips" and self.net_name == "vgg" else "")
+            + (" (RANDOM weights)" if self.random_weights else ""),
+            random=self.random_weights,
+            warning=f"RANDOM backbone weights: its values are not {what}" if self.random_weights else None,
+        )
+
+    def score_pair(self, img, ref, border):
+        return float(self.net(img[None].float().to(self.device), ref[None].float().to(self.device))[0])
+
+    def describe(self) -> dict[str, Any]:
+        return super().describe() | {"backbone": self.description, "random_weights": self.random_weights}

