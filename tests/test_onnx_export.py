@@ -111,7 +111,7 @@ def test_spandrel_models_swinir_and_compact(tmp_path, capsys):
 
 
 def test_a_graph_that_differs_from_pytorch_is_refused(tmp_path, capsys, monkeypatch):
-    from sfd.models import onnx_export
+    from sfd.inference import onnx_export
 
     torch.save(tiny_rrdbnet(scale=4, seed=15).state_dict(), tmp_path / "g.pth")
     forward = onnx_export._AnySize.forward
