@@ -198,12 +198,12 @@ def test_load_degradation_config_from_training_yaml(tmp_path):
 
 def test_shapes_value_range_and_8bit_levels():
     hr = _textured(3, 128)
-    lr, target = RealESRGANDegradation(scale=4)(hr, torch.tensor([0, 1, 2]))
+    lr, target, plain = RealESRGANDegradation(scale=4)(hr, torch.tensor([0, 1, 2]))
     assert lr.shape == (3, 3, 32, 32) and target.shape == hr.shape
     assert lr.min() >= 0 and lr.max() <= 1 and target.min() >= 0 and target.max() <= 1
     assert torch.equal(lr * 255, (lr * 255).round())
     assert not torch.equal(target, hr)  # unsharp-masked
-    lr2, target2 = RealESRGANDegradation(DegradationConfig(use_usm=False), scale=2)(hr[:1], [5])
+    lr2, target2, _ = RealESRGANDegradation(DegradationConfig(use_usm=False), scale=2)(hr[:1], [5])
     assert lr2.shape == (1, 3, 64, 64) and torch.equal(target2, hr[:1])
     with pytest.raises(ValueError, match="multiple of the scale"):
         RealESRGANDegradation(scale=3)(hr[:1], [0])
@@ -213,13 +213,13 @@ def test_same_seed_same_output_whatever_the_batch():
     hr = _textured(4, 96)
     degrade = RealESRGANDegradation()
     seeds = [11, 12, 13, 14]
-    lr, _ = degrade(hr, seeds)
-    again, _ = degrade(hr, seeds)
+    lr, _, _ = degrade(hr, seeds)
+    again, _, _ = degrade(hr, seeds)
     assert torch.equal(lr, again)
-    alone, _ = degrade(hr[2:3], [13])
-    reordered, _ = degrade(hr[[3, 2, 0]], [99, 13, 7])  # other neighbours, other position
+    alone, _, _ = degrade(hr[2:3], [13])
+    reordered, _, _ = degrade(hr[[3, 2, 0]], [99, 13, 7])  # other neighbours, other position
     assert torch.equal(alone[0], lr[2]) and torch.equal(reordered[1], lr[2])
-    other_seed, _ = degrade(hr[2:3], [14])
+    other_seed, _, _ = degrade(hr[2:3], [14])
     assert not torch.equal(other_seed[0], lr[2])
 
 
@@ -227,7 +227,7 @@ def test_describe_is_the_sampled_parameters_and_serialisable():
     degrade = RealESRGANDegradation()
     d = degrade.describe(7)
     assert d == asdict(degrade.sample(7)) == degrade.describe(7)
-    assert set(d) == {"seed", "first", "second", "sinc", "final_mode", "resize_first"}
+    assert set(d) == {"seed", "first", "second", "sinc", "final_mode", "resize_first", "crop"}
     assert 30 <= d["first"]["jpeg_quality"] <= 95 and 0.15 <= d["first"]["scale"] <= 1.5
     json.dumps(d)
     assert len(degrade.sample(7).summary()) == 6
@@ -253,7 +253,7 @@ def test_pipeline_applies_the_described_parameters(monkeypatch):
     monkeypatch.setattr(deg, "jpeg_encode", encode)
     monkeypatch.setattr(deg, "add_gaussian_noise", gauss)
     monkeypatch.setattr(deg, "add_poisson_noise", poisson)
-    degrade = RealESRGANDegradation()
+    degrade = RealESRGANDegradation(DegradationConfig(jpeg_backend="pillow"))
     for seed in (3, 4):
         calls["jpeg"].clear(), calls["noise"].clear()
         p = degrade.sample(seed)
@@ -271,14 +271,14 @@ def test_tiny_float_differences_do_not_change_the_output():
     """The pipeline runs in float64, so device-sized float differences (~1e-15; here 1e-10) stay
     far below the 8-bit roundings before JPEG and Poisson noise: the output does not move."""
     hr = _textured(3, 128, seed=3).double()
-    degrade = RealESRGANDegradation()
+    degrade = RealESRGANDegradation(DegradationConfig(jpeg_backend="pillow"))
     seeds = [20, 21, 22]
     assert torch.equal(degrade(hr, seeds)[0], degrade(hr + 1e-10, seeds)[0])
 
 
 def test_torch_jpeg_backend_pipeline():
     hr = _textured(2, 64)
-    lr, _ = RealESRGANDegradation(DegradationConfig(jpeg_backend="torch"))(hr, [0, 1])
+    lr, _, _ = RealESRGANDegradation(DegradationConfig(jpeg_backend="torch"))(hr, [0, 1])
     assert lr.shape == (2, 3, 16, 16) and torch.equal(lr * 255, (lr * 255).round())
 
 
@@ -286,10 +286,10 @@ def test_torch_jpeg_backend_pipeline():
 def test_cuda_gives_the_cpu_result():
     hr = _textured(4, 128)
     seeds = [0, 1, 2, 3]
-    for backend in ("pillow", "torch"):
+    for backend in ("pillow", "torch", "diffjpeg"):
         degrade = RealESRGANDegradation(DegradationConfig(jpeg_backend=backend))
-        cpu, _ = degrade(hr, seeds)
-        gpu, _ = degrade(hr.cuda(), seeds)
+        cpu, _, _ = degrade(hr, seeds)
+        gpu, _, _ = degrade(hr.cuda(), seeds)
         # Same draws, float64 arithmetic: equal but for an exact rounding tie, which could move a
         # pixel by a level before a JPEG re-encode spreads it over its block.
         diff = (gpu.cpu() - cpu).abs()
@@ -299,7 +299,7 @@ def test_cuda_gives_the_cpu_result():
 def test_real_photo(shared_data):
     path = list_images(shared_data("train/BSDS400"))[0]
     hr = to_tensor(load_rgb(path))[:, :256, :256][None]
-    lr, _ = RealESRGANDegradation()(hr.expand(2, -1, -1, -1), [0, 1])
+    lr, _, _ = RealESRGANDegradation()(hr.expand(2, -1, -1, -1), [0, 1])
     assert lr.shape == (2, 3, 64, 64) and not torch.equal(lr[0], lr[1])
 
 

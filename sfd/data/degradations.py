@@ -15,9 +15,15 @@ The arithmetic is float64, so device differences stay far below the 8-bit roundi
 JPEG, Poisson noise and at the end) and do not change the result.
 ``RealESRGANDegradation.describe(seed)`` returns the parameters a seed gives.
 
-JPEG goes through a real codec (Pillow's libjpeg) by default; ``jpeg_backend: torch`` selects a
-libjpeg-like approximation in PyTorch (same quantisation tables and 4:2:0 chroma subsampling,
-float DCT) that stays on the GPU and can be made differentiable.
+JPEG is BasicSR's DiffJPEG by default (``jpeg_backend: diffjpeg``, sfd.data.diffjpeg), the codec
+Real-ESRGAN trains with: float qualities, 2x2-repeated chroma, no 8-bit rounding. ``pillow`` runs
+a real codec (libjpeg: interpolated chroma, smoother colour, integer qualities); ``torch`` is a
+libjpeg-like approximation in PyTorch that can be made differentiable.
+
+Real-ESRGAN's crop structure (``crop_pad_size``): the loader crops or pads the HR to 400x400, the
+whole crop is degraded, then a paired random crop of ``data.patch_size`` (and its LR) is taken,
+so blur kernels see image, not padding, at the patch border. ``crop_pad_size: null`` degrades the
+patch itself.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from sfd.data.diffjpeg import diffjpeg
 from sfd.data.kernels import KERNEL_TYPES, KernelSpec, choice, gaussian_kernel, sample_kernel, sample_sinc, uniform
 from sfd.data.pixels import pad_reflect
 
@@ -51,6 +58,7 @@ __all__ = [
     "jpeg_pillow",
     "jpeg_torch",
     "jpeg_quant_tables",
+    "paired_crop",
     "usm_sharp",
 ]
 
@@ -110,8 +118,20 @@ class DegradationConfig:
     resize_first_prob: float = 0.5  # [resize + sinc] -> JPEG; else JPEG -> [resize + sinc]
     resize_modes: list[str] = field(default_factory=lambda: list(RESIZE_MODES))  # drawn uniformly
 
-    # -- JPEG codec: "pillow" (libjpeg, exact) or "torch" (approximation, stays on the device)
-    jpeg_backend: Literal["pillow", "torch"] = "pillow"
+    # -- JPEG codec: "diffjpeg" (BasicSR's DiffJPEG, as Real-ESRGAN: float qualities, 2x2-repeated
+    #    chroma), "pillow" (libjpeg, a real codec, integer qualities) or "torch" (libjpeg-like approximation)
+    jpeg_backend: Literal["diffjpeg", "pillow", "torch"] = "diffjpeg"
+    # -- first-order resize: "scale_factor" as Real-ESRGAN (interpolate(scale_factor=s): the output
+    #    grid is the input's scaled by s exactly), or "size" (to int(H s) x int(W s), the grid stretched to fit)
+    first_resize: Literal["scale_factor", "size"] = "scale_factor"
+    # -- Real-ESRGAN's crop structure: the loader crops (or reflect-pads) the HR to crop_pad_size, the
+    #    whole of it is degraded, then a paired random crop of data.patch_size is taken. null: the
+    #    patch is degraded whole. The recipes set 400, as Real-ESRGAN.
+    crop_pad_size: int | None = None
+    # -- where the degradations run: "cpu" (the loader workers, or the trainer's process per
+    #    data.degrade_in), "cuda" (batched on the training device, which must be a GPU; the loader
+    #    only decodes and crops), "auto" (the training device when it is a GPU, else the CPU)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
 
     # -- unsharp masking of the HR (Real-ESRGAN's USMSharp): sharpens the target and the image
     #    that is degraded, as Real-ESRGAN does with l1_gt_usm / percep_gt_usm.
@@ -144,6 +164,8 @@ class DegradationConfig:
                 low, high = getattr(self, name + suffix)
                 if low > high:
                     raise ValueError(f"{name}{suffix}: low {low} > high {high}")
+        if self.crop_pad_size is not None and self.crop_pad_size < 32:
+            raise ValueError(f"crop_pad_size must be at least 32 (or null), got {self.crop_pad_size}")
         bad_modes = set(self.resize_modes) - set(RESIZE_MODES)
         if bad_modes or not self.resize_modes:
             raise ValueError(f"resize_modes must be a non-empty subset of {list(RESIZE_MODES)}")
@@ -168,7 +190,7 @@ class OrderParams:
     noise: str  # "gaussian" or "poisson"
     noise_level: float  # Gaussian sigma (0-255 scale) or Poisson scale
     gray: bool
-    jpeg_quality: int  # first order: its JPEG; second order: the final JPEG
+    jpeg_quality: float  # first order: its JPEG; second order: the final JPEG (an integer unless diffjpeg)
     noise_seed: int  # seeds the noise map
 
     def summary(self, of: str) -> str:
@@ -184,18 +206,19 @@ class DegradationParams:
     sinc: KernelSpec  # the final filter ("identity" when not applied)
     final_mode: str  # interpolation of the final resize to the LR size
     resize_first: bool  # True: [resize + sinc] -> JPEG; False: JPEG -> [resize + sinc]
+    crop: tuple[float, float] = (0.0, 0.0)  # the paired crop's top and left, as fractions of their ranges
 
     def summary(self) -> list[str]:
         """A few short lines for a preview sheet."""
         sinc = "no sinc" if self.sinc.type == "identity" else self.sinc.summary()
         blur2 = "no blur" if self.second.kernel.type == "identity" else self.second.kernel.summary()
         resize = f"resize {self.final_mode} + {sinc}"
-        jpeg_text = f"jpeg q{self.second.jpeg_quality}"
+        jpeg_text = f"jpeg q{self.second.jpeg_quality:.0f}"
         final = f"{resize} > {jpeg_text}" if self.resize_first else f"{jpeg_text} > {resize}"
         return [
             f"seed {self.seed}",
             f"1: {self.first.kernel.summary()}",
-            f"   {self.first.summary('')} | jpeg q{self.first.jpeg_quality}",
+            f"   {self.first.summary('')} | jpeg q{self.first.jpeg_quality:.0f}",
             f"2: {blur2}",
             f"   {self.second.summary(' of LR')}",
             f"3: {final}",
@@ -226,7 +249,10 @@ def _sample_order(gen: torch.Generator, cfg: DegradationConfig, order: int) -> O
     level = uniform(gen, *get("noise_range" if gaussian else "poisson_scale_range"))
     gray = uniform(gen, 0, 1) < get("gray_noise_prob")
     q_low, q_high = get("jpeg_range")
-    quality = int(torch.randint(q_low, q_high + 1, (), generator=gen))
+    if cfg.jpeg_backend == "diffjpeg":  # Real-ESRGAN: uniform_(*jpeg_range), a float
+        quality = uniform(gen, q_low, q_high)
+    else:
+        quality = int(torch.randint(q_low, q_high + 1, (), generator=gen))
     noise_seed = int(torch.randint(0, 2**62, (), generator=gen))
     noise = "gaussian" if gaussian else "poisson"
     return OrderParams(kernel, resize, scale, mode, noise, level, gray, quality, noise_seed)
@@ -243,7 +269,8 @@ def sample_params(cfg: DegradationConfig, seed: int) -> DegradationParams:
         sinc = KernelSpec("identity", 1)
     final_mode = choice(gen, cfg.resize_modes)
     resize_first = uniform(gen, 0, 1) < cfg.resize_first_prob
-    return DegradationParams(int(seed), first, second, sinc, final_mode, resize_first)
+    crop = (uniform(gen, 0, 1), uniform(gen, 0, 1))  # drawn last: the draws above do not depend on it
+    return DegradationParams(int(seed), first, second, sinc, final_mode, resize_first, crop)
 
 
 # ---------------------------------------------------------------- stages
@@ -272,6 +299,14 @@ def _resize(img: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor
     if mode == "area":
         return F.interpolate(img, size=size, mode="area")
     return F.interpolate(img, size=size, mode=mode, align_corners=False)
+
+
+def _resize_by(img: torch.Tensor, factor: float, mode: str) -> torch.Tensor:
+    """Real-ESRGAN's first-order resize, ``interpolate(scale_factor=factor)``: output side int(side *
+    factor), sampled on the input grid scaled by ``factor`` exactly (not stretched to the rounded size)."""
+    if mode == "area":
+        return F.interpolate(img, scale_factor=factor, mode="area")
+    return F.interpolate(img, scale_factor=factor, mode=mode, align_corners=False)
 
 
 def add_gaussian_noise(img: torch.Tensor, sigma: float, gray: bool, gen: torch.Generator) -> torch.Tensor:
@@ -454,13 +489,16 @@ def jpeg_torch(img: torch.Tensor, quality: Sequence[int], differentiable: bool =
     return (rgb if differentiable else rgb.round()) / 255.0
 
 
-def jpeg(img: torch.Tensor, quality: Sequence[int], backend: str = "pillow") -> torch.Tensor:
-    """JPEG-compress each image at its quality with ``backend`` "pillow" (real codec) or "torch"."""
+def jpeg(img: torch.Tensor, quality: Sequence[float], backend: str = "diffjpeg") -> torch.Tensor:
+    """JPEG-compress each image at its quality with ``backend`` "diffjpeg" (BasicSR's DiffJPEG, float
+    qualities, float output), "pillow" (real codec) or "torch"; the last two round qualities to integers."""
+    if backend == "diffjpeg":
+        return diffjpeg(img, quality)
     if backend == "pillow":
-        return jpeg_pillow(img, quality)
+        return jpeg_pillow(img, [round(q) for q in quality])
     if backend == "torch":
-        return jpeg_torch(img, quality)
-    raise ValueError(f"unknown JPEG backend {backend!r}: use 'pillow' or 'torch'")
+        return jpeg_torch(img, [round(q) for q in quality])
+    raise ValueError(f"unknown JPEG backend {backend!r}: use 'diffjpeg', 'pillow' or 'torch'")
 
 
 # ---------------------------------------------------------------- unsharp masking
@@ -482,15 +520,30 @@ def usm_sharp(img: torch.Tensor, weight: float = 0.5, radius: int = 50, threshol
 # ---------------------------------------------------------------- the pipeline
 
 
-class RealESRGANDegradation:
-    """``(lr, hr_target) = degrade(hr, seeds)`` for HR (B, 3, H, W) in [0, 1], H and W multiples
-    of ``scale``, and one integer seed per sample. ``lr`` is (B, 3, H/scale, W/scale) on 8-bit
-    levels; ``hr_target`` is the unsharp-masked HR when ``use_usm`` (Real-ESRGAN's L1/perceptual
-    target; its GAN sees the plain HR), else ``hr``. Runs on ``hr``'s device."""
+def paired_crop(
+    lr: torch.Tensor, hrs: Sequence[torch.Tensor], patch: int, scale: int, where: tuple[float, float]
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Real-ESRGAN's ``paired_random_crop``: an LR patch of ``patch // scale`` at a position on the LR
+    grid (``where``: fractions of the free range), and the aligned ``patch`` of each HR image."""
+    lp = patch // scale
+    top = min(int(where[0] * (lr.shape[-2] - lp + 1)), lr.shape[-2] - lp)
+    left = min(int(where[1] * (lr.shape[-1] - lp + 1)), lr.shape[-1] - lp)
+    hr_crops = [x[..., top * scale : top * scale + patch, left * scale : left * scale + patch] for x in hrs]
+    return lr[..., top : top + lp, left : left + lp], hr_crops
 
-    def __init__(self, cfg: DegradationConfig | None = None, scale: int = 4):
+
+class RealESRGANDegradation:
+    """``(lr, hr_target, hr) = degrade(hr, seeds)`` for HR (B, 3, H, W) in [0, 1], H and W multiples
+    of ``scale``, and one integer seed per sample. ``lr`` is on 8-bit levels; ``hr_target`` is the
+    unsharp-masked HR when ``use_usm`` (Real-ESRGAN's L1/perceptual target; its GAN sees the plain
+    ``hr``), else ``hr``. With ``patch`` smaller than H x W (Real-ESRGAN's crop structure) the whole
+    input is degraded, then each sample's paired crop of ``patch`` (LR ``patch / scale``) is returned,
+    at a position drawn from its seed. Runs on ``hr``'s device, one sample's result whatever the batch."""
+
+    def __init__(self, cfg: DegradationConfig | None = None, scale: int = 4, patch: int | None = None):
         self.cfg = cfg or DegradationConfig()
         self.scale = scale
+        self.patch = patch
 
     def sample(self, seed: int) -> DegradationParams:
         return sample_params(self.cfg, seed)
@@ -503,15 +556,20 @@ class RealESRGANDegradation:
         cfg = self.cfg
         return usm_sharp(img, cfg.usm_weight, cfg.usm_radius, cfg.usm_threshold) if cfg.use_usm else img
 
-    @torch.no_grad()
-    def __call__(self, hr: torch.Tensor, seeds: torch.Tensor | Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        b, _, h, w = hr.shape
+    def __call__(
+        self, hr: torch.Tensor, seeds: torch.Tensor | Sequence[int]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         seeds = [int(s) for s in seeds]
-        if len(seeds) != b:
-            raise ValueError(f"got {len(seeds)} seeds for a batch of {b}")
+        if len(seeds) != hr.shape[0]:
+            raise ValueError(f"got {len(seeds)} seeds for a batch of {hr.shape[0]}")
+        return self.apply(hr, [self.sample(s) for s in seeds])
+
+    @torch.no_grad()
+    def apply(self, hr: torch.Tensor, params: Sequence[DegradationParams]) -> tuple[torch.Tensor, ...]:
+        """``__call__`` with the parameters given (e.g. the same draws through another codec)."""
+        b, _, h, w = hr.shape
         if h % self.scale or w % self.scale:
             raise ValueError(f"HR size {h}x{w} is not a multiple of the scale {self.scale}")
-        params = [self.sample(s) for s in seeds]
         # float64 throughout: CPU and CUDA (where float32 convolutions may run in TF32) then agree
         # far below an 8-bit level, so the roundings before JPEG and Poisson noise agree too.
         target = self.usm(hr.double())
@@ -521,16 +579,27 @@ class RealESRGANDegradation:
         # From the first resize on, sizes differ per sample.
         lr = torch.cat([self._degrade_one(x[None], p, (h, w)) for x, p in zip(blurred, params)])
         lr = (lr * 255.0).round().clamp(0, 255) / 255.0
-        return lr.to(hr.dtype), target.to(hr.dtype)
+        lr, target, hr = lr.to(hr.dtype), target.to(hr.dtype), hr
+        if self.patch is None or (self.patch, self.patch) == (h, w):
+            return lr, target, hr
+        crops = [paired_crop(lr[i], [target[i], hr[i]], self.patch, self.scale, p.crop) for i, p in enumerate(params)]
+        return (
+            torch.stack([c[0] for c in crops]),
+            torch.stack([c[1][0] for c in crops]),
+            torch.stack([c[1][1] for c in crops]),
+        )
 
-    def _jpeg(self, x: torch.Tensor, quality: int) -> torch.Tensor:
-        return jpeg(x.clamp(0, 1), [quality], self.cfg.jpeg_backend)
+    def _jpeg(self, x: torch.Tensor, quality: float) -> torch.Tensor:
+        return jpeg(x.clamp(0, 1), [quality], self.cfg.jpeg_backend).to(x.dtype)
 
     def _degrade_one(self, x: torch.Tensor, p: DegradationParams, hr_size: tuple[int, int]) -> torch.Tensor:
         h, w = hr_size
         lr_h, lr_w = h // self.scale, w // self.scale
         # First order (blur done by the caller): resize, noise, JPEG.
-        x = _resize(x, (int(h * p.first.scale), int(w * p.first.scale)), p.first.mode)
+        if self.cfg.first_resize == "scale_factor":
+            x = _resize_by(x, p.first.scale, p.first.mode)
+        else:
+            x = _resize(x, (int(h * p.first.scale), int(w * p.first.scale)), p.first.mode)
         x = self._jpeg(_add_noise(x, p.first), p.first.jpeg_quality)
         # Second order: blur, resize relative to the LR size, noise.
         if p.second.kernel.type != "identity":

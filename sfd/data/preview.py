@@ -58,7 +58,7 @@ def preview_sheet(
     hr = _centre_patch(image, patch, scale)[None]
     degrade = RealESRGANDegradation(cfg, scale)
     seeds = list(range(seed, seed + n))
-    lr, _ = degrade(hr.expand(n, -1, -1, -1), seeds)
+    lr, _, _ = degrade(hr.expand(n, -1, -1, -1), seeds)
     tiles = [hr[0]] + list(F.interpolate(lr, scale_factor=scale, mode="nearest"))
     texts = [["HR patch (input)", f"{hr.shape[-1]}px, LR x1/{scale}"]] + [degrade.sample(s).summary() for s in seeds]
 
