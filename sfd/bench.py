@@ -18,7 +18,18 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["machine", "interleaved", "step_runs", "bench_step", "bench_data", "bench_sr", "bench_iqa", "bench_sweep"]
+__all__ = [
+    "machine",
+    "interleaved",
+    "step_runs",
+    "bench_step",
+    "bench_data",
+    "bench_chroma",
+    "chroma_statistic",
+    "bench_sr",
+    "bench_iqa",
+    "bench_sweep",
+]
 
 
 def machine(device: str = "cpu") -> str:
@@ -235,6 +246,94 @@ def bench_data(
         "patches_per_second": rates,
         "step_seconds": step_s,
         "step_consumes_patches_per_second": batch / step_s,
+    }
+
+
+# ---------------------------------------------------------------- JPEG codecs' colour artefacts
+
+
+def chroma_statistic(lr: torch.Tensor) -> torch.Tensor:
+    """Per image of (B, 3, H, W) in [0, 1]: log10 of the high-frequency energy of the chroma (Cb + Cr)
+    over that of the luma (JFIF YCbCr, 0-255). High frequency: the 4-neighbour Laplacian, squared,
+    averaged over the interior. DiffJPEG's 2x2-repeated chroma raises it; libjpeg's interpolation lowers it."""
+    m = (
+        torch.tensor([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]])
+        .to(lr.device)
+        .double()
+    )
+    ycc = torch.einsum("cd,bdhw->bchw", m, lr.double() * 255)
+    c = ycc[..., 1:-1, 1:-1]
+    lap = 4 * c - ycc[..., :-2, 1:-1] - ycc[..., 2:, 1:-1] - ycc[..., 1:-1, :-2] - ycc[..., 1:-1, 2:]
+    energy = lap.pow(2).mean((-2, -1))  # (B, 3)
+    return torch.log10((energy[:, 1] + energy[:, 2]) / energy[:, 0])
+
+
+def _patches(folders, patch: int, per_image: int, seed: int) -> torch.Tensor:
+    """``per_image`` random patches of every image at least ``patch`` on a side (mod-4 positions)."""
+    import numpy as np
+
+    from sfd.data.io import list_images, load_rgb
+
+    out = []
+    for i, path in enumerate(f for folder in folders for f in list_images(folder)):
+        img = torch.from_numpy(np.asarray(load_rgb(path)).copy()).permute(2, 0, 1)
+        h, w = img.shape[-2:]
+        if min(h, w) < patch:
+            continue
+        rng = np.random.default_rng([seed, i])
+        for _ in range(per_image):
+            top, left = (int(rng.integers(0, (n - patch) // 4 + 1)) * 4 for n in (h, w))
+            out.append(img[:, top : top + patch, left : left + patch].float() / 255)
+    return torch.stack(out)
+
+
+def bench_chroma(
+    folders,
+    patch: int = 256,
+    per_image: int = 2,
+    seed: int = 0,
+    backends=("diffjpeg", "pillow", "torch"),
+    reference=None,
+) -> dict:
+    """The chroma statistic (``chroma_statistic``) of real-world LR images made from the same HR
+    patches with the same random parameters (Real-ESRGAN's float JPEG qualities; rounded for the
+    integer codecs), through each JPEG codec. ``reference``: BasicSR's ``diffjpeg.py``, whose codec
+    is then measured too ("basicsr")."""
+    import importlib.util
+
+    from tqdm import tqdm
+
+    from sfd.data.degradations import DegradationConfig, RealESRGANDegradation
+
+    hr = _patches(folders, patch, per_image, seed)
+    params = [RealESRGANDegradation().sample(seed * 10**6 + k) for k in range(len(hr))]
+    codecs = {name: RealESRGANDegradation(DegradationConfig(jpeg_backend=name)) for name in backends}
+    if reference is not None:
+        spec = importlib.util.spec_from_file_location("basicsr_diffjpeg", reference)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        codec = module.DiffJPEG(differentiable=False)
+
+        class BasicSRCodec(RealESRGANDegradation):
+            def _jpeg(self, x, quality):
+                return codec(x.clamp(0, 1).float(), quality=torch.tensor([float(quality)])).to(x.dtype)
+
+        codecs["basicsr"] = BasicSRCodec()
+    stats = {name: [] for name in codecs}
+    luma = {name: [] for name in codecs}
+    for k in tqdm(range(0, len(hr), 8), desc="chroma statistic", leave=False):
+        for name, degrade in codecs.items():
+            lr = degrade.apply(hr[k : k + 8], params[k : k + 8])[0]
+            stats[name].append(chroma_statistic(lr))
+            d = lr.double() * 255
+            lap = 4 * d[..., 1:-1, 1:-1] - d[..., :-2, 1:-1] - d[..., 2:, 1:-1] - d[..., 1:-1, :-2] - d[..., 1:-1, 2:]
+            luma[name].append(torch.log10(lap.pow(2).mean((-3, -2, -1))))
+    return {
+        "machine": machine(),
+        "command": command(),
+        "setting": {"patches": len(hr), "patch": patch, "per_image": per_image, "seed": seed},
+        "chroma_statistic": {k: float(torch.cat(v).mean()) for k, v in stats.items()},
+        "log10_rgb_hf_energy": {k: float(torch.cat(v).mean()) for k, v in luma.items()},
     }
 
 

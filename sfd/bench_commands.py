@@ -1,4 +1,4 @@
-"""``sfd bench step|data|sr|iqa|sweep``: the tables of docs/benchmarks.md (see ``sfd.bench``)."""
+"""``sfd bench step|data|chroma|sr|iqa|sweep``: the tables of docs/benchmarks.md (see ``sfd.bench``)."""
 
 from __future__ import annotations
 
@@ -43,6 +43,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--cache-mb", type=float, default=512)
     q.add_argument("--step-s", type=float, default=None, help="SFD step time to compare with (default: measured)")
     q.add_argument("--blocks", type=int, default=23, help="RRDB blocks of the measured step")
+
+    q = add("chroma", "colour-artefact energy of real-world LR images through each JPEG codec", cmd_chroma)
+    q.add_argument("folders", nargs="+", help="HR image folders (e.g. B100 and Set14)")
+    q.add_argument("--patch", type=int, default=256)
+    q.add_argument("--per-image", type=int, default=2, help="random patches per image")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--backends", nargs="+", default=["diffjpeg", "pillow", "torch"])
+    q.add_argument("--reference", metavar="PY", help="BasicSR's diffjpeg.py: measure its codec too")
 
     q = add("sr", "sfd sr tiled vs untiled: MP/s and peak memory as the input grows", cmd_sr)
     q.add_argument("--sizes", type=int, nargs="+", default=[128, 256, 512, 1024])
@@ -130,6 +138,16 @@ def cmd_data(args) -> int:
     table = ["| loader | patches / s | x what one step consumes |", "|---|---|---|"]
     table += [f"| {k} | {v:.1f} | {v / need:.1f} |" for k, v in r["patches_per_second"].items()]
     table.append(f"\none SFD step: {r['step_seconds']:.2f} s for {args.batch} patches = {need:.2f} patches/s")
+    return _emit(args, r, table)
+
+
+def cmd_chroma(args) -> int:
+    from sfd.bench import bench_chroma
+
+    r = bench_chroma(args.folders, args.patch, args.per_image, args.seed, args.backends, args.reference)
+    table = ["| JPEG codec | chroma statistic | log10 RGB HF energy |", "|---|---|---|"]
+    table += [f"| {k} | {v:.3f} | {r['log10_rgb_hf_energy'][k]:.3f} |" for k, v in r["chroma_statistic"].items()]
+    table.append(f"\n{r['setting']['patches']} patches of {args.patch}², the same random parameters for every codec")
     return _emit(args, r, table)
 
 

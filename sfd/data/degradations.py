@@ -538,7 +538,9 @@ class RealESRGANDegradation:
     unsharp-masked HR when ``use_usm`` (Real-ESRGAN's L1/perceptual target; its GAN sees the plain
     ``hr``), else ``hr``. With ``patch`` smaller than H x W (Real-ESRGAN's crop structure) the whole
     input is degraded, then each sample's paired crop of ``patch`` (LR ``patch / scale``) is returned,
-    at a position drawn from its seed. Runs on ``hr``'s device, one sample's result whatever the batch."""
+    at a position drawn from its seed, and the target is the crop's own unsharp masking (as Real-ESRGAN,
+    which sharpens the whole HR for the degradations, and the cropped HR for its losses). Runs on
+    ``hr``'s device; a sample's result is the same whatever its batch."""
 
     def __init__(self, cfg: DegradationConfig | None = None, scale: int = 4, patch: int | None = None):
         self.cfg = cfg or DegradationConfig()
@@ -582,12 +584,10 @@ class RealESRGANDegradation:
         lr, target, hr = lr.to(hr.dtype), target.to(hr.dtype), hr
         if self.patch is None or (self.patch, self.patch) == (h, w):
             return lr, target, hr
-        crops = [paired_crop(lr[i], [target[i], hr[i]], self.patch, self.scale, p.crop) for i, p in enumerate(params)]
-        return (
-            torch.stack([c[0] for c in crops]),
-            torch.stack([c[1][0] for c in crops]),
-            torch.stack([c[1][1] for c in crops]),
-        )
+        crops = [paired_crop(lr[i], [hr[i]], self.patch, self.scale, p.crop) for i, p in enumerate(params)]
+        lr, hr = torch.stack([c[0] for c in crops]), torch.stack([c[1][0] for c in crops])
+        # Real-ESRGAN sharpens the cropped HR again for the target (after its pool; the same result).
+        return lr, self.usm(hr.double()).to(hr.dtype), hr
 
     def _jpeg(self, x: torch.Tensor, quality: float) -> torch.Tensor:
         return jpeg(x.clamp(0, 1), [quality], self.cfg.jpeg_backend).to(x.dtype)
