@@ -295,19 +295,23 @@ def bench_chroma(
     backends=("diffjpeg", "pillow", "torch"),
     reference=None,
 ) -> dict:
-    """The chroma statistic (``chroma_statistic``) of real-world LR images made from the same HR
-    patches with the same random parameters (Real-ESRGAN's float JPEG qualities; rounded for the
-    integer codecs), through each JPEG codec. ``reference``: BasicSR's ``diffjpeg.py``, whose codec
-    is then measured too ("basicsr")."""
+    """Statistics of real-world LR images made from the same HR patches with the same random
+    parameters (Real-ESRGAN's float JPEG qualities; rounded for the integer codecs), through each
+    JPEG codec, and with the first-order resize by size instead of by scale factor: the chroma
+    statistic (``chroma_statistic``), log10 of the RGB Laplacian energy, and the PSNR of the LR
+    upsampled x4 (bicubic) against the HR. ``reference``: BasicSR's ``diffjpeg.py``, whose codec is
+    then measured too ("basicsr")."""
     import importlib.util
 
+    import torch.nn.functional as F
     from tqdm import tqdm
 
     from sfd.data.degradations import DegradationConfig, RealESRGANDegradation
 
     hr = _patches(folders, patch, per_image, seed)
     params = [RealESRGANDegradation().sample(seed * 10**6 + k) for k in range(len(hr))]
-    codecs = {name: RealESRGANDegradation(DegradationConfig(jpeg_backend=name)) for name in backends}
+    variants = {name: RealESRGANDegradation(DegradationConfig(jpeg_backend=name)) for name in backends}
+    variants["diffjpeg, first_resize=size"] = RealESRGANDegradation(DegradationConfig(first_resize="size"))
     if reference is not None:
         spec = importlib.util.spec_from_file_location("basicsr_diffjpeg", reference)
         module = importlib.util.module_from_spec(spec)
@@ -318,22 +322,26 @@ def bench_chroma(
             def _jpeg(self, x, quality):
                 return codec(x.clamp(0, 1).float(), quality=torch.tensor([float(quality)])).to(x.dtype)
 
-        codecs["basicsr"] = BasicSRCodec()
-    stats = {name: [] for name in codecs}
-    luma = {name: [] for name in codecs}
-    for k in tqdm(range(0, len(hr), 8), desc="chroma statistic", leave=False):
-        for name, degrade in codecs.items():
-            lr = degrade.apply(hr[k : k + 8], params[k : k + 8])[0]
-            stats[name].append(chroma_statistic(lr))
+        variants["basicsr"] = BasicSRCodec()
+    rows = {name: {"chroma": [], "hf": [], "psnr": []} for name in variants}
+    for k in tqdm(range(0, len(hr), 8), desc="degradation statistics", leave=False):
+        x = hr[k : k + 8]
+        for name, degrade in variants.items():
+            lr = degrade.apply(x, params[k : k + 8])[0]
+            rows[name]["chroma"].append(chroma_statistic(lr))
             d = lr.double() * 255
             lap = 4 * d[..., 1:-1, 1:-1] - d[..., :-2, 1:-1] - d[..., 2:, 1:-1] - d[..., 1:-1, :-2] - d[..., 1:-1, 2:]
-            luma[name].append(torch.log10(lap.pow(2).mean((-3, -2, -1))))
+            rows[name]["hf"].append(torch.log10(lap.pow(2).mean((-3, -2, -1))))
+            up = F.interpolate(lr.double(), scale_factor=4, mode="bicubic", align_corners=False).clamp(0, 1)
+            rows[name]["psnr"].append(-10 * torch.log10((up - x.double()).pow(2).mean((-3, -2, -1))))
+    mean = {name: {k: float(torch.cat(v).mean()) for k, v in r.items()} for name, r in rows.items()}
     return {
         "machine": machine(),
         "command": command(),
         "setting": {"patches": len(hr), "patch": patch, "per_image": per_image, "seed": seed},
-        "chroma_statistic": {k: float(torch.cat(v).mean()) for k, v in stats.items()},
-        "log10_rgb_hf_energy": {k: float(torch.cat(v).mean()) for k, v in luma.items()},
+        "chroma_statistic": {name: m["chroma"] for name, m in mean.items()},
+        "log10_rgb_hf_energy": {name: m["hf"] for name, m in mean.items()},
+        "upsampled_lr_psnr": {name: m["psnr"] for name, m in mean.items()},
     }
 
 

@@ -44,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--step-s", type=float, default=None, help="SFD step time to compare with (default: measured)")
     q.add_argument("--blocks", type=int, default=23, help="RRDB blocks of the measured step")
 
-    q = add("chroma", "colour-artefact energy of real-world LR images through each JPEG codec", cmd_chroma)
+    q = add("chroma", "colour artefacts and PSNR of real-world LR images through each JPEG codec", cmd_chroma)
     q.add_argument("folders", nargs="+", help="HR image folders (e.g. B100 and Set14)")
     q.add_argument("--patch", type=int, default=256)
     q.add_argument("--per-image", type=int, default=2, help="random patches per image")
@@ -145,9 +145,10 @@ def cmd_chroma(args) -> int:
     from sfd.bench import bench_chroma
 
     r = bench_chroma(args.folders, args.patch, args.per_image, args.seed, args.backends, args.reference)
-    table = ["| JPEG codec | chroma statistic | log10 RGB HF energy |", "|---|---|---|"]
-    table += [f"| {k} | {v:.3f} | {r['log10_rgb_hf_energy'][k]:.3f} |" for k, v in r["chroma_statistic"].items()]
-    table.append(f"\n{r['setting']['patches']} patches of {args.patch}², the same random parameters for every codec")
+    table = ["| variant | chroma statistic | log10 RGB HF energy | upsampled-LR PSNR (dB) |", "|---|---|---|---|"]
+    for k, v in r["chroma_statistic"].items():
+        table.append(f"| {k} | {v:.3f} | {r['log10_rgb_hf_energy'][k]:.3f} | {r['upsampled_lr_psnr'][k]:.3f} |")
+    table.append(f"\n{r['setting']['patches']} patches of {args.patch}², the same random parameters for every variant")
     return _emit(args, r, table)
 
 
