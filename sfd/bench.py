@@ -203,42 +203,68 @@ def bench_data(
     step_s: float | None = None,
     blocks: int = 23,
     cache_mb: float = 512,
+    device: str = "cpu",
+    crop_pad_size: int | None = None,
+    jpeg_backend: str = "diffjpeg",
 ) -> dict:
     """Patches/s of the classic loader (bicubic LR) and of the real-world one (degradations in the
-    loader), with each number of workers, against what one SFD training step consumes."""
+    loader), with each number of workers; and of the device path: the loader that only decodes and
+    crops the HR, and the degradations of its batches run batched on ``device`` (``degrade_batch``),
+    each measured alone. Against what one SFD training step consumes (measured on ``device``)."""
     from sfd.config import load_config
-    from sfd.data.degradations import RealESRGANDegradation
-    from sfd.data.pipeline import build_loader
+    from sfd.data.pipeline import build_degrader, build_loader, degrade_batch
 
     _quiet()
+    dev = torch.device(device)
     base = [
         f"data.train=[{','.join(map(str, folders))}]",
         f"data.patch_size={patch}",
         f"data.batch_size={batch}",
         f"data.cache_mb={cache_mb}",
     ]
+    crop = "null" if crop_pad_size is None else crop_pad_size
+    realworld = [f"data.degradation={{queue_size: 0, crop_pad_size: {crop}, jpeg_backend: {jpeg_backend}}}"]
     iters = {}
     for kind in ("classic", "real-world"):
-        extra = ["data.degradation={queue_size: 0}"] if kind == "real-world" else []
+        extra = realworld if kind == "real-world" else []
         for n in workers:
             cfg = load_config(None, base + extra + [f"data.num_workers={n}"])
-            degrader = RealESRGANDegradation(cfg.data.degradation, 4) if kind == "real-world" else None
+            degrader = build_degrader(cfg, torch.device("cpu")) if kind == "real-world" else None
             loader = build_loader(cfg, 0, 10**9, torch.device("cpu"), degrader=degrader)
             iters[f"{kind}, {n} workers"] = iter(loader)
+    # The device path: the loader decodes and crops HR only (its rate with the most workers), and
+    # the degradations run on the device from batches already in memory.
+    cfg = load_config(None, base + realworld + [f"data.num_workers={max(workers)}"])
+    hr_only = iter(build_loader(cfg, 0, 10**9, torch.device("cpu")))
+    iters[f"HR-only loader, {max(workers)} workers"] = hr_only
+    held = [next(hr_only) for _ in range(batches)]
+    on_device = build_degrader(cfg, dev)
 
     def take(it):
         return lambda: [next(it) for _ in range(batches)]
 
-    times = interleaved({k: take(it) for k, it in iters.items()}, repeats, warmup=1)
+    def degrade_held():
+        out = [degrade_batch(on_device, b, dev) for b in held]
+        _sync(dev)
+        return out
+
+    fns = {k: take(it) for k, it in iters.items()}
+    fns[f"degradations batched on {device}"] = degrade_held
+    times = interleaved(fns, repeats, warmup=1, device=device)
     rates = {k: batch * batches / statistics.median(v) for k, v in times.items()}
     if step_s is None:
-        step_s = statistics.median(bench_step(blocks, batch, patch, repeats=1, names=["SFD"])["times"]["SFD"])
+        step_s = statistics.median(
+            bench_step(blocks, batch, patch, device=device, repeats=1, names=["SFD"])["times"]["SFD"]
+        )
     return {
-        "machine": machine(),
+        "machine": machine(device),
         "command": command(),
         "setting": {
             "batch": batch,
             "patch": patch,
+            "crop_pad_size": crop_pad_size,
+            "jpeg_backend": jpeg_backend,
+            "device": device,
             "batches_per_repeat": batches,
             "repeats": repeats,
             "cache_mb": cache_mb,

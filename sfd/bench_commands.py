@@ -34,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     q.add_argument("--profile", type=int, default=0, metavar="ROWS", help="also profile one SFD step (top ROWS ops)")
 
-    q = add("data", "patches/s of the classic and real-world loaders with 0, 1, 2 workers", cmd_data)
+    q = add("data", "patches/s of the loaders (0, 1, 2 workers) and of the degradations on --device", cmd_data)
     q.add_argument("folders", nargs="+", help="HR image folders")
     q.add_argument("--batch", type=int, default=2)
     q.add_argument("--patch", type=int, default=128)
@@ -43,6 +43,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--cache-mb", type=float, default=512)
     q.add_argument("--step-s", type=float, default=None, help="SFD step time to compare with (default: measured)")
     q.add_argument("--blocks", type=int, default=23, help="RRDB blocks of the measured step")
+    q.add_argument("--crop-pad-size", type=int, default=None, help="Real-ESRGAN's crop structure (recipes: 400)")
+    q.add_argument("--jpeg-backend", choices=["diffjpeg", "pillow", "torch"], default="diffjpeg")
 
     q = add("chroma", "colour artefacts and PSNR of real-world LR images through each JPEG codec", cmd_chroma)
     q.add_argument("folders", nargs="+", help="HR image folders (e.g. B100 and Set14)")
@@ -133,6 +135,9 @@ def cmd_data(args) -> int:
         args.step_s,
         args.blocks,
         args.cache_mb,
+        args.device,
+        args.crop_pad_size,
+        args.jpeg_backend,
     )
     need = r["step_consumes_patches_per_second"]
     table = ["| loader | patches / s | x what one step consumes |", "|---|---|---|"]
