@@ -3,7 +3,8 @@
 #   - the classic setting (RRDBNet-23, batch 32, 128² HR) for SFD and ESRGAN in fp32, bf16 and fp16:
 #     s/iteration, it/s, peak memory and the projected time of 400k iterations;
 #   - the same SFD step data-parallel over all visible GPUs, when there are several (torchrun);
-#   - `sfd sr` throughput (MP/s) in fp16, tiled and untiled.
+#   - `sfd sr` throughput (MP/s) in fp16, tiled and untiled;
+#   - real-world data: loader patches/s beside the degradations batched on the GPU (`sfd bench data`).
 # Results: one JSON per part and a summary in $OUT (default bench_gpu/).
 #
 #   benchmarks/gpu.sh            # on the GPU machine
@@ -36,6 +37,19 @@ fi
 $PY -m sfd bench sr --device "$DEVICE" --blocks "$BLOCKS" --precision fp16 --sizes $SIZES --repeats "$REPEATS" \
   --json > "$OUT/sr_fp16.json"
 
+# Real-world data: the loaders (CPU workers) beside the degradations batched on the device, with
+# the recipes' settings (DiffJPEG, crop_pad_size 400, 12 patches of 256² per GPU as Real-ESRGAN).
+# Needs HR photos in $DATA (default ../shared/data/train/BSDS400); skipped when absent.
+DATA=${DATA:-../shared/data/train/BSDS400}
+if [[ -d "$DATA" ]]; then
+  if [[ "${1:-}" == "--tiny" ]]; then
+    DATA_ARGS=(--batch 2 --patch 64 --crop-pad-size 96 --workers 0 --batches 1 --repeats 1 --step-s 1)
+  else
+    DATA_ARGS=(--batch 12 --patch 256 --crop-pad-size 400 --workers 0 4 --batches 8 --repeats 3 --blocks 23)
+  fi
+  $PY -m sfd bench data "$DATA" --device "$DEVICE" "${DATA_ARGS[@]}" --json > "$OUT/data.json"
+fi
+
 $PY - "$OUT" <<'PY'
 import json, sys
 from pathlib import Path
@@ -58,6 +72,11 @@ for row in sr["rows"]:
     u, t = row["untiled"], row["tiled"]
     lines.append(f"| {row['size']}² | {u['mp_per_s']:.2f} | {t['mp_per_s']:.2f} | {u['peak_mb']:.0f} "
                  f"| {t['peak_mb']:.0f} |")
+if (out / "data.json").is_file():
+    data = json.loads((out / "data.json").read_text())
+    lines += ["", f"| real-world data ({data['setting']['batch']} x {data['setting']['patch']}², "
+              f"crop_pad_size {data['setting']['crop_pad_size']}) | patches / s |", "|---|---|"]
+    lines += [f"| {k} | {v:.1f} |" for k, v in data["patches_per_second"].items()]
 lines += ["", f"machine: {sr['machine']}"]
 (out / "summary.md").write_text("\n".join(lines) + "\n")
 print("\n".join(lines))

@@ -17,6 +17,7 @@ def test_gpu_script_runs_tiny_on_the_cpu(tmp_path):
     env = dict(
         os.environ,
         OUT=str(tmp_path / "out"),
+        DATA=str(bundled_photo_dir(tmp_path / "photos")),
         PYTHON=sys.executable,
         OMP_NUM_THREADS="1",
         PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
@@ -34,6 +35,7 @@ def test_gpu_script_runs_tiny_on_the_cpu(tmp_path):
     assert sr["rows"][0]["tiled"]["mp_per_s"] > 0
     summary = (out / "summary.md").read_text()
     assert "| SFD | fp16 |" in summary and "400k iterations" in summary
+    assert "| degradations batched on cpu |" in summary and "crop_pad_size 96" in summary
 
 
 def test_bench_data_compares_loaders_with_a_step(tmp_path, capsys):
