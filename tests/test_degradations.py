@@ -462,3 +462,14 @@ def test_degrade_preview_writes_a_png(tmp_path, capsys):
         assert im.format == "PNG" and im.width > 128 and im.height > 64
     printed = capsys.readouterr().out
     assert "seed 5" in printed and "seed 7" in printed and "jpeg q" in printed
+
+
+def test_degrade_preview_puts_codecs_side_by_side(tmp_path, capsys):
+    from sfd.data.preview import preview_sheet
+
+    image = _textured(1, 80)[0]
+    texts = preview_sheet(image, tmp_path / "sheet.png", n=2, seed=3, patch=64, codecs=["diffjpeg", "pillow"])
+    assert [t[0] for t in texts] == ["jpeg: diffjpeg", "jpeg: pillow"] * 2
+    assert texts[0][1:] == texts[1][1:] and texts[0][1] == "seed 3"  # the same parameters for both codecs
+    with Image.open(tmp_path / "sheet.png") as im:
+        assert im.width >= 3 * 64  # HR, diffjpeg, pillow in one row
