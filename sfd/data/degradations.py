@@ -28,6 +28,7 @@ patch itself.
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 from collections.abc import Sequence
@@ -286,12 +287,30 @@ def filter2d(img: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
     Done by FFT: exact in float64 (which the pipeline uses) and much faster there than a
     direct float64 convolution on the CPU; batched over samples and channels."""
     k = kernels.shape[-1]
+    h, w = img.shape[-2:]
     x = _pad(img, k // 2)
-    size = x.shape[-2:]
+    # FFT sizes with factors 2, 3 and 5 only (zeros beyond the padded image change nothing): a
+    # size with a large prime factor, frequent after random resizes, is several times slower.
+    size = (_fast_length(x.shape[-2]), _fast_length(x.shape[-1]))
     kernels = kernels.to(img).reshape(-1, 1, k, k).flip(-2, -1)  # flipped: correlation
-    spectrum = torch.fft.rfft2(x) * torch.fft.rfft2(kernels, s=size)
-    # Circular convolution of the padded image: the last H x W outputs never wrap around.
-    return torch.fft.irfft2(spectrum, s=size)[..., k - 1 :, k - 1 :]
+    spectrum = torch.fft.rfft2(x, s=size) * torch.fft.rfft2(kernels, s=size)
+    # Linear convolution of the padded image: outputs k-1 ... k-2+H (and W) never wrap around.
+    return torch.fft.irfft2(spectrum, s=size)[..., k - 1 : k - 1 + h, k - 1 : k - 1 + w]
+
+
+@functools.cache
+def _fast_length(n: int) -> int:
+    """The smallest 2^a 3^b 5^c >= n."""
+    best = 2 ** math.ceil(math.log2(n))
+    p5 = 1
+    while p5 < best:
+        p35 = p5
+        while p35 < best:
+            m = p35 * 2 ** max(0, math.ceil(math.log2(n / p35)))
+            best = min(best, m)
+            p35 *= 3
+        p5 *= 5
+    return best
 
 
 def _resize(img: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
