@@ -16,11 +16,15 @@ libjpeg, and its images carry that codec's look. What it does, and what is repro
 
 Computed in float32 with BasicSR's order of operations, whatever the input's dtype: a coefficient
 that falls within float32 noise of a rounding half (frequent on 8-bit input, exact on grey
-images) then rounds the way BasicSR's rounds it, where float64 would move a whole block.
+images) then rounds the way BasicSR's rounds it, where float64 would move a whole block (on the
+CPU the result equals BasicSR's, tests/test_diffjpeg.py). On a GPU the float32 sums run in another
+order, so such a coefficient can round the other way there: BasicSR's codec does the same, and the
+pipeline's CPU and CUDA results agree within the tolerance stated in tests/test_degrade_device.py.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 
@@ -103,10 +107,27 @@ def _colour(x: torch.Tensor, matrix) -> torch.Tensor:
     return (x.permute(0, 2, 3, 1) @ m.T).permute(0, 3, 1, 2)
 
 
+@contextlib.contextmanager
+def _ieee_float32():
+    """Full float32 matmuls (no TF32 on GPUs), whatever the process set: TF32's 10-bit mantissa would
+    round many coefficients the other way."""
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(before)
+
+
 def diffjpeg(img: torch.Tensor, quality: Sequence[float] | torch.Tensor) -> torch.Tensor:
     """JPEG-compress each image of ``img`` (B, 3, H, W) in [0, 1] at its own float ``quality`` as
     BasicSR's ``DiffJPEG(differentiable=False)`` does; returns floats in [0, 1] (not 8-bit levels)
     in ``img``'s dtype. Computed in float32, as BasicSR's codec computes."""
+    with _ieee_float32():
+        return _diffjpeg(img, quality)
+
+
+def _diffjpeg(img: torch.Tensor, quality: Sequence[float] | torch.Tensor) -> torch.Tensor:
     b, _, h, w = img.shape
     luma_steps, chroma_steps = diffjpeg_steps(quality)
     if luma_steps.shape[0] != b:
