@@ -39,13 +39,17 @@ $PY -m sfd bench sr --device "$DEVICE" --blocks "$BLOCKS" --precision fp16 --siz
 
 # Real-world data: the loaders (CPU workers) beside the degradations batched on the device, with
 # the recipes' settings (DiffJPEG, crop_pad_size 400, 12 patches of 256² per GPU as Real-ESRGAN).
-# Needs HR photos in $DATA (default ../shared/data/train/BSDS400); skipped when absent.
+# HR photos from $DATA (default ../shared/data/train/BSDS400), else the 21 photos of 256² and more
+# that ship inside scikit-image.
 DATA=${DATA:-../shared/data/train/BSDS400}
+if [[ ! -d "$DATA" ]]; then
+  DATA=$($PY -c "import os, skimage; print(os.path.join(os.path.dirname(skimage.__file__), 'data'))")
+fi
 if [[ -d "$DATA" ]]; then
   if [[ "${1:-}" == "--tiny" ]]; then
     DATA_ARGS=(--batch 2 --patch 64 --crop-pad-size 96 --workers 0 --batches 1 --repeats 1 --step-s 1)
   else
-    DATA_ARGS=(--batch 12 --patch 256 --crop-pad-size 400 --workers 0 4 --batches 8 --repeats 3 --blocks 23)
+    DATA_ARGS=(--batch 12 --patch 256 --crop-pad-size 400 --workers 4 --batches 4 --repeats 2 --blocks 23)
   fi
   $PY -m sfd bench data "$DATA" --device "$DEVICE" "${DATA_ARGS[@]}" --json > "$OUT/data.json"
 fi

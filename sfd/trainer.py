@@ -164,8 +164,8 @@ def make_pair(run: Run, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.
     Bicubic: the loader's LR, and one HR for both. Real-world: Real-ESRGAN's degradations; the
     pixel losses aim at the unsharp-masked HR (when ``use_usm``), the discriminators see the plain HR.
     """
-    hr = batch["hr"].to(run.device, non_blocking=True)
     if run.degrader is None:
+        hr = batch["hr"].to(run.device, non_blocking=True)
         return batch["lr"].to(run.device, non_blocking=True), hr, hr
     from sfd.data.pipeline import degrade_batch
 
