@@ -10,9 +10,12 @@ The order of operations is Real-ESRGAN's (``RealESRGANModel.feed_data``):
 
 Unlike Real-ESRGAN, which draws the resize factor, interpolation and noise type once per batch,
 every random choice here is drawn per sample from a ``torch.Generator`` seeded with that sample's
-seed (on the CPU), so one seed gives one degradation whatever the batch and whatever the device.
+seed (on the CPU), and the noise maps from a counter-based generator keyed by a seed drawn there
+(sfd.data.counter_rng: the same numbers on every device, made on the image's device), so one
+seed gives one degradation whatever the batch and whatever the device.
 The arithmetic is float64, so device differences stay far below the 8-bit roundings (before
-JPEG, Poisson noise and at the end) and do not change the result.
+JPEG, Poisson noise and at the end); the DiffJPEG codec computes in float32 as BasicSR's, where a
+rare coefficient can round the other way on another device (sfd.data.diffjpeg).
 ``RealESRGANDegradation.describe(seed)`` returns the parameters a seed gives.
 
 JPEG is BasicSR's DiffJPEG by default (``jpeg_backend: diffjpeg``, sfd.data.diffjpeg), the codec
@@ -40,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from sfd.data import counter_rng
 from sfd.data.diffjpeg import diffjpeg
 from sfd.data.kernels import KERNEL_TYPES, KernelSpec, choice, gaussian_kernel, sample_kernel, sample_sinc, uniform
 from sfd.data.pixels import pad_reflect
@@ -328,12 +332,13 @@ def _resize_by(img: torch.Tensor, factor: float, mode: str) -> torch.Tensor:
     return F.interpolate(img, scale_factor=factor, mode=mode, align_corners=False)
 
 
-def add_gaussian_noise(img: torch.Tensor, sigma: float, gray: bool, gen: torch.Generator) -> torch.Tensor:
+def add_gaussian_noise(img: torch.Tensor, sigma: float, gray: bool, seed: int) -> torch.Tensor:
     """``img`` + N(0, (sigma/255)^2), clipped to [0, 1]. Gray: one noise map for all channels.
-    The noise is drawn on the CPU from ``gen`` (same values on every device)."""
+    The noise is stream ``seed`` of sfd.data.counter_rng, made on ``img``'s device (the same
+    values on every device)."""
     b, c, h, w = img.shape
-    noise = torch.randn((b, 1 if gray else c, h, w), generator=gen, dtype=img.dtype) * (sigma / 255.0)
-    return (img + noise.to(img)).clamp(0, 1)
+    noise = counter_rng.normal(seed, (b, 1 if gray else c, h, w), img.device) * (sigma / 255.0)
+    return (img + noise.to(img.dtype)).clamp(0, 1)
 
 
 def _rgb_to_gray(img: torch.Tensor) -> torch.Tensor:
@@ -341,25 +346,25 @@ def _rgb_to_gray(img: torch.Tensor) -> torch.Tensor:
     return (img * weights).sum(1, keepdim=True)
 
 
-def add_poisson_noise(img: torch.Tensor, scale: float, gray: bool, gen: torch.Generator) -> torch.Tensor:
+def add_poisson_noise(img: torch.Tensor, scale: float, gray: bool, seed: int) -> torch.Tensor:
     """Real-ESRGAN's Poisson (shot) noise, clipped to [0, 1]: with the image rounded to 8-bit levels
     and ``vals`` = the number of distinct levels rounded up to a power of 2, the noise is
     ``scale * (Poisson(img * vals) / vals - img)``, so its variance is ``scale^2 * img / vals``.
-    Gray: computed on the luma and added to all channels. Sampled per image on the CPU from ``gen``."""
+    Gray: computed on the luma and added to all channels. Image ``i`` of the batch draws stream
+    ``seed + i`` of sfd.data.counter_rng, on ``img``'s device (the same values on every device)."""
     src = _rgb_to_gray(img) if gray else img
     levels = (src * 255.0).round().clamp(0, 255)
-    # distinct levels by a histogram (linear time, on the image's device) rather than a sort
-    distinct = [int((torch.bincount(x.flatten().long(), minlength=256) > 0).sum()) for x in levels]
     noise = []
-    for x, n in zip((levels / 255.0).cpu().double(), distinct):
-        vals = 2.0 ** math.ceil(math.log2(n))
-        noise.append(torch.poisson(x * vals, generator=gen) / vals - x)
-    return (img + scale * torch.stack(noise).to(img)).clamp(0, 1)
+    for i, x in enumerate(levels):
+        # distinct levels by a histogram (linear time, on the image's device) rather than a sort
+        vals = 2.0 ** math.ceil(math.log2(int((torch.bincount(x.flatten().long(), minlength=256) > 0).sum())))
+        noise.append(counter_rng.poisson_levels(x, vals, seed + i) / vals - x / 255.0)
+    return (img + scale * torch.stack(noise).to(img.dtype)).clamp(0, 1)
 
 
 def _add_noise(img: torch.Tensor, p: OrderParams) -> torch.Tensor:
     add = add_gaussian_noise if p.noise == "gaussian" else add_poisson_noise
-    return add(img, p.noise_level, p.gray, torch.Generator().manual_seed(p.noise_seed))
+    return add(img, p.noise_level, p.gray, p.noise_seed)
 
 
 # ---------------------------------------------------------------- JPEG
