@@ -67,7 +67,8 @@ def poisson_levels(levels: torch.Tensor, rate: float, seed: int) -> torch.Tensor
     """Poisson counts with means ``levels / 255 * rate`` for integer ``levels`` 0..255 (any shape,
     float or integer), on ``levels``' device: the exact inverse CDF at one uniform per value,
     stream ``seed``. The means take at most 256 values, so their CDFs are one small table; a
-    guide table (the count at each 1/256 of probability) starts each search a step or two away."""
+    guide table (the count at each 1/256 of probability) starts each search a step away, and the
+    tails, where a bucket holds many values, finish by bisection."""
     device = levels.device
     k_max = int(rate + 12 * math.sqrt(rate) + 12)  # beyond, the CDF is 1 to float64 precision
     lam = torch.arange(256, dtype=torch.float64, device=device)[:, None] / 255 * rate
@@ -80,9 +81,15 @@ def poisson_levels(levels: torch.Tensor, rate: float, seed: int) -> torch.Tensor
     u = uniform(seed, row.numel(), device)
     count = guide.index_select(0, row * _GUIDE + (u * _GUIDE).long())  # <= the answer, #{cdf <= u}
     start = row * (k_max + 1)  # each value's CDF row in the flat table
-    count += cdf.index_select(0, start + count) <= u  # one step for all; the few left go on alone
-    active = (cdf.index_select(0, start + count) <= u).nonzero().flatten()
-    while active.numel():
-        count[active] += 1
-        active = active[cdf.index_select(0, start[active] + count[active]) <= u[active]]
+    count += cdf.index_select(0, start + count) <= u  # one step for all
+    # The few left (the tails, where a bucket holds many CDF values) by bisection in their row.
+    rest = (cdf.index_select(0, start + count) <= u).nonzero().flatten()
+    if rest.numel():
+        lo, ur, first = count[rest] + 1, u[rest], start[rest]
+        hi = torch.full_like(lo, k_max)  # the stop: cdf > u there
+        for _ in range(math.ceil(math.log2(k_max + 1)) + 1):
+            mid = (lo + hi) // 2
+            below = cdf.index_select(0, first + mid) <= ur
+            lo, hi = torch.where(below, mid + 1, lo), torch.where(below, hi, mid)
+        count[rest] = lo
     return count.to(torch.float64).view(levels.shape)
