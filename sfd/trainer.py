@@ -121,9 +121,10 @@ def build_run(cfg: Config, load_pretrained: bool = True) -> Run:
         run_kw["perceptual"] = PerceptualLoss(cfg.loss.perceptual_layers, cfg.loss.vgg_weights).to(device)
         meta["vgg"] = {"weights": run_kw["perceptual"].identity, "pretrained": run_kw["perceptual"].pretrained}
     if cfg.data.degradation is not None:
-        from sfd.data.degradations import PairPool, RealESRGANDegradation
+        from sfd.data.degradations import PairPool
+        from sfd.data.pipeline import build_degrader
 
-        run_kw["degrader"] = RealESRGANDegradation(cfg.data.degradation, cfg.generator.scale)
+        run_kw["degrader"] = build_degrader(cfg, device)
         if cfg.data.degradation.queue_size > 0:
             run_kw["pool"] = PairPool(cfg.data.degradation.queue_size, seed=cfg.train.seed)
 
@@ -241,13 +242,12 @@ def make_pair(run: Run, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.
     Bicubic: the loader's LR, and one HR for both. Real-world: Real-ESRGAN's degradations; the
     pixel losses aim at the unsharp-masked HR (when ``use_usm``), the discriminators see the plain HR.
     """
-    hr = batch["hr"].to(run.device, non_blocking=True)
     if run.degrader is None:
+        hr = batch["hr"].to(run.device, non_blocking=True)
         return batch["lr"].to(run.device, non_blocking=True), hr, hr
-    if "target" in batch:  # degraded in the loader (sfd.data.pipeline)
-        lr, hr_target = batch["lr"].to(run.device, non_blocking=True), batch["target"].to(run.device, non_blocking=True)
-    else:
-        lr, hr_target = run.degrader(hr, batch["seed"])
+    from sfd.data.pipeline import degrade_batch
+
+    lr, hr_target, hr = degrade_batch(run.degrader, batch, run.device)  # degraded in the loader, or now
     if run.pool is not None:
         lr, hr_target, hr = run.pool(lr, hr_target, hr)
     return lr, hr_target, hr

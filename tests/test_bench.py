@@ -17,6 +17,7 @@ def test_gpu_script_runs_tiny_on_the_cpu(tmp_path):
     env = dict(
         os.environ,
         OUT=str(tmp_path / "out"),
+        DATA=str(bundled_photo_dir(tmp_path / "photos")),
         PYTHON=sys.executable,
         OMP_NUM_THREADS="1",
         PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
@@ -36,6 +37,7 @@ def test_gpu_script_runs_tiny_on_the_cpu(tmp_path):
     assert sr["rows"][0]["tiled"]["mp_per_s"] > 0
     summary = (out / "summary.md").read_text()
     assert "| sync-free | SFD | bf16 |" in summary and "400k iterations" in summary and "FLOP ratio" in summary
+    assert "| degradations batched on cpu |" in summary and "crop_pad_size 96" in summary
 
 
 def test_bench_data_compares_loaders_with_a_step(tmp_path, capsys):
@@ -55,6 +57,8 @@ def test_bench_data_compares_loaders_with_a_step(tmp_path, capsys):
         "1",
         "--step-s",
         "2.0",
+        "--crop-pad-size",
+        "96",
         "--json",
     ]
     assert main(args) == 0
@@ -64,5 +68,18 @@ def test_bench_data_compares_loaders_with_a_step(tmp_path, capsys):
         "classic, 1 workers",
         "real-world, 0 workers",
         "real-world, 1 workers",
+        "HR-only loader, 1 workers",
+        "degradations batched on cpu",
     }
     assert r["step_consumes_patches_per_second"] == 1.0 and all(v > 0 for v in r["patches_per_second"].values())
+    assert r["setting"]["crop_pad_size"] == 96 and r["setting"]["jpeg_backend"] == "diffjpeg"
+
+
+def test_bench_chroma_measures_every_codec_on_the_same_patches(tmp_path, capsys):
+    photos = bundled_photo_dir(tmp_path / "photos")
+    assert main(["bench", "chroma", str(photos), "--patch", "64", "--per-image", "1", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    variants = {"diffjpeg", "pillow", "torch", "diffjpeg, first_resize=size"}
+    assert r["setting"]["patches"] == 5 and set(r["chroma_statistic"]) == variants
+    # DiffJPEG's 2x2-repeated chroma keeps more colour detail than libjpeg's interpolation
+    assert r["chroma_statistic"]["diffjpeg"] > r["chroma_statistic"]["pillow"]

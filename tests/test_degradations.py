@@ -198,12 +198,12 @@ def test_load_degradation_config_from_training_yaml(tmp_path):
 
 def test_shapes_value_range_and_8bit_levels():
     hr = _textured(3, 128)
-    lr, target = RealESRGANDegradation(scale=4)(hr, torch.tensor([0, 1, 2]))
+    lr, target, plain = RealESRGANDegradation(scale=4)(hr, torch.tensor([0, 1, 2]))
     assert lr.shape == (3, 3, 32, 32) and target.shape == hr.shape
     assert lr.min() >= 0 and lr.max() <= 1 and target.min() >= 0 and target.max() <= 1
     assert torch.equal(lr * 255, (lr * 255).round())
     assert not torch.equal(target, hr)  # unsharp-masked
-    lr2, target2 = RealESRGANDegradation(DegradationConfig(use_usm=False), scale=2)(hr[:1], [5])
+    lr2, target2, _ = RealESRGANDegradation(DegradationConfig(use_usm=False), scale=2)(hr[:1], [5])
     assert lr2.shape == (1, 3, 64, 64) and torch.equal(target2, hr[:1])
     with pytest.raises(ValueError, match="multiple of the scale"):
         RealESRGANDegradation(scale=3)(hr[:1], [0])
@@ -213,13 +213,13 @@ def test_same_seed_same_output_whatever_the_batch():
     hr = _textured(4, 96)
     degrade = RealESRGANDegradation()
     seeds = [11, 12, 13, 14]
-    lr, _ = degrade(hr, seeds)
-    again, _ = degrade(hr, seeds)
+    lr, _, _ = degrade(hr, seeds)
+    again, _, _ = degrade(hr, seeds)
     assert torch.equal(lr, again)
-    alone, _ = degrade(hr[2:3], [13])
-    reordered, _ = degrade(hr[[3, 2, 0]], [99, 13, 7])  # other neighbours, other position
+    alone, _, _ = degrade(hr[2:3], [13])
+    reordered, _, _ = degrade(hr[[3, 2, 0]], [99, 13, 7])  # other neighbours, other position
     assert torch.equal(alone[0], lr[2]) and torch.equal(reordered[1], lr[2])
-    other_seed, _ = degrade(hr[2:3], [14])
+    other_seed, _, _ = degrade(hr[2:3], [14])
     assert not torch.equal(other_seed[0], lr[2])
 
 
@@ -227,7 +227,7 @@ def test_describe_is_the_sampled_parameters_and_serialisable():
     degrade = RealESRGANDegradation()
     d = degrade.describe(7)
     assert d == asdict(degrade.sample(7)) == degrade.describe(7)
-    assert set(d) == {"seed", "first", "second", "sinc", "final_mode", "resize_first"}
+    assert set(d) == {"seed", "first", "second", "sinc", "final_mode", "resize_first", "crop"}
     assert 30 <= d["first"]["jpeg_quality"] <= 95 and 0.15 <= d["first"]["scale"] <= 1.5
     json.dumps(d)
     assert len(degrade.sample(7).summary()) == 6
@@ -253,7 +253,7 @@ def test_pipeline_applies_the_described_parameters(monkeypatch):
     monkeypatch.setattr(deg, "jpeg_encode", encode)
     monkeypatch.setattr(deg, "add_gaussian_noise", gauss)
     monkeypatch.setattr(deg, "add_poisson_noise", poisson)
-    degrade = RealESRGANDegradation()
+    degrade = RealESRGANDegradation(DegradationConfig(jpeg_backend="pillow"))
     for seed in (3, 4):
         calls["jpeg"].clear(), calls["noise"].clear()
         p = degrade.sample(seed)
@@ -271,14 +271,14 @@ def test_tiny_float_differences_do_not_change_the_output():
     """The pipeline runs in float64, so device-sized float differences (~1e-15; here 1e-10) stay
     far below the 8-bit roundings before JPEG and Poisson noise: the output does not move."""
     hr = _textured(3, 128, seed=3).double()
-    degrade = RealESRGANDegradation()
+    degrade = RealESRGANDegradation(DegradationConfig(jpeg_backend="pillow"))
     seeds = [20, 21, 22]
     assert torch.equal(degrade(hr, seeds)[0], degrade(hr + 1e-10, seeds)[0])
 
 
 def test_torch_jpeg_backend_pipeline():
     hr = _textured(2, 64)
-    lr, _ = RealESRGANDegradation(DegradationConfig(jpeg_backend="torch"))(hr, [0, 1])
+    lr, _, _ = RealESRGANDegradation(DegradationConfig(jpeg_backend="torch"))(hr, [0, 1])
     assert lr.shape == (2, 3, 16, 16) and torch.equal(lr * 255, (lr * 255).round())
 
 
@@ -286,10 +286,10 @@ def test_torch_jpeg_backend_pipeline():
 def test_cuda_gives_the_cpu_result():
     hr = _textured(4, 128)
     seeds = [0, 1, 2, 3]
-    for backend in ("pillow", "torch"):
+    for backend in ("pillow", "torch", "diffjpeg"):
         degrade = RealESRGANDegradation(DegradationConfig(jpeg_backend=backend))
-        cpu, _ = degrade(hr, seeds)
-        gpu, _ = degrade(hr.cuda(), seeds)
+        cpu, _, _ = degrade(hr, seeds)
+        gpu, _, _ = degrade(hr.cuda(), seeds)
         # Same draws, float64 arithmetic: equal but for an exact rounding tie, which could move a
         # pixel by a level before a JPEG re-encode spreads it over its block.
         diff = (gpu.cpu() - cpu).abs()
@@ -299,7 +299,7 @@ def test_cuda_gives_the_cpu_result():
 def test_real_photo(shared_data):
     path = list_images(shared_data("train/BSDS400"))[0]
     hr = to_tensor(load_rgb(path))[:, :256, :256][None]
-    lr, _ = RealESRGANDegradation()(hr.expand(2, -1, -1, -1), [0, 1])
+    lr, _, _ = RealESRGANDegradation()(hr.expand(2, -1, -1, -1), [0, 1])
     assert lr.shape == (2, 3, 64, 64) and not torch.equal(lr[0], lr[1])
 
 
@@ -309,10 +309,10 @@ def test_real_photo(shared_data):
 @pytest.mark.parametrize("sigma", [3.0, 15.0, 30.0])
 def test_gaussian_noise_std_matches_sigma(sigma):
     flat = torch.full((1, 3, 256, 256), 0.5)
-    noise = add_gaussian_noise(flat, sigma, False, torch.Generator().manual_seed(0)) - flat
+    noise = add_gaussian_noise(flat, sigma, False, 0) - flat
     assert float(noise.std() * 255) == pytest.approx(sigma, rel=0.1)
     assert float(noise.mean() * 255) == pytest.approx(0, abs=0.015 * sigma)  # 5 standard errors
-    gray = add_gaussian_noise(flat, sigma, True, torch.Generator().manual_seed(0)) - flat
+    gray = add_gaussian_noise(flat, sigma, True, 0) - flat
     assert torch.equal(gray[:, 0], gray[:, 1]) and torch.equal(gray[:, 0], gray[:, 2])
     assert float(gray.std() * 255) == pytest.approx(sigma, rel=0.1)
 
@@ -323,11 +323,11 @@ def test_poisson_noise_variance_is_scale_squared_times_level_over_vals():
     img[..., :8, :200] = torch.arange(200) / 255
     region = (..., slice(16, None), slice(None))
     for scale in (0.5, 1.0, 2.0):
-        noise = add_poisson_noise(img, scale, False, torch.Generator().manual_seed(1)) - img
+        noise = add_poisson_noise(img, scale, False, 1) - img
         expected = scale**2 * (128 / 255) / 256
         assert float(noise[region].var()) == pytest.approx(expected, rel=0.1)
         assert float(noise[region].mean()) == pytest.approx(0, abs=0.1 * math.sqrt(expected))
-    gray = add_poisson_noise(img, 1.0, True, torch.Generator().manual_seed(1)) - img
+    gray = add_poisson_noise(img, 1.0, True, 1) - img
     assert torch.equal(gray[:, 0], gray[:, 1]) and torch.equal(gray[:, 0], gray[:, 2])
 
 
@@ -462,3 +462,14 @@ def test_degrade_preview_writes_a_png(tmp_path, capsys):
         assert im.format == "PNG" and im.width > 128 and im.height > 64
     printed = capsys.readouterr().out
     assert "seed 5" in printed and "seed 7" in printed and "jpeg q" in printed
+
+
+def test_degrade_preview_puts_codecs_side_by_side(tmp_path, capsys):
+    from sfd.data.preview import preview_sheet
+
+    image = _textured(1, 80)[0]
+    texts = preview_sheet(image, tmp_path / "sheet.png", n=2, seed=3, patch=64, codecs=["diffjpeg", "pillow"])
+    assert [t[0] for t in texts] == ["jpeg: diffjpeg", "jpeg: pillow"] * 2
+    assert texts[0][1:] == texts[1][1:] and texts[0][1] == "seed 3"  # the same parameters for both codecs
+    with Image.open(tmp_path / "sheet.png") as im:
+        assert im.width >= 3 * 64  # HR, diffjpeg, pillow in one row

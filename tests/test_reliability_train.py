@@ -272,11 +272,16 @@ def test_resume_does_not_need_the_pretrained_file(photos, tmp_path, one_thread):
     assert str(init) in checkpoint.load(final).meta["generator"]["init"]
 
 
-def test_realworld_resume_restores_the_pair_pool_exactly(photos, tmp_path, one_thread):
-    ref = train(tiny_config(photos, tmp_path / "ref", REALWORLD), progress=False)
+# Real-ESRGAN's crop structure, degraded in the trainer's process: the device path (on a GPU it is batched there).
+CROP_IN_TRAINER = ["data.degradation.crop_pad_size=96", "data.degrade_in=trainer"]
+
+
+@pytest.mark.parametrize("extra", [[], CROP_IN_TRAINER], ids=["loader", "crop-in-trainer"])
+def test_realworld_resume_restores_the_pair_pool_exactly(photos, tmp_path, one_thread, extra):
+    ref = train(tiny_config(photos, tmp_path / "ref", REALWORLD + extra), progress=False)
     assert "pair_pool" in checkpoint.load(ref).extra
-    train(tiny_config(photos, tmp_path / "run", REALWORLD, iterations=2), progress=False)
-    final = train(tiny_config(photos, tmp_path / "run", REALWORLD), resume="auto", progress=False)
+    train(tiny_config(photos, tmp_path / "run", REALWORLD + extra, iterations=2), progress=False)
+    final = train(tiny_config(photos, tmp_path / "run", REALWORLD + extra), resume="auto", progress=False)
     _assert_same(ref, final)
 
 

@@ -26,6 +26,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scale", type=int, default=4, help="SR scale: the LR is patch/scale (default 4)")
     p.add_argument("--patch", type=int, default=256, help="HR patch size, centre crop (default 256)")
     p.add_argument("--cols", type=int, default=None, help="tiles per row (default: a near-square grid)")
+    p.add_argument(
+        "--codecs",
+        nargs="+",
+        choices=["diffjpeg", "pillow", "torch"],
+        help="JPEG codecs side by side, one row per sample with the same parameters (e.g. --codecs diffjpeg pillow)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument(
         "--config",
@@ -53,7 +59,7 @@ def cmd_degrade_preview(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.out} already exists: choose another -o, or add --overwrite to replace it")
     cfg = load_degradation_config(args.config)
     image = to_tensor(load_rgb(args.image))
-    texts = preview_sheet(image, args.out, args.n, args.seed, args.scale, args.patch, args.cols, cfg)
+    texts = preview_sheet(image, args.out, args.n, args.seed, args.scale, args.patch, args.cols, cfg, args.codecs)
     for lines in texts:
         print("\n".join(lines))
     print(f"wrote {args.out}")

@@ -17,7 +17,7 @@ from torch.utils.data import Dataset, Sampler
 
 from sfd.data.cache import LRUCache
 from sfd.data.io import ImageReadError, list_images, load_rgb, probe_images
-from sfd.data.pixels import to_levels
+from sfd.data.pixels import pad_reflect, to_levels
 from sfd.data.resize import bicubic_lr, mod_crop
 
 __all__ = ["HRPatches", "IterationSampler"]
@@ -35,6 +35,9 @@ class HRPatches(Dataset):
     horizontal flip only: an upside-down photo changes CLIP's semantic features.
 
     ``cache_mb`` bounds the decoded images kept per process (least recently used go first).
+
+    ``pad_to_patch`` (Real-ESRGAN's ``crop_pad_size``): an image smaller than the patch is padded by
+    reflection at the bottom and right instead of refused; images under ``min_side`` are still refused.
     """
 
     def __init__(
@@ -48,8 +51,12 @@ class HRPatches(Dataset):
         use_rot: bool = True,
         bicubic: bool = True,
         cache_mb: float = 0,
+        pad_to_patch: bool = False,
+        min_side: int | None = None,
     ):
-        self.files, unusable = probe_images(list_images(folders), patch_size)  # headers only: cheap
+        self.pad_to_patch = pad_to_patch
+        min_side = min_side or patch_size
+        self.files, unusable = probe_images(list_images(folders), min_side)  # headers only: cheap
         for path, why in unusable.items():
             warnings.warn(f"training data: skipping {path}: {why}", stacklevel=2)
         if not self.files:
@@ -69,6 +76,9 @@ class HRPatches(Dataset):
         if idx not in self._cache:
             arr = np.asarray(load_rgb(self.files[idx]))
             hr = mod_crop(torch.from_numpy(arr.copy()).permute(2, 0, 1), self.scale)
+            if self.pad_to_patch:  # Real-ESRGAN: cv2.copyMakeBorder(0, pad_h, 0, pad_w, BORDER_REFLECT_101)
+                pad_h, pad_w = max(0, self.patch - hr.shape[1]), max(0, self.patch - hr.shape[2])
+                hr = pad_reflect(hr[None].float(), 0, pad_w, 0, pad_h)[0].to(torch.uint8)
             if min(hr.shape[-2:]) < self.patch:
                 raise ValueError(
                     f"{self.files[idx]} ({hr.shape[2]}x{hr.shape[1]}) is smaller than the {self.patch} patch"

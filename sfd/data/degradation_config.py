@@ -69,8 +69,20 @@ class DegradationConfig:
     resize_first_prob: float = 0.5  # [resize + sinc] -> JPEG; else JPEG -> [resize + sinc]
     resize_modes: list[str] = field(default_factory=lambda: list(RESIZE_MODES))  # drawn uniformly
 
-    # -- JPEG codec: "pillow" (libjpeg, exact) or "torch" (approximation, stays on the device)
-    jpeg_backend: Literal["pillow", "torch"] = "pillow"
+    # -- JPEG codec: "diffjpeg" (BasicSR's DiffJPEG, as Real-ESRGAN: float qualities, 2x2-repeated
+    #    chroma), "pillow" (libjpeg, a real codec, integer qualities) or "torch" (libjpeg-like approximation)
+    jpeg_backend: Literal["diffjpeg", "pillow", "torch"] = "diffjpeg"
+    # -- first-order resize: "scale_factor" as Real-ESRGAN (interpolate(scale_factor=s): the output
+    #    grid is the input's scaled by s exactly), or "size" (to int(H s) x int(W s), the grid stretched to fit)
+    first_resize: Literal["scale_factor", "size"] = "scale_factor"
+    # -- Real-ESRGAN's crop structure: the loader crops (or reflect-pads) the HR to crop_pad_size, the
+    #    whole of it is degraded, then a paired random crop of data.patch_size is taken. null: the
+    #    patch is degraded whole. The recipes set 400, as Real-ESRGAN.
+    crop_pad_size: int | None = None
+    # -- where the degradations run: "cpu" (the loader workers, or the trainer's process per
+    #    data.degrade_in), "cuda" (batched on the training device, which must be a GPU; the loader
+    #    only decodes and crops), "auto" (the training device when it is a GPU, else the CPU)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
 
     # -- unsharp masking of the HR (Real-ESRGAN's USMSharp): sharpens the target and the image
     #    that is degraded, as Real-ESRGAN does with l1_gt_usm / percep_gt_usm.
@@ -103,6 +115,8 @@ class DegradationConfig:
                 low, high = getattr(self, name + suffix)
                 if low > high:
                     raise ValueError(f"{name}{suffix}: low {low} > high {high}")
+        if self.crop_pad_size is not None and self.crop_pad_size < 32:
+            raise ValueError(f"crop_pad_size must be at least 32 (or null), got {self.crop_pad_size}")
         bad_modes = set(self.resize_modes) - set(RESIZE_MODES)
         if bad_modes or not self.resize_modes:
             raise ValueError(f"resize_modes must be a non-empty subset of {list(RESIZE_MODES)}")

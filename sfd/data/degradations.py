@@ -10,18 +10,28 @@ The order of operations is Real-ESRGAN's (``RealESRGANModel.feed_data``):
 
 Unlike Real-ESRGAN, which draws the resize factor, interpolation and noise type once per batch,
 every random choice here is drawn per sample from a ``torch.Generator`` seeded with that sample's
-seed (on the CPU), so one seed gives one degradation whatever the batch and whatever the device.
+seed (on the CPU), and the noise maps from a counter-based generator keyed by a seed drawn there
+(sfd.data.counter_rng: the same numbers on every device, made on the image's device), so one
+seed gives one degradation whatever the batch and whatever the device.
 The arithmetic is float64, so device differences stay far below the 8-bit roundings (before
-JPEG, Poisson noise and at the end) and do not change the result.
+JPEG, Poisson noise and at the end); the DiffJPEG codec computes in float32 as BasicSR's, where a
+rare coefficient can round the other way on another device (sfd.data.diffjpeg).
 ``RealESRGANDegradation.describe(seed)`` returns the parameters a seed gives.
 
-JPEG goes through a real codec (Pillow's libjpeg) by default; ``jpeg_backend: torch`` selects a
-libjpeg-like approximation in PyTorch (same quantisation tables and 4:2:0 chroma subsampling,
-float DCT) that stays on the GPU and can be made differentiable.
+JPEG is BasicSR's DiffJPEG by default (``jpeg_backend: diffjpeg``, sfd.data.diffjpeg), the codec
+Real-ESRGAN trains with: float qualities, 2x2-repeated chroma, no 8-bit rounding. ``pillow`` runs
+a real codec (libjpeg: interpolated chroma, smoother colour, integer qualities); ``torch`` is a
+libjpeg-like approximation in PyTorch that can be made differentiable.
+
+Real-ESRGAN's crop structure (``crop_pad_size``): the loader crops or pads the HR to 400x400, the
+whole crop is degraded, then a paired random crop of ``data.patch_size`` (and its LR) is taken,
+so blur kernels see image, not padding, at the patch border. ``crop_pad_size: null`` degrades the
+patch itself.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 from collections.abc import Sequence
@@ -32,7 +42,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from sfd.data import counter_rng
 from sfd.data.degradation_config import DegradationConfig
+from sfd.data.diffjpeg import diffjpeg
 from sfd.data.kernels import KernelSpec, choice, gaussian_kernel, sample_kernel, sample_sinc, uniform
 from sfd.data.pixels import pad_reflect
 
@@ -51,6 +63,7 @@ __all__ = [
     "jpeg_pillow",
     "jpeg_torch",
     "jpeg_quant_tables",
+    "paired_crop",
     "usm_sharp",
 ]
 
@@ -68,7 +81,7 @@ class OrderParams:
     noise: str  # "gaussian" or "poisson"
     noise_level: float  # Gaussian sigma (0-255 scale) or Poisson scale
     gray: bool
-    jpeg_quality: int  # first order: its JPEG; second order: the final JPEG
+    jpeg_quality: float  # first order: its JPEG; second order: the final JPEG (an integer unless diffjpeg)
     noise_seed: int  # seeds the noise map
 
     def summary(self, of: str) -> str:
@@ -84,18 +97,19 @@ class DegradationParams:
     sinc: KernelSpec  # the final filter ("identity" when not applied)
     final_mode: str  # interpolation of the final resize to the LR size
     resize_first: bool  # True: [resize + sinc] -> JPEG; False: JPEG -> [resize + sinc]
+    crop: tuple[float, float] = (0.0, 0.0)  # the paired crop's top and left, as fractions of their ranges
 
     def summary(self) -> list[str]:
         """A few short lines for a preview sheet."""
         sinc = "no sinc" if self.sinc.type == "identity" else self.sinc.summary()
         blur2 = "no blur" if self.second.kernel.type == "identity" else self.second.kernel.summary()
         resize = f"resize {self.final_mode} + {sinc}"
-        jpeg_text = f"jpeg q{self.second.jpeg_quality}"
+        jpeg_text = f"jpeg q{self.second.jpeg_quality:.0f}"
         final = f"{resize} > {jpeg_text}" if self.resize_first else f"{jpeg_text} > {resize}"
         return [
             f"seed {self.seed}",
             f"1: {self.first.kernel.summary()}",
-            f"   {self.first.summary('')} | jpeg q{self.first.jpeg_quality}",
+            f"   {self.first.summary('')} | jpeg q{self.first.jpeg_quality:.0f}",
             f"2: {blur2}",
             f"   {self.second.summary(' of LR')}",
             f"3: {final}",
@@ -126,7 +140,10 @@ def _sample_order(gen: torch.Generator, cfg: DegradationConfig, order: int) -> O
     level = uniform(gen, *get("noise_range" if gaussian else "poisson_scale_range"))
     gray = uniform(gen, 0, 1) < get("gray_noise_prob")
     q_low, q_high = get("jpeg_range")
-    quality = int(torch.randint(q_low, q_high + 1, (), generator=gen))
+    if cfg.jpeg_backend == "diffjpeg":  # Real-ESRGAN: uniform_(*jpeg_range), a float
+        quality = uniform(gen, q_low, q_high)
+    else:
+        quality = int(torch.randint(q_low, q_high + 1, (), generator=gen))
     noise_seed = int(torch.randint(0, 2**62, (), generator=gen))
     noise = "gaussian" if gaussian else "poisson"
     return OrderParams(kernel, resize, scale, mode, noise, level, gray, quality, noise_seed)
@@ -143,7 +160,8 @@ def sample_params(cfg: DegradationConfig, seed: int) -> DegradationParams:
         sinc = KernelSpec("identity", 1)
     final_mode = choice(gen, cfg.resize_modes)
     resize_first = uniform(gen, 0, 1) < cfg.resize_first_prob
-    return DegradationParams(int(seed), first, second, sinc, final_mode, resize_first)
+    crop = (uniform(gen, 0, 1), uniform(gen, 0, 1))  # drawn last: the draws above do not depend on it
+    return DegradationParams(int(seed), first, second, sinc, final_mode, resize_first, crop)
 
 
 # ---------------------------------------------------------------- stages
@@ -159,12 +177,30 @@ def filter2d(img: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
     Done by FFT: exact in float64 (which the pipeline uses) and much faster there than a
     direct float64 convolution on the CPU; batched over samples and channels."""
     k = kernels.shape[-1]
+    h, w = img.shape[-2:]
     x = _pad(img, k // 2)
-    size = x.shape[-2:]
+    # FFT sizes with factors 2, 3 and 5 only (zeros beyond the padded image change nothing): a
+    # size with a large prime factor, frequent after random resizes, is several times slower.
+    size = (_fast_length(x.shape[-2]), _fast_length(x.shape[-1]))
     kernels = kernels.to(img).reshape(-1, 1, k, k).flip(-2, -1)  # flipped: correlation
-    spectrum = torch.fft.rfft2(x) * torch.fft.rfft2(kernels, s=size)
-    # Circular convolution of the padded image: the last H x W outputs never wrap around.
-    return torch.fft.irfft2(spectrum, s=size)[..., k - 1 :, k - 1 :]
+    spectrum = torch.fft.rfft2(x, s=size) * torch.fft.rfft2(kernels, s=size)
+    # Linear convolution of the padded image: outputs k-1 ... k-2+H (and W) never wrap around.
+    return torch.fft.irfft2(spectrum, s=size)[..., k - 1 : k - 1 + h, k - 1 : k - 1 + w]
+
+
+@functools.cache
+def _fast_length(n: int) -> int:
+    """The smallest 2^a 3^b 5^c >= n."""
+    best = 2 ** math.ceil(math.log2(n))
+    p5 = 1
+    while p5 < best:
+        p35 = p5
+        while p35 < best:
+            m = p35 * 2 ** max(0, math.ceil(math.log2(n / p35)))
+            best = min(best, m)
+            p35 *= 3
+        p5 *= 5
+    return best
 
 
 def _resize(img: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
@@ -174,12 +210,21 @@ def _resize(img: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor
     return F.interpolate(img, size=size, mode=mode, align_corners=False)
 
 
-def add_gaussian_noise(img: torch.Tensor, sigma: float, gray: bool, gen: torch.Generator) -> torch.Tensor:
+def _resize_by(img: torch.Tensor, factor: float, mode: str) -> torch.Tensor:
+    """Real-ESRGAN's first-order resize, ``interpolate(scale_factor=factor)``: output side int(side *
+    factor), sampled on the input grid scaled by ``factor`` exactly (not stretched to the rounded size)."""
+    if mode == "area":
+        return F.interpolate(img, scale_factor=factor, mode="area")
+    return F.interpolate(img, scale_factor=factor, mode=mode, align_corners=False)
+
+
+def add_gaussian_noise(img: torch.Tensor, sigma: float, gray: bool, seed: int) -> torch.Tensor:
     """``img`` + N(0, (sigma/255)^2), clipped to [0, 1]. Gray: one noise map for all channels.
-    The noise is drawn on the CPU from ``gen`` (same values on every device)."""
+    The noise is stream ``seed`` of sfd.data.counter_rng, made on ``img``'s device (the same
+    values on every device)."""
     b, c, h, w = img.shape
-    noise = torch.randn((b, 1 if gray else c, h, w), generator=gen, dtype=img.dtype) * (sigma / 255.0)
-    return (img + noise.to(img)).clamp(0, 1)
+    noise = counter_rng.normal(seed, (b, 1 if gray else c, h, w), img.device) * (sigma / 255.0)
+    return (img + noise.to(img.dtype)).clamp(0, 1)
 
 
 def _rgb_to_gray(img: torch.Tensor) -> torch.Tensor:
@@ -187,23 +232,25 @@ def _rgb_to_gray(img: torch.Tensor) -> torch.Tensor:
     return (img * weights).sum(1, keepdim=True)
 
 
-def add_poisson_noise(img: torch.Tensor, scale: float, gray: bool, gen: torch.Generator) -> torch.Tensor:
+def add_poisson_noise(img: torch.Tensor, scale: float, gray: bool, seed: int) -> torch.Tensor:
     """Real-ESRGAN's Poisson (shot) noise, clipped to [0, 1]: with the image rounded to 8-bit levels
     and ``vals`` = the number of distinct levels rounded up to a power of 2, the noise is
     ``scale * (Poisson(img * vals) / vals - img)``, so its variance is ``scale^2 * img / vals``.
-    Gray: computed on the luma and added to all channels. Sampled per image on the CPU from ``gen``."""
+    Gray: computed on the luma and added to all channels. Image ``i`` of the batch draws stream
+    ``seed + i`` of sfd.data.counter_rng, on ``img``'s device (the same values on every device)."""
     src = _rgb_to_gray(img) if gray else img
-    src = (src * 255.0).round().clamp(0, 255) / 255.0
+    levels = (src * 255.0).round().clamp(0, 255)
     noise = []
-    for x in src.cpu().double():
-        vals = 2.0 ** math.ceil(math.log2(len(torch.unique(x))))
-        noise.append(torch.poisson(x * vals, generator=gen) / vals - x)
-    return (img + scale * torch.stack(noise).to(img)).clamp(0, 1)
+    for i, x in enumerate(levels):
+        # distinct levels by a histogram (linear time, on the image's device) rather than a sort
+        vals = 2.0 ** math.ceil(math.log2(int((torch.bincount(x.flatten().long(), minlength=256) > 0).sum())))
+        noise.append(counter_rng.poisson_levels(x, vals, seed + i) / vals - x / 255.0)
+    return (img + scale * torch.stack(noise).to(img.dtype)).clamp(0, 1)
 
 
 def _add_noise(img: torch.Tensor, p: OrderParams) -> torch.Tensor:
     add = add_gaussian_noise if p.noise == "gaussian" else add_poisson_noise
-    return add(img, p.noise_level, p.gray, torch.Generator().manual_seed(p.noise_seed))
+    return add(img, p.noise_level, p.gray, p.noise_seed)
 
 
 # ---------------------------------------------------------------- JPEG
@@ -354,13 +401,16 @@ def jpeg_torch(img: torch.Tensor, quality: Sequence[int], differentiable: bool =
     return (rgb if differentiable else rgb.round()) / 255.0
 
 
-def jpeg(img: torch.Tensor, quality: Sequence[int], backend: str = "pillow") -> torch.Tensor:
-    """JPEG-compress each image at its quality with ``backend`` "pillow" (real codec) or "torch"."""
+def jpeg(img: torch.Tensor, quality: Sequence[float], backend: str = "diffjpeg") -> torch.Tensor:
+    """JPEG-compress each image at its quality with ``backend`` "diffjpeg" (BasicSR's DiffJPEG, float
+    qualities, float output), "pillow" (real codec) or "torch"; the last two round qualities to integers."""
+    if backend == "diffjpeg":
+        return diffjpeg(img, quality)
     if backend == "pillow":
-        return jpeg_pillow(img, quality)
+        return jpeg_pillow(img, [round(q) for q in quality])
     if backend == "torch":
-        return jpeg_torch(img, quality)
-    raise ValueError(f"unknown JPEG backend {backend!r}: use 'pillow' or 'torch'")
+        return jpeg_torch(img, [round(q) for q in quality])
+    raise ValueError(f"unknown JPEG backend {backend!r}: use 'diffjpeg', 'pillow' or 'torch'")
 
 
 # ---------------------------------------------------------------- unsharp masking
@@ -382,15 +432,32 @@ def usm_sharp(img: torch.Tensor, weight: float = 0.5, radius: int = 50, threshol
 # ---------------------------------------------------------------- the pipeline
 
 
-class RealESRGANDegradation:
-    """``(lr, hr_target) = degrade(hr, seeds)`` for HR (B, 3, H, W) in [0, 1], H and W multiples
-    of ``scale``, and one integer seed per sample. ``lr`` is (B, 3, H/scale, W/scale) on 8-bit
-    levels; ``hr_target`` is the unsharp-masked HR when ``use_usm`` (Real-ESRGAN's L1/perceptual
-    target; its GAN sees the plain HR), else ``hr``. Runs on ``hr``'s device."""
+def paired_crop(
+    lr: torch.Tensor, hrs: Sequence[torch.Tensor], patch: int, scale: int, where: tuple[float, float]
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Real-ESRGAN's ``paired_random_crop``: an LR patch of ``patch // scale`` at a position on the LR
+    grid (``where``: fractions of the free range), and the aligned ``patch`` of each HR image."""
+    lp = patch // scale
+    top = min(int(where[0] * (lr.shape[-2] - lp + 1)), lr.shape[-2] - lp)
+    left = min(int(where[1] * (lr.shape[-1] - lp + 1)), lr.shape[-1] - lp)
+    hr_crops = [x[..., top * scale : top * scale + patch, left * scale : left * scale + patch] for x in hrs]
+    return lr[..., top : top + lp, left : left + lp], hr_crops
 
-    def __init__(self, cfg: DegradationConfig | None = None, scale: int = 4):
+
+class RealESRGANDegradation:
+    """``(lr, hr_target, hr) = degrade(hr, seeds)`` for HR (B, 3, H, W) in [0, 1], H and W multiples
+    of ``scale``, and one integer seed per sample. ``lr`` is on 8-bit levels; ``hr_target`` is the
+    unsharp-masked HR when ``use_usm`` (Real-ESRGAN's L1/perceptual target; its GAN sees the plain
+    ``hr``), else ``hr``. With ``patch`` smaller than H x W (Real-ESRGAN's crop structure) the whole
+    input is degraded, then each sample's paired crop of ``patch`` (LR ``patch / scale``) is returned,
+    at a position drawn from its seed, and the target is the crop's own unsharp masking (as Real-ESRGAN,
+    which sharpens the whole HR for the degradations, and the cropped HR for its losses). Runs on
+    ``hr``'s device; a sample's result is the same whatever its batch."""
+
+    def __init__(self, cfg: DegradationConfig | None = None, scale: int = 4, patch: int | None = None):
         self.cfg = cfg or DegradationConfig()
         self.scale = scale
+        self.patch = patch
 
     def sample(self, seed: int) -> DegradationParams:
         return sample_params(self.cfg, seed)
@@ -403,15 +470,20 @@ class RealESRGANDegradation:
         cfg = self.cfg
         return usm_sharp(img, cfg.usm_weight, cfg.usm_radius, cfg.usm_threshold) if cfg.use_usm else img
 
-    @torch.no_grad()
-    def __call__(self, hr: torch.Tensor, seeds: torch.Tensor | Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        b, _, h, w = hr.shape
+    def __call__(
+        self, hr: torch.Tensor, seeds: torch.Tensor | Sequence[int]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         seeds = [int(s) for s in seeds]
-        if len(seeds) != b:
-            raise ValueError(f"got {len(seeds)} seeds for a batch of {b}")
+        if len(seeds) != hr.shape[0]:
+            raise ValueError(f"got {len(seeds)} seeds for a batch of {hr.shape[0]}")
+        return self.apply(hr, [self.sample(s) for s in seeds])
+
+    @torch.no_grad()
+    def apply(self, hr: torch.Tensor, params: Sequence[DegradationParams]) -> tuple[torch.Tensor, ...]:
+        """``__call__`` with the parameters given (e.g. the same draws through another codec)."""
+        b, _, h, w = hr.shape
         if h % self.scale or w % self.scale:
             raise ValueError(f"HR size {h}x{w} is not a multiple of the scale {self.scale}")
-        params = [self.sample(s) for s in seeds]
         # float64 throughout: CPU and CUDA (where float32 convolutions may run in TF32) then agree
         # far below an 8-bit level, so the roundings before JPEG and Poisson noise agree too.
         target = self.usm(hr.double())
@@ -421,16 +493,25 @@ class RealESRGANDegradation:
         # From the first resize on, sizes differ per sample.
         lr = torch.cat([self._degrade_one(x[None], p, (h, w)) for x, p in zip(blurred, params)])
         lr = (lr * 255.0).round().clamp(0, 255) / 255.0
-        return lr.to(hr.dtype), target.to(hr.dtype)
+        lr, target, hr = lr.to(hr.dtype), target.to(hr.dtype), hr
+        if self.patch is None or (self.patch, self.patch) == (h, w):
+            return lr, target, hr
+        crops = [paired_crop(lr[i], [hr[i]], self.patch, self.scale, p.crop) for i, p in enumerate(params)]
+        lr, hr = torch.stack([c[0] for c in crops]), torch.stack([c[1][0] for c in crops])
+        # Real-ESRGAN sharpens the cropped HR again for the target (after its pool; the same result).
+        return lr, self.usm(hr.double()).to(hr.dtype), hr
 
-    def _jpeg(self, x: torch.Tensor, quality: int) -> torch.Tensor:
-        return jpeg(x.clamp(0, 1), [quality], self.cfg.jpeg_backend)
+    def _jpeg(self, x: torch.Tensor, quality: float) -> torch.Tensor:
+        return jpeg(x.clamp(0, 1), [quality], self.cfg.jpeg_backend).to(x.dtype)
 
     def _degrade_one(self, x: torch.Tensor, p: DegradationParams, hr_size: tuple[int, int]) -> torch.Tensor:
         h, w = hr_size
         lr_h, lr_w = h // self.scale, w // self.scale
         # First order (blur done by the caller): resize, noise, JPEG.
-        x = _resize(x, (int(h * p.first.scale), int(w * p.first.scale)), p.first.mode)
+        if self.cfg.first_resize == "scale_factor":
+            x = _resize_by(x, p.first.scale, p.first.mode)
+        else:
+            x = _resize(x, (int(h * p.first.scale), int(w * p.first.scale)), p.first.mode)
         x = self._jpeg(_add_noise(x, p.first), p.first.jpeg_quality)
         # Second order: blur, resize relative to the LR size, noise.
         if p.second.kernel.type != "identity":

@@ -1,9 +1,13 @@
 """The training loader: HR patches, this process's share of the sample stream, and (for real-world
-training) Real-ESRGAN's degradations run inside the loader workers.
+training) Real-ESRGAN's degradations, run where ``data.degradation.device`` says.
 
-The degradations in a worker are the trainer's own ``RealESRGANDegradation`` applied to the same
-collated batch with the same per-sample seeds, so a batch is identical wherever it is degraded
-(tests/test_pipeline.py); only the training-pair pool stays in the trainer, since it mixes batches.
+On the CPU they run inside the loader workers (or in the trainer's process with ``data.degrade_in:
+trainer``); on a GPU the loader only decodes and crops the HR and ``degrade_batch`` degrades the
+whole batch on the training device. Everywhere it is the same ``RealESRGANDegradation`` applied to
+the same collated batch with the same per-sample seeds, so a sample's pair depends neither on the
+number of workers or processes nor (but for float32 roundings of the DiffJPEG codec, see
+docs/realworld.md) on the device (tests/test_pipeline.py, tests/test_degradations.py). The
+training-pair pool stays in the trainer, since it mixes batches.
 """
 
 from __future__ import annotations
@@ -12,28 +16,63 @@ import torch
 from torch.utils.data import DataLoader, default_collate
 
 from sfd.data.datasets import HRPatches
+from sfd.data.degradations import RealESRGANDegradation
 from sfd.distributed import ShardedIterationSampler
+from sfd.yamlconfig import ConfigError
 
-__all__ = ["DegradeCollate", "build_dataset", "build_loader"]
+__all__ = ["DegradeCollate", "build_dataset", "build_degrader", "build_loader", "degrade_batch"]
 
 
 class DegradeCollate:
-    """Collate samples, then degrade the batch: adds ``lr`` and ``target`` (the pixel losses' HR)."""
+    """Collate samples, then degrade the batch: adds ``lr`` and ``target`` (the pixel losses' HR), and
+    replaces ``hr`` by its paired crop when the degradations crop (``crop_pad_size``)."""
 
     def __init__(self, degrader):
         self.degrader = degrader
 
     def __call__(self, samples: list[dict]) -> dict:
         batch = default_collate(samples)
-        batch["lr"], batch["target"] = self.degrader(batch["hr"], batch["seed"])
+        batch["lr"], batch["target"], batch["hr"] = self.degrader(batch["hr"], batch["seed"])
         return batch
+
+
+def build_degrader(cfg, train_device: torch.device) -> RealESRGANDegradation:
+    """The run's degradations; ``.device`` is where they run (``data.degradation.device`` resolved
+    against the training device: "auto" is the training device when it is a GPU, else the CPU)."""
+    deg = cfg.data.degradation
+    cuda = train_device.type == "cuda"
+    if deg.device == "cuda" and not cuda:
+        raise ConfigError(f"data.degradation.device=cuda needs a CUDA training device; train.device is {train_device}")
+    degrader = RealESRGANDegradation(deg, cfg.generator.scale, patch=cfg.data.patch_size)
+    degrader.device = train_device if cuda and deg.device != "cpu" else torch.device("cpu")
+    return degrader
+
+
+def _on_cpu(degrader) -> bool:
+    return getattr(degrader, "device", torch.device("cpu")).type == "cpu"
+
+
+def degrade_batch(degrader, batch: dict, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(LR, HR target, HR) of a real-world loader batch, on ``device``: the loader's own when it
+    degraded the batch, else degraded here, batched, on ``degrader.device`` from the batch's seeds."""
+    if "target" in batch:  # degraded in the loader
+        return tuple(batch[k].to(device, non_blocking=True) for k in ("lr", "target", "hr"))
+    where = getattr(degrader, "device", device)
+    out = degrader(batch["hr"].to(where, non_blocking=True), batch["seed"])
+    return tuple(t.to(device, non_blocking=True) for t in out)
 
 
 def build_dataset(cfg) -> HRPatches:
     data = cfg.data
+    crop_pad = data.degradation.crop_pad_size if data.degradation is not None else None
+    if crop_pad is not None and (crop_pad < data.patch_size or crop_pad % cfg.generator.scale):
+        raise ConfigError(
+            f"data.degradation.crop_pad_size={crop_pad} must be at least data.patch_size={data.patch_size} "
+            f"and a multiple of generator.scale={cfg.generator.scale}"
+        )
     return HRPatches(
         data.train,
-        data.patch_size,
+        crop_pad or data.patch_size,  # Real-ESRGAN's structure: the HR crop is degraded, then cropped
         cfg.generator.scale,
         cfg.train.seed,
         use_hflip=data.use_hflip,
@@ -41,6 +80,8 @@ def build_dataset(cfg) -> HRPatches:
         use_rot=data.use_rot,
         bicubic=data.degradation is None,
         cache_mb=data.cache_mb,
+        pad_to_patch=crop_pad is not None,
+        min_side=data.patch_size,
     )
 
 
@@ -49,8 +90,8 @@ def build_loader(
 ) -> DataLoader:
     """Batches of ``iterations`` steps from sample ``first_sample`` of the global stream, this process's share.
 
-    ``degrader``: degrade in the loader (in the workers when ``data.num_workers`` > 0), else the
-    trainer degrades each batch itself.
+    ``degrader``: degrade in the loader (in the workers when ``data.num_workers`` > 0) when it runs
+    on the CPU; a degrader on a GPU, or None, leaves each batch to ``degrade_batch`` in the trainer.
     """
     data = cfg.data
     sampler = ShardedIterationSampler(
@@ -62,7 +103,7 @@ def build_loader(
         batch_size=data.batch_size,
         sampler=sampler,
         num_workers=workers,
-        collate_fn=DegradeCollate(degrader) if degrader is not None else None,
+        collate_fn=DegradeCollate(degrader) if degrader is not None and _on_cpu(degrader) else None,
         drop_last=True,
         pin_memory=device.type == "cuda",
         prefetch_factor=data.prefetch_factor if workers else None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -49,21 +50,40 @@ def preview_sheet(
     patch: int = 256,
     cols: int | None = None,
     cfg: DegradationConfig | None = None,
+    codecs: list[str] | None = None,
 ) -> list[list[str]]:
-    """Save the sheet for a (3, H, W) image; returns each sample's parameter lines."""
+    """Save the sheet for a (3, H, W) image; returns each sample's parameter lines.
+
+    ``codecs`` (JPEG backends, e.g. ["diffjpeg", "pillow"]): one row per sample, the HR patch then
+    the LR through each codec with the same parameters (qualities rounded for the integer codecs)."""
     from matplotlib.figure import Figure  # no pyplot: leaves the user's backend alone
 
+    cfg = cfg or DegradationConfig()
     hr = _centre_patch(image, patch, scale)[None]
     degrade = RealESRGANDegradation(cfg, scale)
     seeds = list(range(seed, seed + n))
-    lr, _ = degrade(hr.expand(n, -1, -1, -1), seeds)
-    tiles = [hr[0]] + list(F.interpolate(lr, scale_factor=scale, mode="nearest"))
-    texts = [["HR patch (input)", f"{hr.shape[-1]}px, LR x1/{scale}"]] + [degrade.sample(s).summary() for s in seeds]
+    params = [degrade.sample(s) for s in seeds]
+    info = [f"{hr.shape[-1]}px, LR x1/{scale}"]
+
+    def enlarged(backend: str) -> list[torch.Tensor]:
+        codec = RealESRGANDegradation(dataclasses.replace(cfg, jpeg_backend=backend), scale)
+        lr = codec.apply(hr.expand(n, -1, -1, -1), params)[0]
+        return list(F.interpolate(lr, scale_factor=scale, mode="nearest"))
+
+    if not codecs:
+        tiles = [hr[0]] + enlarged(cfg.jpeg_backend)
+        texts = [["HR patch (input)", *info]] + [p.summary() for p in params]
+    else:
+        per_codec = [enlarged(c) for c in codecs]
+        tiles, texts, cols = [], [], len(codecs) + 1
+        for i, p in enumerate(params):
+            tiles += [hr[0]] + [lrs[i] for lrs in per_codec]
+            texts += [["HR patch (input)", *info]] + [[f"jpeg: {c}", *p.summary()] for c in codecs]
 
     # Every tile at its native pixel size, parameters in small monospace type under it.
     dpi, size = 100, hr.shape[-1]
     img_in = size / dpi
-    cell_w, cell_h = max(img_in, 2.7) + 0.15, img_in + 0.95
+    cell_w, cell_h = max(img_in, 2.7) + 0.15, img_in + (1.05 if codecs else 0.95)
     cols = cols or math.ceil(math.sqrt(len(tiles)))
     rows = math.ceil(len(tiles) / cols)
     fig = Figure(figsize=(cols * cell_w, rows * cell_h), dpi=dpi)
@@ -79,4 +99,4 @@ def preview_sheet(
         fig.text(text_x, text_y, "\n".join(lines), fontsize=6, family="monospace", va="top")
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(output, dpi=dpi, facecolor="white")
-    return texts[1:]
+    return [t for t in texts if t[0] != "HR patch (input)"]

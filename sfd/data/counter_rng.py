@@ -1,0 +1,95 @@
+"""Random numbers that are the same on every device: a counter-based generator in plain tensor ops.
+
+The degradations' noise maps are drawn here rather than from a ``torch.Generator``, whose streams
+differ between the CPU and CUDA. Value ``i`` of stream ``seed`` is a keyed integer hash of ``i``:
+the counter, spread by the golden-ratio constant, is mixed with the two 32-bit halves of ``seed``,
+each followed by Wellons' ``lowbias32`` hash (xor-shift-multiply). It is computed with int32
+tensor ops (wrapping multiplication, masked shifts), vectorised on the CPU, so the bits are
+identical on any device and the maps are made where the image is: on the GPU for the batched
+device path. Normals come by Box-Muller, Poisson counts by inverting the exact CDF; both in
+float64, whose last-bit differences between devices stay far below the 8-bit roundings that follow.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = ["hash_bits", "uniform", "normal", "poisson_levels"]
+
+_GOLDEN, _MUL1, _MUL2 = 0x9E3779B9, 0x7FEB352D, 0x846CA68B
+_MASK32 = (1 << 32) - 1
+
+
+def _signed(c: int) -> int:
+    """The int32 with the bits of ``c``'s lowest 32 bits."""
+    c &= _MASK32
+    return c - (1 << 32) if c >= 1 << 31 else c
+
+
+def _shift_right(z: torch.Tensor, s: int) -> torch.Tensor:
+    """Logical right shift of int32 bits (``>>`` on int32 is arithmetic: it copies the sign bit)."""
+    return (z >> s) & ((1 << (32 - s)) - 1)
+
+
+def _lowbias32(z: torch.Tensor) -> torch.Tensor:
+    z = (z ^ _shift_right(z, 16)) * _signed(_MUL1)
+    z = (z ^ _shift_right(z, 15)) * _signed(_MUL2)
+    return z ^ _shift_right(z, 16)
+
+
+def hash_bits(seed: int, n: int, device="cpu") -> torch.Tensor:
+    """Values 0..n-1 of stream ``seed`` (an integer below 2^64), as int32 bit patterns."""
+    low, high = _signed(seed), _signed(seed >> 32)
+    i = torch.arange(n, dtype=torch.int32, device=device)
+    return _lowbias32(_lowbias32(i * _signed(_GOLDEN) ^ low) ^ high)
+
+
+def uniform(seed: int, n: int, device="cpu") -> torch.Tensor:
+    """``n`` float64 values uniform in (0, 1) on the centred 2^-32 grid (never 0 or 1), stream ``seed``."""
+    return (hash_bits(seed, n, device).double() + (2.0**31 + 0.5)) * 2.0**-32
+
+
+def normal(seed: int, shape, device="cpu") -> torch.Tensor:
+    """Standard normal float64 values of ``shape``, stream ``seed``: Box-Muller, both of each pair."""
+    n = math.prod(int(s) for s in shape)
+    half = (n + 1) // 2
+    u = uniform(seed, 2 * half, device).view(2, half)
+    radius, angle = torch.sqrt(-2 * torch.log(u[0])), 2 * math.pi * u[1]
+    return torch.cat([radius * torch.cos(angle), radius * torch.sin(angle)])[:n].view(*shape)
+
+
+_GUIDE = 256  # guide-table buckets per CDF row
+
+
+def poisson_levels(levels: torch.Tensor, rate: float, seed: int) -> torch.Tensor:
+    """Poisson counts with means ``levels / 255 * rate`` for integer ``levels`` 0..255 (any shape,
+    float or integer), on ``levels``' device: the exact inverse CDF at one uniform per value,
+    stream ``seed``. The means take at most 256 values, so their CDFs are one small table; a
+    guide table (the count at each 1/256 of probability) starts each search a step away, and the
+    tails, where a bucket holds many values, finish by bisection."""
+    device = levels.device
+    k_max = int(rate + 12 * math.sqrt(rate) + 12)  # beyond, the CDF is 1 to float64 precision
+    lam = torch.arange(256, dtype=torch.float64, device=device)[:, None] / 255 * rate
+    k = torch.arange(k_max, dtype=torch.float64, device=device)[None]
+    cdf = torch.exp(torch.xlogy(k, lam) - lam - torch.lgamma(k + 1)).cumsum(1).contiguous()  # (256, k_max)
+    grid = torch.arange(_GUIDE, dtype=torch.float64, device=device).expand(256, _GUIDE) / _GUIDE
+    guide = torch.searchsorted(cdf, grid.contiguous(), right=True).flatten()  # #{cdf <= g / G} per row
+    cdf = torch.cat([cdf, torch.full((256, 1), 2.0, dtype=cdf.dtype, device=device)], 1).flatten()  # a stop
+    row = levels.reshape(-1).long()
+    u = uniform(seed, row.numel(), device)
+    count = guide.index_select(0, row * _GUIDE + (u * _GUIDE).long())  # <= the answer, #{cdf <= u}
+    start = row * (k_max + 1)  # each value's CDF row in the flat table
+    count += cdf.index_select(0, start + count) <= u  # one step for all
+    # The few left (the tails, where a bucket holds many CDF values) by bisection in their row.
+    rest = (cdf.index_select(0, start + count) <= u).nonzero().flatten()
+    if rest.numel():
+        lo, ur, first = count[rest] + 1, u[rest], start[rest]
+        hi = torch.full_like(lo, k_max)  # the stop: cdf > u there
+        for _ in range(math.ceil(math.log2(k_max + 1)) + 1):
+            mid = (lo + hi) // 2
+            below = cdf.index_select(0, first + mid) <= ur
+            lo, hi = torch.where(below, mid + 1, lo), torch.where(below, hi, mid)
+        count[rest] = lo
+    return count.to(torch.float64).view(levels.shape)
