@@ -96,8 +96,9 @@ class FeatDConfig:
     kernel_size: int = 3  # [choice]
     negative_slope: float = 0.2  # LeakyReLU [choice]
     # How the 2x bilinear upsampling (align_corners=False) is computed: "interpolate" (F.interpolate, the
-    # reference) or "separable" (the same values from shifted copies: no atomics in its backward on CUDA).
-    upsample: Literal["interpolate", "separable"] = "separable"
+    # reference) or "separable" (the same values from shifted copies: no atomics in its backward on CUDA;
+    # measured slower on an H200, with and without CUDA graphs: docs/benchmarks.md).
+    upsample: Literal["interpolate", "separable"] = "interpolate"
 
 
 @dataclass
@@ -201,7 +202,8 @@ class TrainConfig:
     # bf16/fp16: forward passes under torch.autocast (weights, optimizer states and EMA stay fp32);
     # fp16 also scales each loss (one GradScaler per optimizer). See docs/benchmarks.md for speeds.
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
-    channels_last: bool = False  # NHWC memory format for the conv nets (G, CLIP, VGG, Ds) and their inputs
+    # NHWC memory format for the conv nets (G, CLIP, VGG, Ds) and their inputs; "auto": with CUDA graphs.
+    channels_last: Literal["auto", True, False] = "auto"
     # torch.compile the generator and the CLIP image tower with this backend ("inductor", torch's
     # default; "aot_eager" compiles nothing to C++), or null: not compiled.
     compile: str | None = None

@@ -36,7 +36,9 @@ def make_scalers(device: torch.device, precision: str, names) -> dict[str, torch
 def prepare_models(run) -> None:
     """Channels-last weights (convolutions then keep activations NHWC) and torch.compile, as configured."""
     cfg = run.cfg.train
-    if cfg.channels_last:
+    # "auto": with CUDA graphs, where it was measured to pay (H200, bf16: SFD 0.094 -> 0.081 s/it); eagerly
+    # it was slower there (0.244 -> 0.262), the host being the bottleneck (docs/benchmarks.md).
+    if cfg.channels_last is True or (cfg.channels_last == "auto" and run.graphed is not None):
         nets = [run.generator, run.generator_ema, run.clip_image, run.perceptual, *run.discriminators.values()]
         for m in nets:
             if m is not None:

@@ -93,10 +93,10 @@ def test_loader_crops_or_pads_to_crop_pad_size(photos, tmp_path):
 
 def test_degradation_device_resolves_against_the_training_device(photos, tmp_path):
     cfg = tiny_config(photos, tmp_path, CROP)
+    assert build_degrader(cfg, torch.device("cuda", 1)).device == torch.device("cpu")  # the default: cpu
+    cfg.data.degradation.device = "auto"
     assert build_degrader(cfg, torch.device("cpu")).device == torch.device("cpu")
     assert build_degrader(cfg, torch.device("cuda", 1)).device == torch.device("cuda", 1)  # auto: the GPU
-    cfg.data.degradation.device = "cpu"
-    assert build_degrader(cfg, torch.device("cuda", 1)).device == torch.device("cpu")
     cfg.data.degradation.device = "cuda"
     with pytest.raises(ConfigError, match="data.degradation.device=cuda"):
         build_degrader(cfg, torch.device("cpu"))
