@@ -27,6 +27,7 @@ __all__ = [
     "TimeLimit",
     "LoaderWorkerDied",
     "loader_worker_died",
+    "named_fault",
 ]
 
 
@@ -174,6 +175,21 @@ class TimeLimit:
             return False
         left = self.seconds - (time.monotonic() - self.start)
         return left < 2 * self.slowest_step + self.slowest_save
+
+
+def named_fault(err: BaseException, iteration: int, last_good) -> RuntimeError | None:
+    """The one-line error for a fault whose traceback would come from inside torch: a killed loader
+    worker, a lost process (``sfd.distributed.ProcessLost``); None for any other error."""
+    from sfd.distributed import ProcessLost
+
+    if (died := loader_worker_died(err, iteration, last_good)) is not None:
+        return died
+    if isinstance(err, ProcessLost):
+        return ProcessLost(
+            f"{err}; stopped at iteration {iteration}. Last good checkpoint: {last_good or 'none'}; "
+            "continue with --resume auto"
+        )
+    return None
 
 
 class LoaderWorkerDied(RuntimeError):
