@@ -34,6 +34,7 @@ Without torchrun's environment (``WORLD_SIZE`` unset or 1) every function here i
 from __future__ import annotations
 
 import os
+import re
 import socket
 import sys
 import threading
@@ -80,7 +81,8 @@ def _collective(fn, *args):
     try:
         return fn(*args)
     except RuntimeError as err:  # DistBackendError and gloo's errors are RuntimeErrors
-        first = " ".join(str(err).split())[:200]
+        text = re.sub(r"^\[[^\]]*\] ", "", " ".join(str(err).split()))  # gloo's source location
+        first = text.split(". ")[0][:200]  # "Connection closed by peer [ADDR]:PORT", "Timed out waiting ..."
         raise ProcessLost(f"lost contact with another training process ({first})") from err
 
 
@@ -95,8 +97,26 @@ def init(device: torch.device) -> bool:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     backend = "nccl" if device.type == "cuda" else "gloo"
-    dist.init_process_group(backend, timeout=COLLECTIVE_TIMEOUT)
+    dist.init_process_group(
+        backend, store=_attempt_store(), rank=rank_from_env(), world_size=env_world_size(), timeout=COLLECTIVE_TIMEOUT
+    )
     return True
+
+
+def rank_from_env() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def _attempt_store() -> dist.Store:
+    """torchrun's store (its agent's, or one rank 0 hosts), under a prefix of its own for each attempt.
+    After a restart (``--max-restarts``) the agent's store still holds the previous attempt's keys, and
+    the new group read the dead processes' gloo addresses from them (``connectFullMesh failed ...
+    Connection refused``, measured with torch 2.14)."""
+    addr, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
+    agent_hosts = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == str(True)
+    host = rank_from_env() == 0 and not agent_hosts
+    store = dist.TCPStore(addr, port, env_world_size(), is_master=host, timeout=COLLECTIVE_TIMEOUT, multi_tenant=True)
+    return dist.PrefixStore(f"sfd/attempt_{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
 
 
 def shutdown() -> None:

@@ -700,11 +700,12 @@ def _loop(run: Run, out: Path, last_good: str | None, progress: bool, held: cont
             last = saver.save(write, it, best)
             limit.save_took(time.perf_counter() - t0)
         if time_up and it < cfg.train.iterations:
-            tqdm.write(
-                f"train.max_time={cfg.train.max_time} is nearly up: stopped at iteration {it} of "
-                f"{cfg.train.iterations}; wrote {last}. Continue with the same command and --resume auto "
-                "(a job restarted by torchrun or requeued by SLURM resumes by itself)"
-            )
+            if main:
+                tqdm.write(
+                    f"train.max_time={cfg.train.max_time} is nearly up: stopped at iteration {it} of "
+                    f"{cfg.train.iterations}; wrote {last}. Continue with the same command and --resume auto "
+                    "(a job restarted by torchrun or requeued by SLURM resumes by itself)"
+                )
             break
         if signum:
             name = signal.Signals(signum).name

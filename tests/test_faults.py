@@ -118,46 +118,49 @@ def _two_nodes(photos, out, tmp_path, iterations, extra=()):
 
 
 @pytest.mark.parametrize(
-    "how",
+    "how, dies",
     [
-        "SIGSTOP",  # the node stops answering without closing its connections: a power loss, a partition
-        pytest.param("SIGKILL", marks=pytest.mark.slow),  # its processes end: the kernel closes their sockets
+        ("SIGSTOP", "second"),  # stops answering without closing its connections: a power loss, a partition
+        pytest.param("SIGKILL", "second", marks=pytest.mark.slow),  # its processes end: the kernel closes their sockets
+        pytest.param("SIGSTOP", "first", marks=pytest.mark.slow),  # the node that hosts torchrun's rendezvous store
     ],
 )
-def test_a_node_that_dies_stops_the_others_within_dist_timeout(photos, tmp_path, how):
-    """The issue's setup: 2 launchers, checkpoint every 5 iterations; after checkpoint 5 the whole second
-    node (launcher and worker) is stopped. Before the heartbeat, the first waited in a collective for the
+def test_a_node_that_dies_stops_the_others_within_dist_timeout(photos, tmp_path, how, dies):
+    """The issue's setup: 2 launchers, checkpoint every 5 iterations; after checkpoint 5 a whole node
+    (launcher and worker) is stopped. Before the heartbeat, the other waited in a collective for the
     process group's timeout (an hour), with no message."""
     out, timeout = tmp_path / "out", "5s"
-    first, second, logs = _two_nodes(
-        photos, out, tmp_path, 1000, ["train.save_every=5", f"train.dist_timeout={timeout}"]
-    )
+    nodes = _two_nodes(photos, out, tmp_path, 1000, ["train.save_every=5", f"train.dist_timeout={timeout}"])
+    lost = 0 if dies == "first" else 1
+    victim, survivor, log = nodes[lost], nodes[1 - lost], nodes[2][1 - lost]
     frozen = []
     try:
-        _wait_for(_saved(out / RUN, 5), [first, second])
-        frozen = [second.pid, *_descendants(second.pid)]
+        _wait_for(_saved(out / RUN, 5), nodes[:2])
+        frozen = [victim.pid, *_descendants(victim.pid)]
         _signal_all(frozen, getattr(signal, how))
         t0 = time.monotonic()
-        first.wait(timeout=120)
+        survivor.wait(timeout=300)
         took = time.monotonic() - t0
     finally:
-        _signal_all([first.pid, *_descendants(first.pid)] + frozen, signal.SIGKILL)
-        first.wait()
-        second.wait()
-    logs[0].seek(0)
-    text = logs[0].read()
-    assert first.returncode != 0
+        _signal_all([survivor.pid, *_descendants(survivor.pid)] + frozen, signal.SIGKILL)
+        survivor.wait()
+        victim.wait()
+    log.seek(0)
+    text = log.read()
+    assert survivor.returncode != 0
     lines = _error_lines(text)
     assert len(lines) == 1, text[-3000:]
-    if how == "SIGSTOP":
-        assert re.search(r"lost rank 1 \(host .*, pid \d+\): no heartbeat for \d+ s", lines[0]), lines[0]
-    else:  # gloo sees the closed connection first, or the heartbeat the silence
-        assert "lost contact with another training process" in lines[0] or "lost rank 1" in lines[0], lines[0]
+    if how == "SIGKILL":  # gloo sees the closed connection first, or the heartbeat the silence
+        assert "lost contact with another training process" in lines[0] or "lost rank" in lines[0], lines[0]
+    elif dies == "second":
+        assert re.search(r"lost rank \d \(host .*, pid \d+\): no heartbeat for \d+ s", lines[0]), lines[0]
+    else:  # its store answers no more, or its worker's heartbeat stops: whichever the survivor sees first
+        assert "lost the rendezvous store" in lines[0] or "no heartbeat" in lines[0], lines[0]
     named = _named_checkpoint(lines[0])
     assert named == checkpoint.find_latest(out / RUN) and checkpoint.load(named).iteration >= 5
-    # bounded: the timeout, a step in flight, torchrun's teardown (measured ~7 s on an idle machine)
+    print(f"{how} of the {dies} node: the other exited {took:.1f} s later; {lines[0]}")
+    # bounded: the timeout, a step in flight, torchrun's teardown
     assert took < parse_duration(timeout) + 30, took
-    print(f"{how}: the surviving node exited {took:.1f} s after the other stopped")
 
 
 def _same(a: Path, b: Path) -> None:
@@ -282,7 +285,7 @@ def test_max_time_under_torchrun_stops_every_rank_at_one_iteration_then_resumes_
     # a rank that went on alone would wait in the next collective, or fail it: exit 0 means they agreed
     assert proc.returncode == 0, proc.stderr[-3000:]
     stops = re.findall(r"stopped at iteration (\d+) of 1000", proc.stdout + proc.stderr)
-    assert len(stops) == 1, proc.stderr[-3000:]
+    assert len(stops) == 1, proc.stderr[-3000:]  # rank 0 says it
     ckpt = checkpoint.load(checkpoint.find_latest(out / RUN))
     assert ckpt.iteration == int(stops[0]) and ckpt.extra["samples_seen"] == 2 * ckpt.iteration
     print(f"max_time 25 s under torchrun: iteration {ckpt.iteration}, launcher ran {took:.1f} s")
@@ -404,3 +407,45 @@ def test_durations_that_do_not_parse_name_their_key(key, value):
     with pytest.raises(ConfigError, match=rf"{key}=.* (is not a duration|must be longer than zero)"):
         load_config(None, [f"{key}={value}"])
     assert parse_duration("23h30m") == 23.5 * 3600 and parse_duration("1d 2h 3m 4.5s") == 93784.5
+
+
+# ---------------------------------------------------------------- one node: torchrun's own handling
+
+
+@pytest.mark.slow
+def test_one_node_sigkill_of_a_rank_ends_the_group_and_sigterm_stops_every_rank_at_one_iteration(photos, tmp_path):
+    """On one node torchrun itself notices a dead worker and ends the others; SIGTERM to the launcher
+    reaches every worker, and they stop at the same iteration with one checkpoint and the resume command."""
+    out = tmp_path / "kill"
+    proc = subprocess.Popen(
+        _torchrun(_train_args(photos, out, 1000, ["train.save_every=2"]), nproc=2),
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    _wait_for(_saved(out / RUN, 2), [proc])
+    os.kill(_rank_pid(proc, 1), signal.SIGKILL)
+    t0 = time.monotonic()
+    proc.communicate(timeout=300)
+    print(f"one node, SIGKILL of rank 1: torchrun ended the group {time.monotonic() - t0:.1f} s later")
+    assert proc.returncode != 0
+
+    out = tmp_path / "term"
+    proc = subprocess.Popen(
+        _torchrun(_train_args(photos, out, 1000, ["train.save_every=1000"]), nproc=2),
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    _wait_for(
+        lambda: (out / RUN / "log.jsonl").exists() and len((out / RUN / "log.jsonl").read_text().split()) >= 2, [proc]
+    )
+    proc.send_signal(signal.SIGTERM)
+    t0 = time.monotonic()
+    text, _ = proc.communicate(timeout=300)
+    print(f"one node, SIGTERM to the launcher: every rank stopped {time.monotonic() - t0:.1f} s later")
+    stops = re.findall(r"stopped by SIGTERM at iteration (\d+); wrote (\S+)\.", text)
+    assert len(stops) == 2 and stops[0] == stops[1], text[-3000:]  # both ranks, the same iteration
+    assert [p.name for p in checkpoint.list_checkpoints(out / RUN)] == [f"iter_{int(stops[0][0]):08d}.pth"]
