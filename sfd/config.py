@@ -234,8 +234,8 @@ class TrainConfig:
     # A step whose loss or gradient is NaN/Inf is skipped; this many in a row stop the run.
     max_bad_steps: int = 10
     # Wall-clock limit of this run, a duration ("23h30m", "90m", "1d", "45s"; null: none): the run stops
-    # with a checkpoint before it, every process at the same iteration. The clock starts when `sfd train`
-    # starts; set it a few minutes below a scheduler's limit (docs/scaling.md).
+    # with a checkpoint before it, every process at the same iteration. The clock starts with the training
+    # process; set it a few minutes below a scheduler's limit (docs/scaling.md).
     max_time: str | None = None
     # Under torchrun: a process not heard from for this long (its node died or hangs) stops the others,
     # with the last good checkpoint named (sfd.distributed.Heartbeat).

@@ -237,23 +237,25 @@ def restarted() -> str | None:
 class Heartbeat:
     """Declares a process lost when its heartbeat stops (see the module's docstring).
 
-    ``last_checkpoint()`` names the newest good checkpoint for the message. On a loss the process
-    ends with exit status 1 (``os._exit``: the main thread may be blocked in a collective forever).
-    Start it after ``init``; every process must start it (it ends with a barrier).
+    Two daemon threads: one beats and reads the others' beats through the store (network I/O that can
+    block for good when the store's node is gone: a stopped node still accepts connections, and a
+    store client then waits past its own timeout); the other only watches the times, so it never
+    blocks. ``last_checkpoint()`` names the newest good checkpoint for the message. On a loss the
+    process ends with exit status 1 (``os._exit``: the main thread may be blocked in a collective
+    forever). Start it after ``init``; every process must start it (it ends with a barrier).
     """
 
     def __init__(self, timeout: float, last_checkpoint: Callable[[], str | None], exit=os._exit):
         self.timeout, self.interval = float(timeout), max(0.2, float(timeout) / 6)
         self.last_checkpoint, self._exit = last_checkpoint, exit
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._store_error: str | None = None
 
     def start(self) -> Heartbeat:
         if not is_distributed():
             return self
         addr, port = os.environ.get("MASTER_ADDR", "127.0.0.1"), int(os.environ.get("MASTER_PORT", "29500"))
         self.where = f"{addr}:{port}"
-        # A client of its own, with a short timeout: a store that stops answering is itself a loss.
         store = dist.TCPStore(addr, port, is_master=False, timeout=timedelta(seconds=self.timeout))
         restart = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
         self.store = dist.PrefixStore(f"sfd_heartbeat/{restart}/", store)
@@ -262,37 +264,49 @@ class Heartbeat:
         self.store.set(f"beat/{self.rank}", "0")
         barrier()  # every key exists: reads never wait for a missing one
         self.who = [w.decode() for w in self.store.multi_get([f"who/{r}" for r in range(self.n)])]
-        self._thread = threading.Thread(target=self._run, name="sfd-heartbeat", daemon=True)
-        self._thread.start()
+        now = time.monotonic()
+        self._seen, self._since, self._answered = [b"0"] * self.n, [now] * self.n, now
+        threading.Thread(target=self._beat, name="sfd-heartbeat", daemon=True).start()
+        threading.Thread(target=self._watch, name="sfd-heartbeat-watch", daemon=True).start()
         return self
 
     def stop(self) -> None:
         self._stop.set()
 
-    def _run(self) -> None:
-        keys = [f"beat/{r}" for r in range(self.n)]
-        seen, since, beat = [b"0"] * self.n, [time.monotonic()] * self.n, 0
-        while not self._stop.wait(self.interval):
+    def _beat(self) -> None:
+        keys, beat = [f"beat/{r}" for r in range(self.n)], 0
+        while not self._stop.is_set():
             beat += 1
             try:
                 self.store.set(keys[self.rank], str(beat))
                 values = self.store.multi_get(keys)
-            except Exception as err:  # the store's host died or does not answer within the timeout
-                if not self._stop.is_set():
-                    first = " ".join(str(err).split())[:120]
-                    self._lost(
-                        f"lost the rendezvous store at {self.where}, on the node of torchrun's rendezvous ({first})"
-                    )
+            except Exception as err:  # the store's node died (its connection reset)
+                text = re.sub(r"^\[[^\]]*\] ", "", " ".join(str(err).split()))
+                self._store_error = text.split(". ")[0][:160]
                 return
             now = time.monotonic()
             for r, v in enumerate(values):
-                if v != seen[r]:
-                    seen[r], since[r] = v, now
-                elif now - since[r] > self.timeout and not self._stop.is_set():
-                    silent = now - since[r]
+                if v != self._seen[r]:
+                    self._seen[r], self._since[r] = v, now
+            self._answered = now
+            self._stop.wait(self.interval)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.interval):
+            now = time.monotonic()
+            store = f"torchrun's rendezvous store at {self.where}"
+            if self._store_error is not None:
+                return self._lost(f"lost {store}: {self._store_error}")
+            if now - self._answered > self.timeout:
+                return self._lost(f"lost {store}: no answer for {now - self._answered:.0f} s (its node died or hangs)")
+            for r in range(self.n):
+                if now - self._since[r] > self.timeout:
+                    silent = now - self._since[r]
                     return self._lost(f"lost {self.who[r]}: no heartbeat for {silent:.0f} s (its node died or hangs)")
 
     def _lost(self, what: str) -> None:
+        if self._stop.is_set():  # the run ended meanwhile
+            return
         if os.environ.get("LOCAL_RANK", "0") == "0":  # one line per node
             print(
                 f"sfd train: error: {what}; stopped rank {self.rank} (train.dist_timeout={self.timeout:g}s). "

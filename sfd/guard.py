@@ -8,6 +8,7 @@ to tell the user (docs/reliability.md).
 from __future__ import annotations
 
 import math
+import os
 import re
 import signal
 import threading
@@ -28,6 +29,7 @@ __all__ = [
     "LoaderWorkerDied",
     "loader_worker_died",
     "named_fault",
+    "process_age",
 ]
 
 
@@ -190,6 +192,17 @@ def named_fault(err: BaseException, iteration: int, last_good) -> RuntimeError |
             "continue with --resume auto"
         )
     return None
+
+
+def process_age() -> float:
+    """Seconds since this process started (Linux: /proc; elsewhere 0, i.e. from now): `sfd train` counts
+    its time limit from there, so that the imports and start-up before the loop count too."""
+    try:
+        ticks = int(open("/proc/self/stat").read().rsplit(")", 1)[1].split()[19])  # field 22: starttime
+        uptime = float(open("/proc/uptime").read().split()[0])
+        return max(0.0, uptime - ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
 
 class LoaderWorkerDied(RuntimeError):

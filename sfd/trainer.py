@@ -559,6 +559,7 @@ def train(
     progress: bool = True,
     overrides: list[str] | None = None,
     overwrite: bool = False,
+    started: float | None = None,
 ) -> Path:
     """Train ``cfg`` (resuming from a checkpoint path, or "auto" for the newest in the run folder).
 
@@ -566,8 +567,10 @@ def train(
     A run folder that already holds checkpoints is continued only with ``resume`` and started over
     only with ``overwrite``. Returns the path of the final checkpoint. One process per run folder
     (``sfd.runlock``); SIGINT/SIGTERM write a checkpoint and raise ``TrainingInterrupted``.
+    ``train.max_time`` counts from ``started`` (a ``time.monotonic()``; `sfd train` passes its process's
+    start), else from this call.
     """
-    started = time.monotonic()  # train.max_time counts from here
+    started = time.monotonic() if started is None else started
     with contextlib.ExitStack() as held:  # the run lock, process group and signal handlers, however we leave
         run, out, last_good = open_run(cfg, resume, overrides, overwrite, held)
         try:
