@@ -294,12 +294,6 @@ class Config:
             raise ConfigError(f"train.{on[0]} needs the fused Adam (optim.impl auto or fused, not {self.optim.impl})")
         if on and self.train.precision == "fp16":
             raise ConfigError(f"train.{on[0]} works with precision fp32 or bf16, not fp16")
-        if self.train.cuda_graph:
-            self.train.sync_free = True
-        if self.train.sync_free and self.optim.impl not in ("auto", "fused"):
-            raise ConfigError(f"train.sync_free needs the fused Adam (optim.impl auto or fused, not {self.optim.impl})")
-        if self.train.sync_free and self.train.precision == "fp16":
-            raise ConfigError("train.sync_free (and cuda_graph) work with precision fp32 or bf16, not fp16")
         _ = self.train.max_time_s, self.train.dist_timeout_s  # a malformed duration names its key
         if self.data.patch_size % 32:
             raise ConfigError(f"data.patch_size={self.data.patch_size} must be a multiple of 32 (CLIP's stride)")
