@@ -16,7 +16,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from sfd import checkpoint
+from sfd import checkpoint, distributed
+from sfd.errors import CommandFailed
 
 __all__ = ["RunLogger", "RunSaver", "peak_memory_mb", "format_duration", "METRIC_DIRECTIONS"]
 
@@ -161,20 +162,27 @@ class RunSaver:
     def save(self, write, it: int, best: list[str] = ()) -> Path:
         """``write(path)`` writes the checkpoint (rank 0), which then holds the ``best`` metrics (from
         ``improved``), before retention runs. A failed write (a full disk) stops the run with a message;
-        ``checkpoint.save`` has left the previous checkpoints as they were."""
-        path = self.path_for(it)
-        if not self.main:
-            return path
-        try:
-            write(path)
-        except OSError as err:
-            raise OSError(
-                f"could not write checkpoint {path} ({err.strerror or err}); training stopped. "
-                f"The previous checkpoint is intact: {self.last_good or 'none'}"
-            ) from err
+        ``checkpoint.save`` has left the previous checkpoints as they were. Every rank learns whether rank 0
+        could write, so a failed write stops them all instead of leaving the others in the next collective."""
+        path, error = self.path_for(it), None
+        if self.main:
+            try:
+                write(path)
+            except OSError as err:
+                error = OSError(
+                    f"could not write checkpoint {path} ({err.strerror or err}); training stopped. "
+                    f"The previous checkpoint is intact: {self.last_good or 'none'}"
+                )
+                error.__cause__ = err
+        failed = distributed.from_main(str(error) if error else None)
+        if error is not None:
+            raise error
+        if failed:  # rank 0 says why, once
+            raise CommandFailed("")
         self.last_good = path
-        self._record_best(best, path)
-        checkpoint.prune(self.out, self.cfg.train.keep_checkpoints, self.cfg.train.keep_every)
+        if self.main:
+            self._record_best(best, path)
+            checkpoint.prune(self.out, self.cfg.train.keep_checkpoints, self.cfg.train.keep_every)
         return path
 
     def improved(self, it: int, logs: dict) -> list[str]:

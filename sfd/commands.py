@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
 
 from sfd.cli import add_output_option
@@ -60,13 +61,22 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from sfd.config import load_config
+    from sfd.guard import process_age
     from sfd.trainer import train
 
+    started = time.monotonic() - process_age()  # train.max_time counts from the process's start
     if not args.config and not (args.resume and args.resume != "auto"):
         raise UsageError("give -c CONFIG (a file or a shipped config name), or --resume CHECKPOINT to continue a run")
     overrides = args.overrides + env_overrides()
     cfg = load_config(args.config, overrides) if args.config else None
-    path = train(cfg, resume=args.resume, progress=not args.no_progress, overrides=overrides, overwrite=args.overwrite)
+    path = train(
+        cfg,
+        resume=args.resume,
+        progress=not args.no_progress,
+        overrides=overrides,
+        overwrite=args.overwrite,
+        started=started,
+    )
     print(f"final checkpoint: {path}")
     return 0
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -43,6 +44,7 @@ __all__ = [
     "find_config",
     "list_configs",
     "diff_against_shipped",
+    "parse_duration",
     "config_from_dict",
     "config_to_dict",
     "apply_overrides",
@@ -233,6 +235,36 @@ class TrainConfig:
     keep_every: int = 0
     # A step whose loss or gradient is NaN/Inf is skipped; this many in a row stop the run.
     max_bad_steps: int = 10
+    # Wall-clock limit of this run, a duration ("23h30m", "90m", "1d", "45s"; null: none): the run stops
+    # with a checkpoint before it, every process at the same iteration. The clock starts with the training
+    # process; set it a few minutes below a scheduler's limit (docs/scaling.md).
+    max_time: str | None = None
+    # Under torchrun: a process not heard from for this long (its node died or hangs) stops the others,
+    # with the last good checkpoint named (sfd.distributed.Heartbeat).
+    dist_timeout: str = "60s"
+
+    @property
+    def max_time_s(self) -> float | None:
+        return None if self.max_time is None else parse_duration(self.max_time, "train.max_time")
+
+    @property
+    def dist_timeout_s(self) -> float:
+        return parse_duration(self.dist_timeout, "train.dist_timeout")
+
+
+_DURATION_UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+
+
+def parse_duration(text: str, key: str = "duration") -> float:
+    """Seconds in a duration such as ``23h30m``, ``1d12h``, ``90m``, ``45s`` or ``1.5h`` (units d, h, m, s)."""
+    compact = re.sub(r"\s", "", str(text).lower())
+    parts = re.findall(r"(\d+(?:\.\d*)?)([dhms])", compact)
+    if not parts or "".join(n + u for n, u in parts) != compact:
+        raise ConfigError(f"{key}={text!r} is not a duration: write it like 23h30m, 90m or 45s")
+    seconds = sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
+    if seconds <= 0:
+        raise ConfigError(f"{key}={text!r} must be longer than zero")
+    return seconds
 
 
 @dataclass
@@ -264,6 +296,7 @@ class Config:
             raise ConfigError(f"train.{on[0]} needs the fused Adam (optim.impl auto or fused, not {self.optim.impl})")
         if on and self.train.precision == "fp16":
             raise ConfigError(f"train.{on[0]} works with precision fp32 or bf16, not fp16")
+        _ = self.train.max_time_s, self.train.dist_timeout_s  # a malformed duration names its key
         if self.data.patch_size % 32:
             raise ConfigError(f"data.patch_size={self.data.patch_size} must be a multiple of 32 (CLIP's stride)")
         if self.data.patch_size % self.generator.scale:

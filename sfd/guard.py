@@ -1,4 +1,5 @@
-"""Training guards: NaN/Inf steps, SIGINT/SIGTERM, and the errors that stop a run with a message.
+"""Training guards: NaN/Inf steps, SIGINT/SIGTERM, the time limit, a killed loader worker, and the
+errors that stop a run with a message.
 
 The trainer stays a plain loop; these helpers decide when to skip a step, when to stop, and what
 to tell the user (docs/reliability.md).
@@ -7,8 +8,11 @@ to tell the user (docs/reliability.md).
 from __future__ import annotations
 
 import math
+import os
+import re
 import signal
 import threading
+import time
 
 import torch
 
@@ -21,6 +25,11 @@ __all__ = [
     "bad_losses",
     "BadStepCounter",
     "DeviceBadSteps",
+    "TimeLimit",
+    "LoaderWorkerDied",
+    "loader_worker_died",
+    "named_fault",
+    "process_age",
 ]
 
 
@@ -144,3 +153,83 @@ class StopSignals:
         for s, old in self._old.items():
             signal.signal(s, old)
         self._old = {}
+
+
+class TimeLimit:
+    """``train.max_time``: tells the loop when to stop so that the checkpoint it then writes is on disk
+    before the limit. The margin is twice the slowest step seen plus the slowest checkpoint write seen
+    (the run's own measurements: nothing to tune), so a run never overruns by more than a step's jitter."""
+
+    def __init__(self, seconds: float | None, start: float | None = None):
+        self.seconds = seconds
+        self.start = time.monotonic() if start is None else start
+        self.slowest_step = self.slowest_save = 0.0
+
+    def step_took(self, seconds: float) -> None:
+        self.slowest_step = max(self.slowest_step, seconds)
+
+    def save_took(self, seconds: float) -> None:
+        self.slowest_save = max(self.slowest_save, seconds)
+
+    def up(self) -> bool:
+        """True when one more step and a checkpoint might not fit in the time left."""
+        if self.seconds is None:
+            return False
+        left = self.seconds - (time.monotonic() - self.start)
+        return left < 2 * self.slowest_step + self.slowest_save
+
+
+def named_fault(err: BaseException, iteration: int, last_good) -> RuntimeError | None:
+    """The one-line error for a fault whose traceback would come from inside torch: a killed loader
+    worker, a lost process (``sfd.distributed.ProcessLost``); None for any other error."""
+    from sfd.distributed import ProcessLost
+
+    if (died := loader_worker_died(err, iteration, last_good)) is not None:
+        return died
+    if isinstance(err, ProcessLost):
+        return ProcessLost(
+            f"{err}; stopped at iteration {iteration}. Last good checkpoint: {last_good or 'none'}; "
+            "continue with --resume auto"
+        )
+    return None
+
+
+def process_age() -> float:
+    """Seconds since this process started (Linux: /proc; elsewhere 0, i.e. from now): `sfd train` counts
+    its time limit from there, so that the imports and start-up before the loop count too."""
+    try:
+        ticks = int(open("/proc/self/stat").read().rsplit(")", 1)[1].split()[19])  # field 22: starttime
+        uptime = float(open("/proc/uptime").read().split()[0])
+        return max(0.0, uptime - ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+class LoaderWorkerDied(RuntimeError):
+    """A ``DataLoader`` worker process was killed (the OOM killer, a SIGKILL) or crashed; exit status 1."""
+
+
+# torch's messages: "DataLoader worker (pid 123) is killed by signal: Killed." (its SIGCHLD handler),
+# "DataLoader worker (pid(s) 123, 456) exited unexpectedly" (the loader's own check).
+_WORKER_DIED = re.compile(
+    r"DataLoader worker \(pid(?:\(s\))? ([\d, ]+)\) "
+    r"(?:is killed by signal: ([^.]+)|exited unexpectedly(?: with exit code (-?\d+))?)"
+)
+
+
+def loader_worker_died(err: BaseException, iteration: int, last_good: str | None) -> LoaderWorkerDied | None:
+    """The one-line error for torch's "DataLoader worker ... is killed by signal" (None for any other error)."""
+    m = _WORKER_DIED.search(str(err))
+    if m is None:
+        return None
+    pids, sig, code = m.group(1).strip(), m.group(2), m.group(3)
+    how = (
+        f"was killed by signal {sig.strip()}"
+        if sig
+        else "exited unexpectedly" + (f" (exit code {code})" if code else "")
+    )
+    hint = " (the kernel's OOM killer does this when memory runs out: lower data.num_workers or data.cache_mb)"
+    return LoaderWorkerDied(
+        f"a data loader worker (pid {pids}) {how}{hint if sig == 'Killed' else ''}; training stopped at iteration "
+        f"{iteration}. Last checkpoint: {last_good or 'none'}; continue with --resume auto"
+    )

@@ -14,6 +14,7 @@ import contextlib
 import copy
 import importlib.util
 import json
+import os
 import random
 import signal
 import time
@@ -41,10 +42,12 @@ from sfd.guard import (
     BadStepCounter,
     DeviceBadSteps,
     StopSignals,
+    TimeLimit,
     TrainingInterrupted,
     bad_losses,
     grads_finite,
     grads_finite_on_device,
+    named_fault,
 )
 from sfd.losses import PerceptualLoss, clipiqa_loss, d_adversarial_loss, g_adversarial_loss
 from sfd.metrics.psnr_ssim import psnr, ssim
@@ -556,6 +559,7 @@ def train(
     progress: bool = True,
     overrides: list[str] | None = None,
     overwrite: bool = False,
+    started: float | None = None,
 ) -> Path:
     """Train ``cfg`` (resuming from a checkpoint path, or "auto" for the newest in the run folder).
 
@@ -563,16 +567,37 @@ def train(
     A run folder that already holds checkpoints is continued only with ``resume`` and started over
     only with ``overwrite``. Returns the path of the final checkpoint. One process per run folder
     (``sfd.runlock``); SIGINT/SIGTERM write a checkpoint and raise ``TrainingInterrupted``.
+    ``train.max_time`` counts from ``started`` (a ``time.monotonic()``; `sfd train` passes its process's
+    start), else from this call.
     """
+    started = time.monotonic() if started is None else started
     with contextlib.ExitStack() as held:  # the run lock, process group and signal handlers, however we leave
         run, out, last_good = open_run(cfg, resume, overrides, overwrite, held)
-        return _loop(run, out, last_good, progress, held)
+        try:
+            return _loop(run, out, last_good, progress, held, started)
+        except RuntimeError as err:  # a killed loader worker, a lost process: one line, not torch's traceback
+            if (fault := named_fault(err, run.iteration, checkpoint.find_latest(out))) is None:
+                raise
+            raise fault from None
+
+
+def resume_after_restart(cfg: Config | None, resume: str | None, overwrite: bool) -> tuple[str | None, bool]:
+    """A job restarted with its command line unchanged (torchrun ``--max-restarts``, a SLURM requeue) resumes
+    from the newest good checkpoint of its run folder, as ``--resume auto`` (none there: it starts fresh),
+    and never honours ``--overwrite`` again, which would delete what the first start trained."""
+    why = distributed.restarted()
+    if why is None or cfg is None:  # a first start; or --resume PATH alone, which names its checkpoint
+        return resume, overwrite
+    if os.environ.get("RANK", "0") == "0":
+        tqdm.write(f"{why}: resuming from the newest good checkpoint in {run_dir_for(cfg)}, if any")
+    return "auto", False
 
 
 def open_run(cfg, resume, overrides, overwrite, held: contextlib.ExitStack) -> tuple[Run, Path, str | None]:
     """Everything before the first step: the config and checkpoint to resume, the run lock, the process
     group, the run folder's files. Returns the built (and restored) run, its folder and its checkpoint."""
     ckpt, locked = None, False
+    resume, overwrite = resume_after_restart(cfg, resume, overwrite)
     if resume == "auto":
         if cfg is None:
             raise UsageError("--resume auto needs the config (-c), to find its run folder")
@@ -594,8 +619,10 @@ def open_run(cfg, resume, overrides, overwrite, held: contextlib.ExitStack) -> t
     if not locked:
         held.enter_context(RunLock(out))
     joined = distributed.init(resolve_device(cfg.train.device))  # under torchrun: one process of many
-    if joined:
+    if joined:  # a process that dies or hangs on another node stops this one (train.dist_timeout)
         held.callback(distributed.shutdown)
+        beat = distributed.Heartbeat(cfg.train.dist_timeout_s, lambda: checkpoint.find_latest(out))
+        held.callback(beat.start().stop)
     main = distributed.is_main()  # rank 0 alone writes files, logs and validates
     if ckpt is None and (latest := checkpoint.find_latest(out)) is not None:
         if not overwrite:
@@ -623,7 +650,7 @@ def open_run(cfg, resume, overrides, overwrite, held: contextlib.ExitStack) -> t
     return run, out, ckpt.path if ckpt is not None else None
 
 
-def _loop(run: Run, out: Path, last_good: str | None, progress: bool, held: contextlib.ExitStack) -> Path:
+def _loop(run: Run, out: Path, last_good: str | None, progress: bool, held: contextlib.ExitStack, started) -> Path:
     """The training loop: a batch, a step, then the bookkeeping that is due (log, validation, checkpoint)."""
     cfg, main = run.cfg, distributed.is_main()
     global_batch = cfg.data.batch_size * distributed.world_size()
@@ -644,6 +671,7 @@ def _loop(run: Run, out: Path, last_good: str | None, progress: bool, held: cont
     saver = RunSaver(out, cfg, main, last_good)
     bad_steps = BadStepCounter(cfg.train.max_bad_steps)
     stop = held.enter_context(StopSignals())
+    limit = TimeLimit(cfg.train.max_time_s, started)
     write = lambda path: save_checkpoint(run, path)  # noqa: E731
     last = None
     waited = time.perf_counter()
@@ -667,14 +695,27 @@ def _loop(run: Run, out: Path, last_good: str | None, progress: bool, held: cont
                 logs.update(validate(run))
             logs = log.write(it, logs, global_batch)
         best = saver.improved(it, logs) if validate_now else []
-        if saver.due(it) or stop.signum or best:
+        limit.step_took(time.perf_counter() - waited)
+        # every process stops at the same iteration: a signal reached one of them, or time is nearly up
+        signum, time_up = (int(v) for v in distributed.max_over_processes([stop.signum or 0, limit.up()], run.device))
+        if saver.due(it) or signum or time_up or best:
+            t0 = time.perf_counter()
             last = saver.save(write, it, best)
-        if stop.signum:
-            name = signal.Signals(stop.signum).name
+            limit.save_took(time.perf_counter() - t0)
+        if time_up and it < cfg.train.iterations:
+            if main:
+                tqdm.write(
+                    f"train.max_time={cfg.train.max_time} is nearly up: stopped at iteration {it} of "
+                    f"{cfg.train.iterations}; wrote {last}. Continue with the same command and --resume auto "
+                    "(a job restarted by torchrun or requeued by SLURM resumes by itself)"
+                )
+            break
+        if signum:
+            name = signal.Signals(signum).name
             raise TrainingInterrupted(
                 f"stopped by {name} at iteration {it}; wrote {last}. Continue with: "
                 f"sfd train --resume {last}  (or -c CONFIG --resume auto)",
-                stop.signum,
+                signum,
             )
         waited = time.perf_counter()
     if last is None:  # nothing left to train (resumed at the end)
