@@ -696,9 +696,11 @@ def _loop(run: Run, out: Path, last_good: str | None, progress: bool, held: cont
             logs = log.write(it, logs, global_batch)
         best = saver.improved(it, logs) if validate_now else []
         limit.step_took(time.perf_counter() - waited)
-        # every process stops at the same iteration: a signal reached one of them, or time is nearly up
-        signum, time_up = (int(v) for v in distributed.max_over_processes([stop.signum or 0, limit.up()], run.device))
-        if saver.due(it) or signum or time_up or best:
+        # every process stops (and saves) at the same iteration: a signal reached one of them, time is nearly
+        # up, or rank 0's validation found a new best (every rank takes part in the save's agreement)
+        agreed = distributed.max_over_processes([stop.signum or 0, limit.up(), bool(best)], run.device)
+        signum, time_up, any_best = (int(v) for v in agreed)
+        if saver.due(it) or signum or time_up or any_best:
             t0 = time.perf_counter()
             last = saver.save(write, it, best)
             limit.save_took(time.perf_counter() - t0)

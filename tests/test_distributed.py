@@ -56,6 +56,13 @@ def test_two_gloo_processes_match_one_process_and_resume_in_one(tmp_path):
         str(config),
         "--set",
         "data.batch_size=2",
+        # rank 0 validates; a new best is saved by all processes together (none waits in a collective)
+        "--set",
+        f"data.val={photos}",
+        "--set",
+        "data.val_max_images=1",
+        "--set",
+        "train.val_every=1",
     ]
     for o in sets:
         cmd += ["--set", o]
@@ -66,7 +73,8 @@ def test_two_gloo_processes_match_one_process_and_resume_in_one(tmp_path):
     two_dir = tmp_path / "two" / "tiny"
     log = [json.loads(line) for line in (two_dir / "log.jsonl").read_text().splitlines()]
     assert [r["iter"] for r in log] == [1, 2] and all(r["global_batch"] == 4 for r in log)  # rank 0 alone logs
-    assert {"it_per_s", "data_wait", "eta_s", "peak_mb"} <= set(log[0])
+    assert {"it_per_s", "data_wait", "eta_s", "peak_mb", "val_psnr"} <= set(log[0])
+    assert json.loads((two_dir / "checkpoints" / "best.json").read_text())["val_psnr"]["checkpoint"]
 
     # the same run in 1 process with the global batch, 4 iterations (checkpoints at 2 and 4)
     one = train(tiny_config(photos, tmp_path / "one", ["name=tiny", "data.batch_size=4"], iterations=4), progress=False)
