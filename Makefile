@@ -20,8 +20,11 @@ $(STAMP): pyproject.toml
 	-$(VENV)/bin/sfd fetch-niqe-model
 	touch $(STAMP)
 
+# Two pytest-xdist workers (the 2-core target machine; TEST_JOBS=N for more), one torch thread each
+# (tests/conftest.py); worksteal rebalances when one worker draws the long tests.
+TEST_JOBS ?= 2
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_JOBS) --dist worksteal
 
 # ruff's linter and formatter, configured in pyproject.toml; CI runs this before the tests.
 lint: install
