@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -124,8 +125,15 @@ def run_demo(out_dir: str | Path = "runs/demo", iterations: int | None = None) -
         ],
     )
 
+    # One torch thread unless OMP_NUM_THREADS says otherwise: on a 2-core machine with anything else running,
+    # two threads wait on each other at every op (L1 steps measured 0.09 s alone, 9-11 s under a load of 7).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     start = time.perf_counter()
-    final = train(cfg)
+    try:
+        final = train(cfg)
+    finally:
+        torch.set_num_threads(threads)
     minutes = (time.perf_counter() - start) / 60
     run_dir = final.parent.parent
     warm_ckpt = run_dir / "checkpoints" / f"iter_{cfg.train.pixel_warmup:08d}.pth"
