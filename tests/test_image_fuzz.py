@@ -50,9 +50,10 @@ def test_random_bytes_give_an_image_or_a_clean_error(data, suffix):
 
 def _encode(mode: str, w: int, h: int, fmt: str, seed: int) -> bytes:
     rng = np.random.default_rng(seed)
+    im = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).convert(mode)
     buf = io.BytesIO()
-    try:  # Pillow before 10.3 cannot convert RGB to I;16
-        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).convert(mode).save(buf, FORMATS[fmt])
+    try:
+        im.save(buf, FORMATS[fmt])
     except (OSError, ValueError, KeyError):  # this format cannot hold this mode
         return b""
     return buf.getvalue()
