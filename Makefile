@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-slow lint format demo clean
+.PHONY: install test test-slow test-min lint format demo clean
 
 install: $(STAMP)
 
@@ -22,8 +22,11 @@ $(STAMP): pyproject.toml
 	-$(PY) tests/basicsr_reference.py
 	touch $(STAMP)
 
+# Two pytest-xdist workers (the 2-core target machine; TEST_JOBS=N for more), one torch thread each
+# (tests/conftest.py); worksteal rebalances when one worker draws the long tests.
+TEST_JOBS ?= 2
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_JOBS) --dist worksteal
 
 # ruff's linter and formatter, configured in pyproject.toml; CI runs this before the tests.
 lint: install
@@ -38,8 +41,21 @@ format: install
 test-slow: install
 	$(PY) -m pytest -q -m slow
 
+# The suite on the lowest versions that pyproject.toml declares (uv's lowest-direct resolution) in a venv of
+# its own, .venv-min; torch and torchvision stay at the pinned builds. Not part of `make test`: it installs
+# a second torch (minutes). Each `>=` in pyproject.toml is a version this target has passed with.
+MIN_VENV := .venv-min
+test-min:
+	test -x $(MIN_VENV)/bin/python || $(PYTHON) -m venv $(MIN_VENV)
+	$(MIN_VENV)/bin/pip install --quiet --upgrade pip uv
+	$(MIN_VENV)/bin/uv pip install --quiet --python $(MIN_VENV)/bin/python --resolution lowest-direct \
+		torch==2.14.1 torchvision==0.29.1 -e '.[dev]'
+	$(MIN_VENV)/bin/uv pip list --python $(MIN_VENV)/bin/python
+	-$(MIN_VENV)/bin/sfd fetch-niqe-model
+	$(MIN_VENV)/bin/python -m pytest -q -n $(TEST_JOBS) --dist worksteal -p no:cacheprovider
+
 demo: install
 	$(VENV)/bin/sfd demo -o runs/demo
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) $(MIN_VENV) runs

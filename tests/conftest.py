@@ -6,6 +6,12 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs 2 xdist workers on 2 cores: one torch thread each (and in the commands tests start),
+    # or the workers' OpenMP threads wait on each other. One thread is also what most modules chose alone.
+    torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"
+
 
 def shared_data_dir() -> Path:
     """``$SFD_DATA_DIR`` or ``../shared/data`` beside the repository (absent on users' machines)."""
@@ -21,6 +27,23 @@ def shared_data():
         return path
 
     return get
+
+
+@pytest.fixture(scope="session")
+def cached_load_clip():
+    """``load_clip`` building each (model, weights, seed) once per test session (seconds each). Frozen and
+    in eval mode, one CLIP can be read by every test that only reads it; tests that check a fresh build
+    call ``sfd.models.clip.load_clip`` itself."""
+    from sfd.models.clip import load_clip
+
+    cache = {}
+
+    def cached(name: str = "RN50", weights: str = "openai", seed: int = 0):
+        if (name, weights, seed) not in cache:
+            cache[name, weights, seed] = load_clip(name, weights, seed)
+        return cache[name, weights, seed]
+
+    return cached
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import skimage
+from PIL import Image
 
 from sfd.config import load_config
 
@@ -13,11 +14,18 @@ from sfd.config import load_config
 BUNDLED_PHOTOS = ["astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg", "motorcycle_left.png"]
 
 
-def bundled_photo_dir(dest: Path) -> Path:
+def bundled_photo_dir(dest: Path, max_side: int | None = None) -> Path:
+    """The bundled photos in ``dest``; ``max_side`` shrinks them (Lanczos) for tests that only need
+    commands to run on real photos, not on 0.3-megapixel ones (``sfd sr`` on them takes a minute)."""
     dest.mkdir(parents=True, exist_ok=True)
     src = Path(skimage.__file__).parent / "data"
     for name in BUNDLED_PHOTOS:
-        shutil.copy(src / name, dest / name)
+        if max_side is None:
+            shutil.copy(src / name, dest / name)
+            continue
+        with Image.open(src / name) as im:
+            im.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+            im.save(dest / name)
     return dest
 
 

@@ -2,7 +2,7 @@
 
 A fenced block runs when the line before it is an HTML comment (invisible on GitHub)::
 
-    <!-- doctest: run [needs=photos,sr-data] [creates=PATH,...] [output] -->
+    <!-- doctest: run [needs=photos,sr-data] [creates=PATH,...] [output] [slow] -->
 
 Every line of the block that starts with ``sfd `` or ``$ sfd `` is a command (continuation lines
 ending in ``\\`` are joined; a trailing ``# comment`` is dropped); it runs as ``python -m sfd`` in a
@@ -10,7 +10,8 @@ fresh folder, and must exit 0. ``needs=photos`` puts a few photos in ``photos/``
 ``needs=sr-data`` points ``$SFD_DATA`` at the shared SR test sets (skipped when absent).
 ``creates=`` lists files or folders the command must leave. ``output`` compares every non-command
 line of the block (and of a table right after it) with what the commands printed: the docs'
-numbers are reproduced, not copied. Blocks that need a GPU or pretrained weights say
+numbers are reproduced, not copied. ``slow`` (a benchmark at its documented size) runs with
+``-m slow`` only. Blocks that need a GPU or pretrained weights say
 ``<!-- doctest: skip REASON -->`` and are listed as skipped with that reason.
 
 The table after a block is matched row by row (``|`` to the end of the line, not across lines:
@@ -50,8 +51,9 @@ def _blocks():
         text = doc.read_text()
         for m in MARK.finditer(text):
             line = text[: m.start()].count("\n") + 1
+            slow = [pytest.mark.slow] if "slow" in m.group(2).split() else []  # benchmarks: -m slow
             yield pytest.param(m.group(1), m.group(2).strip(), m.group(3), m.group(4) or "",
-                               id=f"{doc.name}:{line}")  # fmt: skip
+                               id=f"{doc.name}:{line}", marks=slow)  # fmt: skip
 
 
 def _commands(body: str) -> tuple[list[str], list[str]]:
@@ -85,7 +87,7 @@ def test_documented_commands_run(mode, opts, body, table, tmp_path):
     env = dict(os.environ, SFD_SET=TINY_SET, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
     needs = options.get("needs", "").split(",")
     if "photos" in needs:
-        bundled_photo_dir(tmp_path / "photos")
+        bundled_photo_dir(tmp_path / "photos", max_side=256)  # `sfd sr` on full-size photos: minutes
     if "sr-data" in needs:
         if not (shared_data_dir() / "sr").is_dir():
             pytest.skip(f"shared SR test sets absent ({shared_data_dir() / 'sr'})")

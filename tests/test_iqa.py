@@ -66,17 +66,11 @@ def train_feat_d(fd: FeatD, opt: torch.optim.Optimizer, real: dict, fake: dict, 
 
 
 @pytest.fixture(scope="module", autouse=True)
-def shared_clip():
-    """Each random CLIP is built once for this module (seconds each): frozen, it can be shared by metrics.
+def shared_clip(cached_load_clip):
+    """Each random CLIP is built once per session (conftest): frozen, it can be shared by metrics.
     Yields the real ``load_clip`` for the test that checks a rebuild from scratch."""
-    original, cache = metrics_module.load_clip, {}
-
-    def cached(name: str = "RN50", weights: str = "openai", seed: int = 0):
-        if (name, weights, seed) not in cache:
-            cache[name, weights, seed] = original(name, weights, seed)
-        return cache[name, weights, seed]
-
-    metrics_module.load_clip = cached
+    original = metrics_module.load_clip
+    metrics_module.load_clip = cached_load_clip
     yield original
     metrics_module.load_clip = original
 

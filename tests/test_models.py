@@ -13,8 +13,8 @@ from sfd.models.vgg_d import VGGStyleDiscriminator
 
 
 @pytest.fixture(scope="module")
-def clip():
-    return load_clip("RN50", "random", seed=0)
+def clip(cached_load_clip):
+    return cached_load_clip("RN50", "random", seed=0)
 
 
 @pytest.fixture(scope="module")

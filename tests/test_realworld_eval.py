@@ -40,16 +40,10 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module", autouse=True)
-def shared_clip():
-    """Each random CLIP is built once for this module (seconds each); frozen, metrics can share it."""
-    original, cache = iqa_metrics.load_clip, {}
-
-    def cached(name: str = "RN50", weights: str = "openai", seed: int = 0):
-        if (name, weights, seed) not in cache:
-            cache[name, weights, seed] = original(name, weights, seed)
-        return cache[name, weights, seed]
-
-    iqa_metrics.load_clip = cached
+def shared_clip(cached_load_clip):
+    """Each random CLIP is built once per session (conftest); frozen, metrics can share it."""
+    original = iqa_metrics.load_clip
+    iqa_metrics.load_clip = cached_load_clip
     yield
     iqa_metrics.load_clip = original
 

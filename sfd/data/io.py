@@ -153,7 +153,7 @@ class ImageData:
     grayscale: bool  # the source had no colour: write the result as grayscale
 
 
-_OPENCV_HINT = "16-bit colour images need OpenCV: pip install opencv-python-headless"
+_OPENCV_HINT = "16-bit colour and YCbCr TIFF images need OpenCV: pip install opencv-python-headless"
 
 
 def _png_16bit_colour(path: Path) -> bool:
@@ -192,14 +192,14 @@ def _exif_orient(arr: np.ndarray, im: Image.Image) -> np.ndarray:
     return arr.reshape(h * w, *arr.shape[2:])[index]
 
 
-def _read_16bit_colour(path: Path, im: Image.Image) -> np.ndarray:
+def _read_with_opencv(path: Path, im: Image.Image) -> np.ndarray:
     try:
         import cv2
     except ImportError as err:
         raise ImportError(f"{path}: {_OPENCV_HINT}") from err
     arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if arr is None:
-        raise ValueError(f"{path}: OpenCV could not read this 16-bit image")
+        raise ValueError(f"{path}: OpenCV could not read this image")
     if arr.ndim == 3 and arr.shape[2] >= 3:  # OpenCV keeps BGR(A)
         arr = arr[..., [2, 1, 0] + list(range(3, arr.shape[2]))]
     return _exif_orient(arr, im)
@@ -215,8 +215,12 @@ def read_image(path: str | Path) -> ImageData:
 def _read_image(path: Path) -> ImageData:
     with Image.open(path) as im:
         if _png_16bit_colour(path) or _tiff_16bit_colour(im):
-            arr, bit_depth = _read_16bit_colour(path, im).astype(np.float32), 16
+            arr, bit_depth = _read_with_opencv(path, im).astype(np.float32), 16
             arr /= 65535.0
+        elif im.format == "TIFF" and im.tag_v2.get(262) == 6:  # PhotometricInterpretation: YCbCr
+            # Pillow before 13.0 reports uncompressed YCbCr TIFFs as truncated; libtiff (OpenCV) reads them
+            arr, bit_depth = _read_with_opencv(path, im).astype(np.float32), 8
+            arr /= 255.0
         else:
             im = ImageOps.exif_transpose(im)
             if im.mode == "P":
