@@ -28,6 +28,7 @@ __all__ = [
     "TimeLimit",
     "LoaderWorkerDied",
     "loader_worker_died",
+    "batches",
     "named_fault",
     "process_age",
 ]
@@ -215,6 +216,26 @@ _WORKER_DIED = re.compile(
     r"DataLoader worker \(pid(?:\(s\))? ([\d, ]+)\) "
     r"(?:is killed by signal: ([^.]+)|exited unexpectedly(?: with exit code (-?\d+))?)"
 )
+
+
+def batches(loader):
+    """``iter(loader)``, but a worker killed while it handed over a batch (the main process then sees the
+    shared-memory connection reset before torch's own check runs) raises torch's "worker ... is killed by
+    signal" error, which ``loader_worker_died`` turns into one line."""
+    it = iter(loader)
+    while True:
+        try:
+            batch = next(it)
+        except StopIteration:
+            return
+        except (ConnectionError, EOFError) as err:
+            for w in getattr(it, "_workers", []):
+                w.join(timeout=1)  # a killed worker is reaped at once
+                if w.exitcode is not None and w.exitcode < 0:
+                    sig = signal.strsignal(-w.exitcode) or f"signal {-w.exitcode}"
+                    raise RuntimeError(f"DataLoader worker (pid {w.pid}) is killed by signal: {sig}.") from err
+            raise
+        yield batch
 
 
 def loader_worker_died(err: BaseException, iteration: int, last_good: str | None) -> LoaderWorkerDied | None:

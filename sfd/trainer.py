@@ -45,6 +45,7 @@ from sfd.guard import (
     TimeLimit,
     TrainingInterrupted,
     bad_losses,
+    batches,
     grads_finite,
     grads_finite_on_device,
     named_fault,
@@ -675,7 +676,7 @@ def _loop(run: Run, out: Path, last_good: str | None, progress: bool, held: cont
     write = lambda path: save_checkpoint(run, path)  # noqa: E731
     last = None
     waited = time.perf_counter()
-    for batch in loader:
+    for batch in batches(loader):  # a killed worker: one line (sfd.guard)
         log.step(time.perf_counter() - waited)  # how long this step waited for the loader
         logs = train_step(run, *make_pair(run, batch))
         run.samples_seen += global_batch
