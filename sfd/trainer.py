@@ -298,9 +298,9 @@ def step_core(run: Run, lr, hr, hr_real, adversarial: bool) -> dict:
     logs["l_g_total"] = loss_g.detach()
     g_params, clip = run.generator.parameters(), cfg.optim.grad_clip
     if sync_free:
-        ok = _step_on_device(run.optimizers["g"], loss_g, g_params, clip)
+        ok = ok_g = _step_on_device(run.optimizers["g"], loss_g, g_params, clip)
         if run.generator_ema is not None:
-            _update_ema(run.generator_ema, run.generator, cfg.optim.ema_decay, cfg.optim.impl, ok)
+            _update_ema(run.generator_ema, run.generator, cfg.optim.ema_decay, cfg.optim.impl, ok_g)
     else:
         run.bad = []
         if not _step(run.optimizers["g"], loss_g, g_params, clip, run.scalers["g"]):
@@ -323,7 +323,7 @@ def step_core(run: Run, lr, hr, hr_real, adversarial: bool) -> dict:
             logs[f"{name}_real"], logs[f"{name}_fake"] = real.detach().mean(), fake.detach().mean()
             params = discs[name].parameters()
             if sync_free:
-                ok = ok & _step_on_device(run.optimizers[name], loss, params, clip, skip=~ok)
+                ok = ok & _step_on_device(run.optimizers[name], loss, params, clip, skip=~ok_g)
             elif not _step(run.optimizers[name], loss, params, clip, run.scalers[name]):
                 run.bad += bad_losses({f"l_d_{name}": float(logs[f"l_d_{name}"])}) or [f"gradient of l_d_{name}"]
     run.text_features = None
