@@ -78,9 +78,17 @@ class Checkpoint:
         """What CLIP the run trained with: {"model", "weights" (identity), "pretrained"}, or None."""
         return self.meta.get("clip")
 
-    def clip_weights(self) -> tuple[str, int]:
-        """The ``load_clip(weights=..., seed=...)`` arguments that rebuild the CLIP the run trained with."""
-        identity = (self.clip or {}).get("weights")
+    @property
+    def clip_tg_d(self) -> dict | None:
+        """TG-D's CLIP when the run gave it its own extractor (``tg_d.clip_model``), else None (it used ``clip``)."""
+        return self.meta.get("clip_tg_d")
+
+    def clip_weights(self, part: str = "clip") -> tuple[str, int]:
+        """The ``load_clip(weights=..., seed=...)`` arguments that rebuild the CLIP the run trained with;
+        ``part="clip_tg_d"``: TG-D's own CLIP (the run's ``clip`` when it had none)."""
+        if part == "clip_tg_d" and self.clip_tg_d is None:
+            part = "clip"
+        identity = (self.meta.get(part) or {}).get("weights")
         seed = self.config.clip.seed
         if identity:
             if m := re.fullmatch(r"random\(seed=(-?\d+)\)", identity):
@@ -89,6 +97,8 @@ class Checkpoint:
                 return "openai", seed
             if m := re.fullmatch(r"file:(.*) sha256:[0-9a-f]+", identity):
                 return m.group(1), seed
+        if part == "clip_tg_d" and self.config.tg_d.clip_weights:
+            return self.config.tg_d.clip_weights, seed
         return self.config.clip.weights, seed
 
     @property

@@ -121,6 +121,7 @@ def inspect_checkpoint(path: str) -> dict:
             **{f"discriminator.{k}": count(v) for k, v in ckpt.discriminators.items()},
         },
         "clip": meta.get("clip"),
+        **({"clip_tg_d": meta["clip_tg_d"]} if "clip_tg_d" in meta else {}),  # TG-D's own CLIP, when it had one
         "vgg": meta.get("vgg"),
         "generator_sha256": parameter_sha256(ckpt.generator),
         "generator_ema_sha256": parameter_sha256(ckpt.generator_ema) if ckpt.generator_ema else None,
@@ -141,8 +142,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     for k, v in info["parameters"].items():
         if v is not None:
             print(f"  {k:<24} {v:>12,} parameters")
-    for key, label in (("clip", "CLIP"), ("vgg", "VGG19")):
-        w = info[key]
+    for key, label in (("clip", "CLIP"), ("clip_tg_d", "CLIP (TG-D)"), ("vgg", "VGG19")):
+        w = info.get(key)
         if w:
             state = "pretrained" if w["pretrained"] else "RANDOM (not pretrained)"
             print(f"{label:<12} {state}: {w['weights']}" + (f" ({w['model']})" if "model" in w else ""))

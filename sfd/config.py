@@ -113,6 +113,11 @@ class TGDConfig:
     init_std: float = 0.02  # context init N(0, std) [choice]
     init_words: list[str] | None = None  # e.g. ["a sharp photo", "a blurry photo"]: words fill the first tokens
     seed: int = 0
+    # TG-D's own extractor (F_out and the text tower) [choice: Supp. Table 2's mixed reading, docs/method.md]:
+    # null = the run's clip.model. When it differs, a second frozen CLIP is built for TG-D (and the CLIPIQA
+    # loss, which reads the same F_out); Feat-D keeps clip.model's (RN50) pixel-wise features.
+    clip_model: Literal["RN50", "ViT-B-16"] | None = None
+    clip_weights: str | None = None  # null = clip.weights (clip.seed too); a file here when clip.weights is a file
 
 
 @dataclass
@@ -290,6 +295,19 @@ class Config:
             raise ConfigError(
                 f"feat_d needs CLIP RN50's pixel-wise features; clip.model={self.clip.model} is TG-D only"
             )
+        if self.tg_d.clip_model is not None or self.tg_d.clip_weights is not None:
+            if not self.tg_d.enabled:
+                raise ConfigError("tg_d.clip_model/clip_weights are set but tg_d.enabled is false: unset them")
+            if self.separate_tg_d_clip and not self.feat_d.enabled:
+                raise ConfigError(
+                    "tg_d.clip_model/clip_weights give TG-D its own CLIP, which only matters beside Feat-D: "
+                    f"with feat_d off, set clip.model={self.tg_d_clip_model} instead"
+                )
+            if self.separate_tg_d_clip and self.tg_d.clip_weights is None and _is_weights_file(self.clip.weights):
+                raise ConfigError(
+                    f"tg_d.clip_model={self.tg_d.clip_model} differs from clip.model={self.clip.model} and "
+                    f"clip.weights is a file ({self.clip.weights}): give TG-D's file in tg_d.clip_weights"
+                )
         self._check_ranges()
         on = [k for k in ("sync_free", "cuda_graph") if getattr(self.train, k) is True]
         if on and self.optim.impl not in ("auto", "fused"):
@@ -365,11 +383,26 @@ class Config:
             raise ConfigError("loss weights (loss.l1, loss.perceptual, loss.feat_d, ...) must not be negative")
 
     @property
+    def tg_d_clip_model(self) -> str:
+        """The CLIP TG-D reads F_out and text from: ``tg_d.clip_model``, else ``clip.model``."""
+        return self.tg_d.clip_model or self.clip.model
+
+    @property
+    def separate_tg_d_clip(self) -> bool:
+        """Whether TG-D has its own extractor: another model, or other weights, than ``clip``."""
+        weights = self.tg_d.clip_weights
+        return self.tg_d_clip_model != self.clip.model or (weights is not None and weights != self.clip.weights)
+
+    @property
     def uses_clip(self) -> bool:
         return self.feat_d.enabled or self.tg_d.enabled or bool(self.loss.clipiqa_loss.variant)
 
 
 @functools.lru_cache(maxsize=1)
+def _is_weights_file(weights: str) -> bool:
+    return weights not in ("openai", "random", "auto")
+
+
 def _tokenizer():
     from open_clip.tokenizer import SimpleTokenizer  # only when a config has prompts: it takes ~0.5 s
 

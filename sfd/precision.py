@@ -39,7 +39,8 @@ def prepare_models(run) -> None:
     # "auto": with CUDA graphs, where it was measured to pay (H200, bf16: SFD 0.094 -> 0.081 s/it); eagerly
     # it was slower there (0.244 -> 0.262), the host being the bottleneck (docs/benchmarks.md).
     if cfg.channels_last is True or (cfg.channels_last == "auto" and run.graphed is not None):
-        nets = [run.generator, run.generator_ema, run.clip_image, run.perceptual, *run.discriminators.values()]
+        nets = [run.generator, run.generator_ema, run.clip_image, run.clip_image_tg_d, run.perceptual]
+        nets += run.discriminators.values()
         for m in nets:
             if m is not None:
                 m.to(memory_format=torch.channels_last)
@@ -49,5 +50,6 @@ def prepare_models(run) -> None:
         kw = {"backend": cfg.compile} | ({"mode": cfg.compile_mode} if cfg.compile_mode != "default" else {})
         # In place (nn.Module.compile): parameter names and state dicts stay as they are.
         run.generator.compile(**kw)
-        if run.clip_image is not None:
-            run.clip_image.compile(**kw)
+        for clip in (run.clip_image, run.clip_image_tg_d):
+            if clip is not None:
+                clip.compile(**kw)

@@ -77,7 +77,8 @@ class Run:
     optimizers: dict[str, torch.optim.Optimizer]  # "g" and one per discriminator
     schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler]
     clip_image: ImageFeatures | None = None
-    clip_text: TextEncoder | None = None
+    clip_text: TextEncoder | None = None  # TG-D's text tower (from clip_image_tg_d's CLIP when that is set)
+    clip_image_tg_d: ImageFeatures | None = None  # TG-D's own F_out extractor, when tg_d.clip_model differs
     perceptual: PerceptualLoss | None = None
     clipiqa_text: torch.Tensor | None = None  # fixed (1, 2, D) prompt features for the CLIPIQA loss
     degrader: object | None = None  # Real-ESRGAN degradations, when configured
@@ -108,11 +109,15 @@ def build_run(cfg: Config, load_pretrained: bool = True) -> Run:
 
     run_kw: dict = {}
     if cfg.uses_clip:
-        clip = load_clip(cfg.clip.model, cfg.clip.weights, seed=cfg.clip.seed)
-        meta["clip"] = {"model": clip.name, "weights": clip.identity, "pretrained": clip.pretrained}
+        clip = text_clip = load_clip(cfg.clip.model, cfg.clip.weights, seed=cfg.clip.seed)
+        meta["clip"] = _clip_meta(clip)
         run_kw["clip_image"] = ImageFeatures(clip, cfg.clip.pos_embed).to(device)
+        if cfg.separate_tg_d_clip:  # TG-D on another extractor (Supp. Table 2, mixed reading)
+            text_clip = load_clip(cfg.tg_d_clip_model, cfg.tg_d.clip_weights or cfg.clip.weights, seed=cfg.clip.seed)
+            meta["clip_tg_d"] = _clip_meta(text_clip)
+            run_kw["clip_image_tg_d"] = ImageFeatures(text_clip, cfg.clip.pos_embed).to(device)
         if cfg.tg_d.enabled or cfg.loss.clipiqa_loss.variant:
-            run_kw["clip_text"] = TextEncoder(clip).to(device)
+            run_kw["clip_text"] = TextEncoder(text_clip).to(device)
         if cfg.loss.clipiqa_loss.variant:
             with torch.no_grad():
                 t = run_kw["clip_text"].encode_text(cfg.loss.clipiqa_loss.prompts)
@@ -146,6 +151,10 @@ def build_run(cfg: Config, load_pretrained: bool = True) -> Run:
     run = Run(cfg, device, g, g_ema, discs, optimizers, schedulers, meta=meta, **run_kw)
     prepare_models(run)
     return run
+
+
+def _clip_meta(clip) -> dict:
+    return {"model": clip.name, "weights": clip.identity, "pretrained": clip.pretrained}
 
 
 def use_cuda_graph(cfg: Config, device: torch.device) -> bool:
@@ -354,9 +363,9 @@ def _generator_losses(run: Run, lr, hr, hr_real, adversarial: bool, logs: dict):
         need = ("m1", "m2", "m3", "out") if run.clip_image.has_pixel_features else ("out",)
         if "feat_d" in discs and "tg_d" not in discs and not cfg.loss.clipiqa_loss.variant:
             need = ("m1", "m2", "m3")
-        f_sr = run.clip_image(sr, need)
+        f_sr = _clip_features(run, sr, need)
         with torch.no_grad():
-            f_hr = run.clip_image(hr_real, need)
+            f_hr = _clip_features(run, hr_real, need)
         if "feat_d" in discs:
             fake = discs["feat_d"](f_sr)
             real = discs["feat_d"](f_hr) if gan == "ragan" else None
@@ -385,6 +394,18 @@ def _generator_losses(run: Run, lr, hr, hr_real, adversarial: bool, logs: dict):
         logs["l_g_image_d"] = (term := g_adversarial_loss(fake, real, gan)).detach()
         loss_g = loss_g + lam.image_d * term
     return sr, loss_g, f_sr, f_hr
+
+
+def _clip_features(run: Run, x: torch.Tensor, need: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """CLIP features of ``x``: one forward per extractor. With a separate TG-D extractor, F_out ("out",
+    read by TG-D and the CLIPIQA loss) comes from it and Feat-D's pixel-wise features from ``clip_image``."""
+    if run.clip_image_tg_d is None:
+        return run.clip_image(x, need)
+    pixel = tuple(k for k in need if k != "out")
+    feats = run.clip_image(x, pixel) if pixel else {}
+    if "out" in need:
+        feats["out"] = run.clip_image_tg_d(x, ("out",))["out"]
+    return feats
 
 
 def _discriminator_logits(run: Run, name: str, sr, f_sr, f_hr, hr_real) -> tuple[torch.Tensor, torch.Tensor]:

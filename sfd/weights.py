@@ -117,12 +117,15 @@ def describe_weights(meta: dict) -> list[str]:
     notes = []
     if init := meta.get("generator", {}).get("init"):
         notes.append(f"generator init: {init}")
-    if "clip" in meta:
-        c = meta["clip"]
+    # "clip_tg_d": TG-D's own CLIP, when the run gave it another extractor than Feat-D's (tg_d.clip_model).
+    for key, role in (("clip", " (Feat-D)" if "clip_tg_d" in meta else ""), ("clip_tg_d", " (TG-D)")):
+        if key not in meta:
+            continue
+        c, what = meta[key], f"CLIP {meta[key]['model']}{role}"
         if c["pretrained"]:
-            notes.append(f"CLIP {c['model']}: pretrained, weights {c['weights']}")
+            notes.append(f"{what}: pretrained, weights {c['weights']}")
         else:
-            notes.append(random_weights_notice(f"CLIP {c['model']}", "semantic features are meaningless", c["weights"]))
+            notes.append(random_weights_notice(what, "semantic features are meaningless", c["weights"]))
     if "vgg" in meta:
         v = meta["vgg"]
         if v["pretrained"]:

@@ -100,6 +100,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="measure the raw generator of an sfd checkpoint, not its EMA (the default) [choice]",
     )
+    p.add_argument(
+        "--reading",
+        choices=["sfd-vs-tgd", "tgd-vs-tgd", "mixed"],  # sfd.evaluate.paper.READINGS (imported lazily)
+        help="--paper-table supp2: which reading of the table the rn50/vit_b16 checkpoints reproduce [choice]: "
+        "sfd-vs-tgd (full SFD on RN50 vs TG-D only on ViT-B/16), tgd-vs-tgd (both TG-D only), mixed (Feat-D "
+        "on RN50 in both, TG-D on RN50 vs ViT-B/16); checked against the checkpoints' configs, found from them "
+        "when omitted",
+    )
     add_inference_options(p)
     p.set_defaults(func=cmd_eval)
 
@@ -231,6 +239,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         from sfd.evaluate.paper import cmd_paper_table
 
         return cmd_paper_table(args)
+    if args.reading:
+        raise UsageError("--reading says which reading of --paper-table supp2 is reported: give --paper-table supp2")
     if sum(map(bool, (args.sr, args.dataset, args.lr))) != 1:
         raise UsageError(
             "give one of --sr DIR... (existing SR images, with --hr DIR for reference metrics), "

@@ -27,7 +27,16 @@ from sfd.evaluate.datasets import DatasetNotFound, data_root, resolve_dataset
 from sfd.inference import InferenceSettings
 from sfd.metrics import MetricOptions, build, metric_entry
 
-__all__ = ["PaperTable", "OurMethod", "load_paper_table", "parse_method", "evaluate_paper_table", "cmd_paper_table"]
+__all__ = [
+    "READINGS",
+    "find_reading",
+    "PaperTable",
+    "OurMethod",
+    "load_paper_table",
+    "parse_method",
+    "evaluate_paper_table",
+    "cmd_paper_table",
+]
 
 TABLES_FILE = Path(__file__).with_name("paper_tables.yml")
 DECIMALS = {"psnr": 2, "ssim": 3, "lpips": 3, "dists": 3}  # the supplement's precision
@@ -43,6 +52,67 @@ def convention(scale: int, lpips_net: str | None, prefer_ema: bool) -> str:
         f"convention [our choice; the supplement states none]: PSNR/SSIM on BT.601 Y rounded like MATLAB, "
         f"{scale} px border shaved; LPIPS-{net}{default} and DISTS on whole RGB images; {weights}"
     )
+
+
+# Supp. Table 2 compares RN50 with ViT-B/16 as the semantic feature extractor, but does not say which
+# discriminators each row trained with. ViT-B/16 has no pixel-wise features, so Feat-D cannot run on it;
+# three readings follow [choice], each a pair of setups (the run's discriminators and their CLIPs) with
+# its shipped configs (docs/evaluation.md).
+READINGS: dict[str, dict[str, str]] = {
+    "sfd-vs-tgd": {  # full SFD on RN50 against TG-D only on ViT-B/16
+        "rn50": "Feat-D RN50 + TG-D RN50",
+        "vit_b16": "TG-D ViT-B-16",
+        "configs": "classic_rrdb_x4.yml, vit_b16_rrdb_x4.yml",
+    },
+    "tgd-vs-tgd": {  # both rows TG-D only: the extractor is the only difference
+        "rn50": "TG-D RN50",
+        "vit_b16": "TG-D ViT-B-16",
+        "configs": "tgd_only_rn50_x4.yml, vit_b16_rrdb_x4.yml",
+    },
+    "mixed": {  # Feat-D stays on RN50 in both rows; TG-D's extractor changes
+        "rn50": "Feat-D RN50 + TG-D RN50",
+        "vit_b16": "Feat-D RN50 + TG-D ViT-B-16",
+        "configs": "classic_rrdb_x4.yml, vit_b16_tgd_rn50_featd_x4.yml",
+    },
+}
+
+
+def checkpoint_setup(spec: str) -> str | None:
+    """The discriminators an sfd checkpoint trained with and their CLIPs, as READINGS spells them
+    ("Feat-D RN50 + TG-D ViT-B-16"); None when ``spec`` is not an SFD-trained checkpoint."""
+    from sfd import checkpoint as ckpt_io
+
+    try:
+        ckpt = ckpt_io.load(spec)
+    except Exception:  # a released model file, a named model: no config to read
+        return None
+    parts, cfg = [], ckpt.config
+    if "feat_d" in ckpt.discriminators:
+        parts.append(f"Feat-D {(ckpt.clip or {}).get('model') or cfg.clip.model}")
+    if "tg_d" in ckpt.discriminators:
+        record = ckpt.clip_tg_d or ckpt.clip or {}
+        parts.append(f"TG-D {record.get('model') or cfg.tg_d_clip_model}")
+    return " + ".join(parts) or None
+
+
+def find_reading(declared: str | None, setups: dict[str, str]) -> tuple[str | None, str]:
+    """Supp. Table 2's reading: ``declared`` (--reading), checked against the checkpoints' ``setups``
+    (column -> setup), or the one reading those setups fit. Returns (reading or None, how it was found)."""
+    fits = [r for r, cols in READINGS.items() if all(cols[c] == s for c, s in setups.items())]
+    shown = "; ".join(f"{c}: {s}" for c, s in setups.items())
+    if declared:
+        if declared not in fits:
+            raise UsageError(
+                f"--reading {declared} wants {READINGS[declared]['rn50']} (rn50) and "
+                f"{READINGS[declared]['vit_b16']} (vit_b16), but the checkpoints trained with {shown}"
+            )
+        return declared, "declared (--reading)" + (f", matching the checkpoints ({shown})" if setups else "")
+    if not fits:
+        raise UsageError(f"the checkpoints ({shown}) fit no reading of Supp. Table 2: {', '.join(READINGS)}")
+    if len(fits) == 1:
+        return fits[0], f"from the checkpoints' configs ({shown})"
+    why = f"the checkpoints ({shown}) fit {', '.join(fits)}" if setups else "no SFD-trained checkpoint in a column"
+    return None, f"not determined: {why}; give --reading"
 
 
 @dataclass
@@ -80,6 +150,15 @@ class PaperResult:
     evaluation: run.EvalResult | None = None
     notes: list[str] = field(default_factory=list)
     convention: str = ""  # how our columns were measured (our choices), printed beside the Δ columns
+    reading: str | None = None  # supp2: which reading of the table (READINGS), None when not determined
+    reading_how: str = ""  # how the reading was found (declared, or from the checkpoints' configs)
+
+    @property
+    def reading_line(self) -> str:
+        if not self.reading_how:
+            return ""
+        what = f"{self.reading} ({READINGS[self.reading]['configs']})" if self.reading else "?"
+        return f"reading [our choice; the supplement does not say]: {what}; {self.reading_how}"
 
     # ---------------------------------------------------------------- cells
 
@@ -155,6 +234,7 @@ class PaperResult:
             f"**{self.table.title}**",
             "",
             *([f"_{self.convention}; Δ = ours − paper_", ""] if self.convention else []),
+            *([f"_{self.reading_line}_", ""] if self.reading_line else []),
             "| " + " | ".join(rows[0]) + " |",
             "|---|" + "---:|" * (len(rows[0]) - 1),
         ]
@@ -166,7 +246,7 @@ class PaperResult:
         head = "".join(f"<th>{html.escape(c)}</th>" for c in rows[0])
         body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows[1:])
         notes = "".join(f"<li>{html.escape(n)}</li>" for n in self.notes)
-        conv = f"<p><em>{html.escape(self.convention)}</em></p>" if self.convention else ""
+        conv = "".join(f"<p><em>{html.escape(x)}</em></p>" for x in (self.convention, self.reading_line) if x)
         return f"<h2>{html.escape(self.table.title)}</h2>{conv}<table><tr>{head}</tr>{body}</table><ul>{notes}</ul>"
 
     def to_json(self) -> dict:
@@ -178,6 +258,11 @@ class PaperResult:
             "data_root": str(self.root) if self.root else None,
             "scale": t.scale,
             "convention": self.convention,
+            **(
+                {"reading": {"name": self.reading, "how": self.reading_how, **READINGS.get(self.reading or "", {})}}
+                if self.reading_how
+                else {}
+            ),
             "datasets": {
                 d: ({"found": str(self.found[d])} if d in self.found else {"not_found": self.missing[d]})
                 for d in t.datasets
@@ -240,13 +325,20 @@ def evaluate_paper_table(
     metric_options: MetricOptions | None = None,
     save_sr: str | Path | None = None,
     progress: bool = True,
+    reading: str | None = None,
 ) -> PaperResult:
-    """Measure ``ours`` on the table's datasets (those found under ``root``) with the table's metrics."""
+    """Measure ``ours`` on the table's datasets (those found under ``root``) with the table's metrics.
+    supp2: ``reading`` (one of READINGS) is checked against the checkpoints' configs, or found from them."""
     names = [m.name for m in ours]
     if len(set(names)) != len(names):
         raise ValueError(f"two methods share a name: {names}; name them with --model NAME=PATH")
     base = data_root(root)
     result = PaperResult(table, base, ours)
+    if table.key == "supp2":
+        setups = {m.column: checkpoint_setup(m.spec) for m in ours if m.column and m.spec}
+        result.reading, result.reading_how = find_reading(reading, {c: s for c, s in setups.items() if s})
+    elif reading:
+        raise UsageError(f"--reading is for --paper-table supp2, not {table.key}")
     for d in table.datasets:
         try:
             result.found[d] = resolve_dataset(d, base)
@@ -342,6 +434,7 @@ def cmd_paper_table(args: argparse.Namespace) -> int:
         metric_options=metric_options(args),
         save_sr=Path(args.out) / "sr" if args.save_sr else None,
         progress=not args.no_progress,
+        reading=args.reading,
     )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -202,14 +202,23 @@ class SFDIQA(_CLIPMetric):
             if key not in discs:
                 warnings.warn(f"{source} has no {part}: SFD-IQA scores with the other part alone", stacklevel=2)
 
-        clip = self._rebuild_clip(ckpt, weights)
+        clip = text_clip = self._rebuild_clip(ckpt, weights)
+        if "tg_d" in discs and ckpt.clip_tg_d is not None:  # TG-D was trained on its own CLIP (tg_d.clip_model)
+            text_clip = self._rebuild_clip(ckpt, weights, part="clip_tg_d")
         super().__init__(clip, cfg.clip.pos_embed, protocol or ImageProtocol(), device, as_loss)
+        self.clip_tg_d = None  # TG-D's F_out extractor when it is not self.clip
+        if text_clip is not clip:
+            self.clip_tg_d = ImageFeatures(text_clip, cfg.clip.pos_embed)
+            self.clip_tg_d_info = {"model": text_clip.name, "weights": text_clip.identity}
+            self.clip_tg_d_info["pretrained"] = text_clip.pretrained
+            if not text_clip.pretrained:
+                warnings.warn(f"{self.name}: {self.weights().warning} (fine for tests and demos only)", stacklevel=2)
         total = sum(alphas.values())
         self.alphas = {k: v / total for k, v in alphas.items()}  # renormalised: the score stays in [0, 1]
         self.checkpoint = source
         self.iteration = ckpt.iteration
 
-        text = TextEncoder(clip) if "tg_d" in discs else None
+        text = TextEncoder(text_clip) if "tg_d" in discs else None
         present = dataclasses.replace(  # build only the parts the checkpoint holds
             cfg,
             feat_d=dataclasses.replace(cfg.feat_d, enabled="feat_d" in discs),
@@ -233,9 +242,12 @@ class SFDIQA(_CLIPMetric):
         self.to(self.device)
 
     @staticmethod
-    def _rebuild_clip(ckpt, weights: str | None) -> LoadedCLIP:
-        model, trained = ckpt.config.clip.model, (ckpt.clip or {}).get("weights")
-        arg, seed = (weights, ckpt.config.clip.seed) if weights else ckpt.clip_weights()
+    def _rebuild_clip(ckpt, weights: str | None, part: str = "clip") -> LoadedCLIP:
+        """The run's CLIP (``part="clip"``) or TG-D's own (``"clip_tg_d"``); ``weights`` overrides either."""
+        record = ckpt.meta.get(part) or {}
+        model = record.get("model") or (ckpt.config.tg_d_clip_model if part == "clip_tg_d" else ckpt.config.clip.model)
+        trained = record.get("weights")
+        arg, seed = (weights, ckpt.config.clip.seed) if weights else ckpt.clip_weights(part)
         context = (
             f"{ckpt.path} was trained on the features of CLIP {model} with weights {trained or arg}; "
             "SFD-IQA needs those same weights: "
@@ -249,14 +261,38 @@ class SFDIQA(_CLIPMetric):
             )
         return clip
 
+    def weights(self) -> Weights:
+        w = super().weights()
+        tg = self.clip_tg_d_info if getattr(self, "clip_tg_d", None) is not None else None
+        if tg is None:
+            return w
+        random = w.random or not tg["pretrained"]
+        identity = f"Feat-D {self.clip_identity}, TG-D {tg['model']} {tg['weights']}"
+        return dataclasses.replace(
+            w,
+            notes=w.notes + f"; TG-D on CLIP {tg['model']} {tg['weights']}",
+            short=identity + (" (RANDOM)" if random else ""),
+            tag=" (RANDOM CLIP)" if random else "",
+            random=random,
+            warning=RANDOM_CLIP_WARNING.format(identity=identity) if random else None,
+        )
+
     def describe(self) -> dict[str, Any]:
-        return super().describe() | {"checkpoint": self.checkpoint, "iteration": self.iteration, "alpha": self.alphas}
+        out = super().describe() | {"checkpoint": self.checkpoint, "iteration": self.iteration, "alpha": self.alphas}
+        if self.clip_tg_d is not None:
+            out["clip_tg_d"] = dict(self.clip_tg_d_info)
+        return out
 
     def score_one(self, img: torch.Tensor) -> dict[str, torch.Tensor]:
         need = ("m1", "m2", "m3") + (("out",) if self.text_feats is not None else ())
         s_feat, s_text = [], []
         for view, (h, w) in self.protocol.views(img):
-            feats = self.clip(view, need)
+            if self.clip_tg_d is None:
+                feats = self.clip(view, need)
+            else:  # Feat-D's pixel-wise features from the run's CLIP, F_out from TG-D's
+                feats = self.clip(view, need[:3]) if self.feat_d is not None else {}
+                if self.text_feats is not None:
+                    feats["out"] = self.clip_tg_d(view, ("out",))["out"]
             if self.feat_d is not None:
                 prob = torch.sigmoid(self.feat_d(feats))  # (1, 1, H/2, W/2)
                 s_feat.append(prob[..., : math.ceil(h / 2), : math.ceil(w / 2)].mean())
