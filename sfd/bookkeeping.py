@@ -19,7 +19,7 @@ from tqdm import tqdm
 from sfd import checkpoint, distributed
 from sfd.errors import CommandFailed
 
-__all__ = ["RunLogger", "RunSaver", "peak_memory_mb", "format_duration", "METRIC_DIRECTIONS"]
+__all__ = ["RunLogger", "RunSaver", "floats", "peak_memory_mb", "format_duration", "METRIC_DIRECTIONS"]
 
 # Loss terms shown in the progress bar, in this order.
 _BAR_KEYS = ("l_g_l1", "l_g_percep", "l_g_feat_d", "l_g_tg_d", "l_g_image_d", "l_d_feat_d", "l_d_tg_d", "l_d_image_d")
@@ -40,8 +40,9 @@ def format_duration(seconds: float) -> str:
     return (f"{d}d " if d else "") + f"{h:d}:{m:02d}:{s:02d}"
 
 
-def _floats(logs: dict) -> dict[str, float]:
-    return {k: float(v) for k, v in logs.items()}  # a tensor's float() is the one sync per logged line
+def floats(logs: dict) -> dict[str, float]:
+    """Logged values as floats: a device tensor's float() is the host sync, once per logged line."""
+    return {k: float(v) for k, v in logs.items()}
 
 
 class RunLogger:
@@ -88,7 +89,7 @@ class RunLogger:
 
     def write(self, it: int, logs: dict, global_batch: int) -> dict[str, float]:
         """One log line (rank 0): console, log.jsonl and TensorBoard. Returns the values written."""
-        logs = {**_floats(logs), **self.speed(it)}
+        logs = {**floats(logs), **self.speed(it)}
         if not self.main:
             return logs
         self.file.write(json.dumps({"iter": it, "global_batch": global_batch, **logs}) + "\n")

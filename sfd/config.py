@@ -222,7 +222,8 @@ class TrainConfig:
     sync_free: bool = False
     # Replay each step from a CUDA graph (implies sync_free; CUDA, one process, static shapes). The
     # first 3 steps of each phase run eagerly, then the step is captured once. "auto": on for CUDA in
-    # one process with fp32/bf16 and the fused Adam, without train.compile (3.6x faster on an H200).
+    # one process with fp32/bf16 and the fused Adam, without train.compile (with channels-last 3.3x faster
+    # on an H200: docs/benchmarks.md).
     cuda_graph: Literal["auto", True, False] = "auto"
     output_dir: str = "runs"
     log_every: int = 100

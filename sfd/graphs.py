@@ -1,6 +1,6 @@
 """``train.cuda_graph``: the device work of a training step replayed from CUDA graphs.
 
-An SFD step launches some 15,000 small kernels; on a fast GPU the host cannot issue them as fast as
+An SFD step dispatches some 11,000 small operators; on a fast GPU the host cannot issue them as fast as
 the GPU runs them (docs/benchmarks.md). A CUDA graph issues them all with one call. Each phase of
 training (pixel warm-up, adversarial) runs its first ``warmup`` steps eagerly on a side stream
 (cuDNN's autotuning, Adam's states and the allocator settle), then one step is captured, not run, and

@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 import sfd
 from sfd import checkpoint, distributed
-from sfd.bookkeeping import RunLogger, RunSaver
+from sfd.bookkeeping import RunLogger, RunSaver, floats
 from sfd.config import Config, config_to_dict, diff_against_shipped
 from sfd.data.io import ImageReadError, list_images, load_rgb, probe_images, to_tensor
 from sfd.data.pipeline import build_loader
@@ -313,7 +313,7 @@ def step_core(run: Run, lr, hr, hr_real, adversarial: bool) -> dict:
     else:
         run.bad = []
         if not _step(run.optimizers["g"], loss_g, g_params, clip, run.scalers["g"]):
-            run.bad = bad_losses(_floats(logs)) or ["gradient of l_g_total"]
+            run.bad = bad_losses(floats(logs)) or ["gradient of l_g_total"]
         elif run.generator_ema is not None:
             _update_ema(run.generator_ema, run.generator, cfg.optim.ema_decay, cfg.optim.impl)
 
@@ -339,11 +339,7 @@ def step_core(run: Run, lr, hr, hr_real, adversarial: bool) -> dict:
     if sync_free:
         run.bad_steps.update(ok)
         return logs
-    return _floats(logs)
-
-
-def _floats(logs: dict) -> dict[str, float]:
-    return {k: float(v) for k, v in logs.items()}
+    return floats(logs)
 
 
 def _generator_losses(run: Run, lr, hr, hr_real, adversarial: bool, logs: dict):
