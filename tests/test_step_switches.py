@@ -130,6 +130,38 @@ def test_switches_are_checked_and_resume_across_a_switch_change(photos, tmp_path
     save_checkpoint(run, tmp_path / "again.pth")
 
 
+def test_graphed_step_warms_up_captures_then_replays(monkeypatch):
+    """GraphedStep's bookkeeping on the CPU, with stand-ins for the CUDA calls (sfd.graphs)."""
+    import sfd.graphs
+
+    calls = []
+
+    def core(run, lr, hr, hr_real, adversarial):
+        calls.append(adversarial)
+        return {"loss": (lr + hr + hr_real).sum() * (2 if adversarial else 1)}
+
+    class Graph:
+        def __init__(self, fn, static):
+            self.fn, self.static, self.out = fn, static, fn(*static)
+
+        def replay(self):
+            for k, v in self.fn(*self.static).items():
+                self.out[k].copy_(v)
+
+    def capture(fn, *static, pool=None):
+        graph = Graph(fn, static)
+        return graph, graph.out
+
+    monkeypatch.setattr(sfd.graphs, "on_side_stream", lambda fn, *args: fn(*args))
+    monkeypatch.setattr(sfd.graphs, "capture", capture)
+    step = sfd.graphs.GraphedStep(core, warmup=2)
+    batch = [torch.full((2,), float(i)) for i in range(3)]
+    losses = [step(None, *[x + n for x in batch], adversarial=n >= 4)["loss"] for n in range(8)]
+    assert losses == [torch.tensor(2.0 * (3 + 3 * n)) * (2 if n >= 4 else 1) for n in range(8)]
+    assert set(step.graphs) == {False, True}  # one graph per phase, each after 2 eager steps
+    assert calls == [False] * 5 + [True] * 5  # per phase: 2 eager, the capture, 2 replays
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
 def test_cuda_graph_step_trains_like_the_eager_one(photos, tmp_path):
     fast = ["train.device=cuda", "optim.impl=fused", "feat_d.upsample=separable"]

@@ -7,7 +7,8 @@
 
 ``Upscaler`` is built from ``sfd.models.loading.load_generator`` (any generator sfd can load) and does
 what every caller needs once: refuse a precision the architecture does not support, cast the weights,
-optionally store them channels-last, and run the image whole or in tiles (``sfd.inference.tiling``).
+optionally store them channels-last and replay the forward from CUDA graphs (``sfd.inference.graphs``),
+and run the image whole or in tiles (``sfd.inference.tiling``).
 ``sfd sr``, ``sfd eval`` (and ``--paper-table``), ``sfd bench sr``, ``sfd demo`` and ``sfd features`` use it.
 """
 

@@ -60,9 +60,12 @@ def bicubic_upscale(scale: int) -> UpscaleFn:
 
 
 def _quantise(y: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``y`` made ready, on its own device, for the copy into a ``dtype`` result: 8-bit levels move a quarter
+    of the bytes and round off the CPU; floats convert in the copy."""
     if dtype.is_floating_point:
-        return y.to(dtype)
-    return to_levels(y, 16 if dtype == torch.uint16 else 8).to(dtype)
+        return y
+    # int32 for 16-bit levels: few uint16 operators exist off the CPU; the copy into the result converts
+    return to_levels(y, 16 if dtype == torch.uint16 else 8).to(torch.uint8 if dtype == torch.uint8 else torch.int32)
 
 
 def tiled_upscale(
@@ -113,5 +116,5 @@ def tiled_upscale(
         y = fn(patch).float().clamp(0, 1)
         oy, ox = (y0 - cy0) * scale, (x0 - cx0) * scale
         core = y[..., oy : oy + (y1 - y0) * scale, ox : ox + (x1 - x0) * scale]
-        out[..., y0 * scale : y1 * scale, x0 * scale : x1 * scale] = _quantise(core.cpu(), out_dtype)
+        out[..., y0 * scale : y1 * scale, x0 * scale : x1 * scale] = _quantise(core, out_dtype)  # one copy to the CPU
     return out if batched else out[0]

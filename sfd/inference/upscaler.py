@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import torch
 
 from sfd.errors import UsageError
+from sfd.inference.graphs import GRAPH_SAFE, GraphedForward
 from sfd.inference.tiling import PRECISIONS, run_model, tiled_upscale
 
 if TYPE_CHECKING:
@@ -26,12 +27,20 @@ class InferenceSettings:
     tile: int = 0  # tile size in input pixels; 0: the whole image at once
     tile_pad: int = 32  # context pixels around each tile
     channels_last: bool = False  # NHWC weights and tiles (faster convolutions on some GPUs)
+    # Replay the forward from CUDA graphs, one per input shape (sfd.inference.graphs): True, False, or
+    # "auto": on for CUDA devices and the architectures in GRAPH_SAFE. Off by default until measured on a
+    # GPU (benchmarks/gpu.sh measures it; docs/benchmarks.md); eager is the reference.
+    cuda_graph: Literal["auto", True, False] = False
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise UsageError(f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
         if self.tile < 0 or self.tile_pad < 0:
             raise UsageError(f"tile ({self.tile}) and tile pad ({self.tile_pad}) cannot be negative")
+        if self.cuda_graph not in ("auto", True, False):
+            raise UsageError(f"cuda_graph must be auto, True or False, not {self.cuda_graph!r}")
+        if self.cuda_graph is True and not str(self.device).startswith("cuda"):
+            raise UsageError(f"CUDA graphs (--cuda-graph on) need a CUDA device, not {self.device}")
 
     @property
     def dtype(self) -> torch.dtype:
@@ -53,7 +62,11 @@ class Upscaler:
         if settings.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
-        self._fn = run_model(model, generator.scale, generator.size_multiple, generator.min_size)
+        fn = run_model(model, generator.scale, generator.size_multiple, generator.min_size)
+        want = settings.cuda_graph
+        auto = str(settings.device).startswith("cuda") and generator.architecture in GRAPH_SAFE
+        self.graphed = auto if want == "auto" else want
+        self._fn = GraphedForward(fn) if self.graphed else fn
 
     @classmethod
     def load(
@@ -84,7 +97,8 @@ class Upscaler:
 
     def describe(self) -> str:
         """One line for logs and reports: what runs, at which scale and precision."""
-        return f"{self.source}, {self.architecture} x{self.scale}, {self.settings.precision}"
+        switches = ", channels-last" * self.settings.channels_last + ", CUDA graphs" * self.graphed
+        return f"{self.source}, {self.architecture} x{self.scale}, {self.settings.precision}{switches}"
 
     def __call__(
         self, image: torch.Tensor, out_dtype: torch.dtype = torch.float32, progress: bool | str = False
