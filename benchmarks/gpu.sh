@@ -5,29 +5,36 @@
 #     share of the device's bf16 peak, the GPU-busy share of a step (profiler), warm-up (compile, capture)
 #     apart; bf16, and fp32 for the reference and the fastest;
 #   - the same SFD step data-parallel over all visible GPUs, when there are several (torchrun);
-#   - `sfd sr` throughput (MP/s) in fp16, tiled and untiled, and `sfd bench iqa`;
+#   - `sfd sr` throughput (MP/s) in fp16, tiled (512² tiles) and untiled, at 256² and 1024² input (1024² and
+#     4096² output), eager, channels-last, CUDA graphs, and both (`sfd bench sr` once per case); `sfd bench iqa`;
 #   - real-world data: loader patches/s beside the degradations batched on the GPU (`sfd bench data`).
 # Each part has its own time limit, so that one slow part cannot take the others' time.
 # Results: one JSON per part and a summary in $OUT (default bench_gpu/).
 #
 #   benchmarks/gpu.sh            # on the GPU machine
+#   PARTS=sr benchmarks/gpu.sh   # only some parts (of: step sr iqa data)
 #   benchmarks/gpu.sh --tiny     # a tiny setting on the CPU (seconds): how tests/test_bench.py runs it
 set -uo pipefail
 PY=${PYTHON:-python}
 OUT=${OUT:-bench_gpu}
+PARTS=${PARTS:-step sr iqa data}
+want() { [[ " $PARTS " == *" $1 "* ]]; }
+export PARTS
 PEAK=${PEAK_TFLOPS:-788}  # bf16 matrix product measured on an H200 of this kind (8192³, random data)
 mkdir -p "$OUT"
 
 if [[ "${1:-}" == "--tiny" ]]; then
-  DEVICE=cpu BLOCKS=1 BATCH=1 PATCH=32 REPEATS=1 SIZES="16" LIMIT=300
+  DEVICE=cpu BLOCKS=1 BATCH=1 PATCH=32 REPEATS=1 SIZES="16" LIMIT=300 SR_TILE=8
   SETS=(--set generator.num_feat=8 --set "feat_d.widths=[16,8,8,8]" --set tg_d.n_pairs=1 --set tg_d.length=4
         --set "loss.perceptual_layers={conv1_2: 1.0}" --set image_d.num_feat=8)
   NPROC=${NPROC:-0}
   # CUDA graphs need CUDA: the tiny CPU run checks the plumbing with the CPU switches alone.
   CASES=("reference:optim.impl=foreach feat_d.upsample=interpolate" "sync-free:train.sync_free=true")
   FP32_CASES=("default:")
+  SR_CASES=("eager:" "channels-last:--channels-last")
 else
-  DEVICE=cuda BLOCKS=23 BATCH=32 PATCH=128 REPEATS=${REPEATS:-5} SIZES="512 1024" LIMIT=${LIMIT:-150}
+  DEVICE=cuda BLOCKS=23 BATCH=32 PATCH=128 REPEATS=${REPEATS:-5} SIZES=${SR_SIZES:-256 1024} LIMIT=${LIMIT:-150}
+  SR_TILE=512
   SETS=()
   NPROC=${NPROC:-$($PY -c "import torch; print(torch.cuda.device_count())")}
   # name:overrides. "reference" is the eager step as it was (torch's foreach Adam on CUDA, F.interpolate);
@@ -41,6 +48,9 @@ else
     "default+channels-last:train.channels_last=true"
   )
   FP32_CASES=("default:")  # fp32's eager reference: ../shared/measurements/h200-2026-12-04 (0.240 s SFD)
+  # name:flags of `sfd bench sr`; "eager" is `sfd sr`'s default (issue 18: 32.9 MP/s untiled at 1024² input)
+  SR_CASES=("eager:" "channels-last:--channels-last" "cuda-graph:--cuda-graph on"
+            "cuda-graph+channels-last:--cuda-graph on --channels-last")
 fi
 COMMON=(--device "$DEVICE" --blocks "$BLOCKS" --batch "$BATCH" --patch "$PATCH" --repeats "$REPEATS" --only ESRGAN SFD
         --peak-tflops "$PEAK" --no-tiny)
@@ -51,17 +61,27 @@ step() {  # step PRECISION NAME "OVERRIDES"
   timeout "$LIMIT" $PY -m sfd bench step "${COMMON[@]}" --precision "$1" "${sets[@]}" --json > "$OUT/step_$1_$2.json" \
     || echo "step $1 $2: failed or timed out (exit $?)" | tee -a "$OUT/failures.txt"
 }
-for case in "${CASES[@]}"; do step bf16 "${case%%:*}" "${case#*:}"; done
-for case in "${FP32_CASES[@]}"; do step fp32 "${case%%:*}" "${case#*:}"; done
-if [[ "$NPROC" -gt 1 ]]; then  # data-parallel: --batch per process
-  timeout "$LIMIT" $PY -m torch.distributed.run --standalone --nproc_per_node="$NPROC" -m sfd bench step "${COMMON[@]}" \
-    --precision bf16 "${SETS[@]}" --json > "$OUT/step_ddp.json" || echo "ddp: failed (exit $?)" >> "$OUT/failures.txt"
+if want step; then
+  for case in "${CASES[@]}"; do step bf16 "${case%%:*}" "${case#*:}"; done
+  for case in "${FP32_CASES[@]}"; do step fp32 "${case%%:*}" "${case#*:}"; done
+  if [[ "$NPROC" -gt 1 ]]; then  # data-parallel: --batch per process
+    timeout "$LIMIT" $PY -m torch.distributed.run --standalone --nproc_per_node="$NPROC" -m sfd bench step \
+      "${COMMON[@]}" --precision bf16 "${SETS[@]}" --json > "$OUT/step_ddp.json" \
+      || echo "ddp: failed (exit $?)" >> "$OUT/failures.txt"
+  fi
 fi
-# shellcheck disable=SC2086
-timeout "$LIMIT" $PY -m sfd bench sr --device "$DEVICE" --blocks "$BLOCKS" --precision fp16 --sizes $SIZES \
-  --repeats "$REPEATS" --json > "$OUT/sr_fp16.json" || echo "sr: failed (exit $?)" >> "$OUT/failures.txt"
-[[ "${1:-}" == "--tiny" ]] || timeout "$LIMIT" $PY -m sfd bench iqa --device "$DEVICE" --repeats "$REPEATS" --json \
-  > "$OUT/iqa.json" || echo "iqa: failed (exit $?)" >> "$OUT/failures.txt"
+if want sr; then
+  for case in "${SR_CASES[@]}"; do
+    # shellcheck disable=SC2086
+    timeout "$LIMIT" $PY -m sfd bench sr --device "$DEVICE" --blocks "$BLOCKS" --precision fp16 --sizes $SIZES \
+      --tile "$SR_TILE" --repeats "$REPEATS" ${case#*:} --json > "$OUT/sr_fp16_${case%%:*}.json" \
+      || echo "sr ${case%%:*}: failed (exit $?)" >> "$OUT/failures.txt"
+  done
+fi
+if want iqa && [[ "${1:-}" != "--tiny" ]]; then
+  timeout "$LIMIT" $PY -m sfd bench iqa --device "$DEVICE" --repeats "$REPEATS" --json > "$OUT/iqa.json" \
+    || echo "iqa: failed (exit $?)" >> "$OUT/failures.txt"
+fi
 
 # Real-world data: the loaders (CPU workers) beside the degradations batched on the device, with
 # the recipes' settings (DiffJPEG, crop_pad_size 400, 12 patches of 256² per GPU as Real-ESRGAN).
@@ -71,7 +91,7 @@ DATA=${DATA:-../shared/data/train/BSDS400}
 if [[ ! -d "$DATA" ]]; then
   DATA=$($PY -c "import os, skimage; print(os.path.join(os.path.dirname(skimage.__file__), 'data'))")
 fi
-if [[ -d "$DATA" ]]; then
+if want data && [[ -d "$DATA" ]]; then
   if [[ "${1:-}" == "--tiny" ]]; then
     DATA_ARGS=(--batch 2 --patch 64 --crop-pad-size 96 --workers 0 --batches 1 --repeats 1 --step-s 1)
   else
@@ -82,12 +102,15 @@ if [[ -d "$DATA" ]]; then
 fi
 
 $PY - "$OUT" <<'PY'
-import json, sys
+import json, os, sys
 from pathlib import Path
 
 out = Path(sys.argv[1])
+parts = os.environ["PARTS"].split()
 lines = ["| switches | run | precision | processes | s / it | it / s | TFLOP/s | of peak | GPU busy | warm-up s "
          "| peak MB | 400k iterations (h) |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+if "step" not in parts:
+    lines = ["step: not run"]
 for path in sorted(out.glob("step_*.json")):
     try:
         r = json.loads(path.read_text())
@@ -105,24 +128,35 @@ for path in sorted(out.glob("step_*.json")):
     if "sfd_over_esrgan_flops" in r:
         lines.append(f"| {case} | SFD / ESRGAN | {st['precision']} | | {r['sfd_over_esrgan']:.2f} | | "
                      f"FLOP ratio {r['sfd_over_esrgan_flops']:.2f} | | | | | |")
-try:
-    sr = json.loads((out / "sr_fp16.json").read_text())
-    lines += ["", "| sr input (fp16) | untiled MP/s | tiled MP/s | untiled peak MB | tiled peak MB |",
-              "|---|---|---|---|---|"]
+# `sfd sr` (issue 18's target: 80 output MP/s untiled at 1024², tiled >= 0.9x untiled): eager first
+sr_lines, machine = [], None
+for path in sorted(out.glob("sr_fp16_*.json"), key=lambda p: (p.stem != "sr_fp16_eager", p.stem)):
+    try:
+        sr = json.loads(path.read_text())
+    except ValueError:
+        continue
+    machine = sr["machine"]
     for row in sr["rows"]:
         u, t = row["untiled"], row["tiled"]
-        lines.append(f"| {row['size']}² | {u['mp_per_s']:.2f} | {t['mp_per_s']:.2f} | {u['peak_mb']:.0f} "
-                     f"| {t['peak_mb']:.0f} |")
-    lines += ["", f"machine: {sr['machine']}"]
-except (OSError, ValueError):
-    lines += ["", "sr: no result"]
+        graphs = "/".join("yes" if x.get("graphed") else "no" for x in (u, t))
+        sr_lines.append(f"| {path.stem.split('_', 2)[-1]} | {row['size']}² -> {row['size'] * 4}² | {row['tiles']} "
+                        f"| {u['mp_per_s']:.2f} | {t['mp_per_s']:.2f} | {row['tiled_over_untiled_speed']:.2f} "
+                        f"| {u['peak_mb']:.0f} | {t['peak_mb']:.0f} | {graphs} "
+                        f"| {u.get('warmup_seconds', 0):.1f} / {t.get('warmup_seconds', 0):.1f} |")
+if sr_lines:
+    lines += ["", "| sr (fp16) | input -> output | tiles | untiled MP/s | tiled MP/s | tiled / untiled "
+              "| untiled peak MB | tiled peak MB | graphed (untiled/tiled) | warm-up s (untiled / tiled) |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    lines += sr_lines + ["", f"machine: {machine}"]
+else:
+    lines += ["", "sr: no result" if "sr" in parts else "sr: not run"]
 try:
     data = json.loads((out / "data.json").read_text())
     lines += ["", f"| real-world data ({data['setting']['batch']} x {data['setting']['patch']}², "
               f"crop_pad_size {data['setting']['crop_pad_size']}) | patches / s |", "|---|---|"]
     lines += [f"| {k} | {v:.1f} |" for k, v in data["patches_per_second"].items()]
 except (OSError, ValueError):
-    lines += ["", "data: no result"]
+    lines += ["", "data: no result" if "data" in parts else "data: not run"]
 if (out / "failures.txt").exists():
     lines += ["", "failures:", (out / "failures.txt").read_text()]
 (out / "summary.md").write_text("\n".join(lines) + "\n")

@@ -464,7 +464,17 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _sr_case(blocks: int, size: int, tile: int, tile_pad: int, device: str, precision: str, repeats: int) -> dict:
+def _sr_case(
+    blocks: int,
+    size: int,
+    tile: int,
+    tile_pad: int,
+    device: str,
+    precision: str,
+    repeats: int,
+    channels_last: bool = False,
+    cuda_graph: bool | str = False,
+) -> dict:
     """One size and tiling in this process: seconds per image and peak memory."""
     from sfd.config import GeneratorConfig
     from sfd.inference import InferenceSettings, Upscaler
@@ -473,21 +483,43 @@ def _sr_case(blocks: int, size: int, tile: int, tile_pad: int, device: str, prec
 
     torch.manual_seed(0)
     g = build_generator(GeneratorConfig(num_blocks=blocks)).eval()
-    settings = InferenceSettings(device=device, precision=precision, tile=tile, tile_pad=tile_pad)
+    settings = InferenceSettings(
+        device=device,
+        precision=precision,
+        tile=tile,
+        tile_pad=tile_pad,
+        channels_last=channels_last,
+        cuda_graph=cuda_graph,
+    )
     up = Upscaler(LoadedGenerator(g, 4, "ESRGAN", f"random RRDBNet {blocks} blocks"), settings)
     image = torch.rand(3, size, size)
     if str(device).startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
-    times = interleaved({"sr": lambda: up(image)}, repeats, 1, device)
+    # With graphs a shape's first run is eager and its second is captured: both before the timed runs.
+    t = time.perf_counter()
+    times = interleaved({"sr": lambda: up(image)}, repeats, 2 if up.graphed else 1, device)
+    warmup = time.perf_counter() - t - sum(times["sr"])
     peak = torch.cuda.max_memory_allocated() / 2**20 if str(device).startswith("cuda") else _peak_rss_mb()
-    return {"seconds": statistics.median(times["sr"]), "peak_mb": peak}
+    return {"seconds": statistics.median(times["sr"]), "peak_mb": peak, "warmup_seconds": warmup, "graphed": up.graphed}
 
 
 def bench_sr(
-    sizes=(128, 256, 512, 1024), tile=512, tile_pad=32, blocks=23, device="cpu", precision="fp32", repeats=2
+    sizes=(128, 256, 512, 1024),
+    tile=512,
+    tile_pad=32,
+    blocks=23,
+    device="cpu",
+    precision="fp32",
+    repeats=2,
+    channels_last=False,
+    cuda_graph=False,
 ) -> dict:
     """``sfd sr``'s tiled path against the whole image at once, as the input grows. Each case runs in
-    its own process (so that CPU peak memory is the case's own), tiled and untiled alternating."""
+    its own process (so that CPU peak memory is the case's own), tiled and untiled alternating.
+    ``channels_last`` and ``cuda_graph`` are ``InferenceSettings``' switches."""
+    from sfd.inference import InferenceSettings
+
+    InferenceSettings(device=device, precision=precision, cuda_graph=cuda_graph)  # refuse bad switches here, once
     import json
     import subprocess
 
@@ -495,14 +527,14 @@ def bench_sr(
     for size in sizes:
         row = {"size": size, "tiles": math.ceil(size / tile) ** 2 if tile > 0 else 1}
         for name, t in (("untiled", 0), ("tiled", tile)):
-            args = json.dumps([blocks, size, t, tile_pad, device, precision, repeats])
+            args = json.dumps([blocks, size, t, tile_pad, device, precision, repeats, channels_last, cuda_graph])
             code = f"import json; from sfd.bench import _sr_case; print(json.dumps(_sr_case(*json.loads({args!r}))))"
-            res = json.loads(
-                subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-                .stdout.strip()
-                .splitlines()[-1]
-            )
-            row[name] = {"mp_per_s": (size * 4) ** 2 / 1e6 / res["seconds"], "peak_mb": res["peak_mb"]}
+            proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+            if proc.returncode:  # a benchmark runs once on a borrowed GPU: say why a case failed
+                raise RuntimeError(f"sr case {size}² {name} failed (exit {proc.returncode}): {proc.stderr[-2000:]}")
+            res = json.loads(proc.stdout.strip().splitlines()[-1])
+            mp_per_s = (size * 4) ** 2 / 1e6 / res["seconds"]
+            row[name] = {"mp_per_s": mp_per_s, **{k: res[k] for k in ("peak_mb", "warmup_seconds", "graphed")}}
         row["tiled_over_untiled_speed"] = row["tiled"]["mp_per_s"] / row["untiled"]["mp_per_s"]
         rows.append(row)
     return {
@@ -515,6 +547,8 @@ def bench_sr(
             "device": device,
             "precision": precision,
             "repeats": repeats,
+            "channels_last": channels_last,
+            "cuda_graph": cuda_graph,
         },
         "rows": rows,
     }

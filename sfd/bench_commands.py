@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from sfd.inference.commands import CUDA_GRAPH, add_speed_options
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="measure speed against the peers, side by side (docs/benchmarks.md)")
@@ -68,6 +70,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--tile-pad", type=int, default=32, help="default: sfd sr's")
     q.add_argument("--blocks", type=int, default=23)
     q.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
+    add_speed_options(q)
 
     q = add("iqa", "images/s of SFD-IQA, CLIP-IQA (same RN50) and NIQE", cmd_iqa)
     q.add_argument("--size", type=int, default=500)
@@ -188,7 +191,17 @@ def cmd_chroma(args) -> int:
 def cmd_sr(args) -> int:
     from sfd.bench import bench_sr
 
-    r = bench_sr(args.sizes, args.tile, args.tile_pad, args.blocks, args.device, args.precision, args.repeats)
+    r = bench_sr(
+        args.sizes,
+        args.tile,
+        args.tile_pad,
+        args.blocks,
+        args.device,
+        args.precision,
+        args.repeats,
+        channels_last=args.channels_last,
+        cuda_graph=CUDA_GRAPH[args.cuda_graph],
+    )
     table = [
         "| input | tiles | untiled MP/s | tiled MP/s | tiled / untiled | untiled peak MB | tiled peak MB |",
         "|---|---|---|---|---|---|---|",

@@ -33,9 +33,13 @@ def test_gpu_script_runs_tiny_on_the_cpu(tmp_path):
         assert r["setting"]["precision"] == name.split("_")[0] and set(r["seconds_per_iteration"]) == {"ESRGAN", "SFD"}
         assert r["sfd_over_esrgan"] > 0 and r["measures"]["SFD"]["flops"] > r["measures"]["ESRGAN"]["flops"] > 0
     assert "train.sync_free=true" in json.loads((out / "step_bf16_sync-free.json").read_text())["setting"]["overrides"]
-    sr = json.loads((out / "sr_fp16.json").read_text())
-    assert sr["rows"][0]["tiled"]["mp_per_s"] > 0
+    for case, nhwc in (("eager", False), ("channels-last", True)):  # the CUDA-graph cases need CUDA
+        sr = json.loads((out / f"sr_fp16_{case}.json").read_text())
+        assert sr["setting"]["channels_last"] is nhwc and sr["setting"]["cuda_graph"] is False
+        assert sr["rows"][0]["tiles"] == 4 and sr["rows"][0]["tiled"]["mp_per_s"] > 0
+    assert not list(out.glob("sr_fp16_cuda-graph*"))
     summary = (out / "summary.md").read_text()
+    assert "| eager | 16² -> 64² | 4 |" in summary and "| channels-last | 16² -> 64² | 4 |" in summary
     assert "| sync-free | SFD | bf16 |" in summary and "400k iterations" in summary and "FLOP ratio" in summary
     assert "| degradations batched on cpu |" in summary and "crop_pad_size 96" in summary
 
