@@ -317,11 +317,11 @@ def bench_data(
             degrader = build_degrader(cfg, torch.device("cpu")) if kind == "real-world" else None
             loader = build_loader(cfg, 0, 10**9, torch.device("cpu"), degrader=degrader)
             iters[f"{kind}, {n} workers"] = iter(loader)
-    # The device path: the loader decodes and crops HR only (its rate with the most workers), and
-    # the degradations run on the device from batches already in memory.
+    # The device path: the loader decodes and crops HR and draws the parameters and kernels (its rate
+    # with the most workers), and the degradations run on the device from batches already in memory.
     cfg = load_config(None, base + realworld + [f"data.num_workers={max(workers)}"])
-    hr_only = iter(build_loader(cfg, 0, 10**9, torch.device("cpu")))
-    iters[f"HR-only loader, {max(workers)} workers"] = hr_only
+    hr_only = iter(build_loader(cfg, 0, 10**9, torch.device("cpu"), degrader=build_degrader(cfg, dev), draws_only=True))
+    iters[f"HR + draws loader, {max(workers)} workers"] = hr_only
     held = [next(hr_only) for _ in range(batches)]
 
     def take(it):

@@ -68,9 +68,11 @@ def test_bench_data_compares_loaders_with_a_step(tmp_path, capsys):
         "classic, 1 workers",
         "real-world, 0 workers",
         "real-world, 1 workers",
-        "HR-only loader, 1 workers",
-        "degradations batched on cpu",
+        "HR + draws loader, 1 workers",
+        "degradations on cpu, per sample",
+        "degradations on cpu, batched",
     }
+    assert set(r["ops_per_patch"]) == {"degradations on cpu, per sample", "degradations on cpu, batched"}
     assert r["step_consumes_patches_per_second"] == 1.0 and all(v > 0 for v in r["patches_per_second"].values())
     assert r["setting"]["crop_pad_size"] == 96 and r["setting"]["jpeg_backend"] == "diffjpeg"
 

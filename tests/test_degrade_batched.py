@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from sfd.bench import _CountOps
 from sfd.data import counter_rng
 from sfd.data.batched import resize_matrix
 from sfd.data.degradations import DegradationConfig, RealESRGANDegradation
@@ -97,3 +98,19 @@ def test_batched_is_the_default_on_gpus_only():
     degrade = RealESRGANDegradation()
     assert degrade.cfg.batched == "auto"
     assert not degrade.batched(torch.device("cpu")) and degrade.batched(torch.device("cuda"))
+
+
+def test_batched_dispatches_a_fraction_of_the_operators():
+    """What a GPU pays a launch for, counted on the CPU: with the draws made beforehand (in the loader
+    workers), a batch of 16 dispatches under a third of the per-sample path's operators (measured:
+    2,852 against 11,012; the batched path's count hardly grows with the batch: 64 against 701 per
+    patch at 48)."""
+    hr = _hr(16, 64)
+    counts = {}
+    for flag in (False, True):
+        degrade = RealESRGANDegradation(DegradationConfig(batched=flag), patch=32)
+        draws = degrade.draw(range(16))
+        with _CountOps() as ops:
+            degrade.apply(hr, draws)
+        counts[flag] = ops.count
+    assert counts[True] < counts[False] / 3

@@ -31,7 +31,6 @@ import torch
 
 from sfd.data import counter_rng
 from sfd.data.filters import fft_correlate, rgb_to_gray
-from sfd.data.kernels import pad_kernel
 
 if TYPE_CHECKING:
     from sfd.data.degradations import DegradationParams, OrderParams
@@ -41,6 +40,7 @@ Jpeg = Callable[[torch.Tensor, list], torch.Tensor]  # (B, 3, H, W) images and t
 __all__ = ["Canvas", "resize_matrix", "degrade_rest"]
 
 _CUBIC_A = -0.75  # PyTorch's (and OpenCV's) bicubic coefficient
+_MODES = ("bilinear", "bicubic", "area")
 
 
 @dataclass
@@ -84,6 +84,10 @@ def _groups(flags: list) -> dict:
     return out
 
 
+def _rows(t: torch.Tensor, keep: list[bool]) -> torch.Tensor:
+    return t[torch.tensor(keep, device=t.device)]
+
+
 def _apply_to(canvas: Canvas, flags: list, fns: dict) -> Canvas:
     """Run ``fns[flag]`` on the sub-canvas of the samples with that flag (a missing key: unchanged)."""
     groups = {f: idx for f, idx in _groups(flags).items() if fns.get(f) is not None}
@@ -97,67 +101,60 @@ def _apply_to(canvas: Canvas, flags: list, fns: dict) -> Canvas:
 # ---------------------------------------------------------------- resize
 
 
-def resize_matrix(n_in: torch.Tensor, n_out: torch.Tensor, factor: torch.Tensor, mode: str, rows: int, cols: int):
+def resize_matrix(n_in: torch.Tensor, n_out: torch.Tensor, factor: torch.Tensor, modes, rows: int, cols: int):
     """(B, rows, cols) float64: row j of sample b holds the weights of output j over the inputs of
-    ``F.interpolate(mode, align_corners=False)`` along one axis, from ``n_in[b]`` to ``n_out[b]``
-    samples (``factor[b]`` > 0: with ``scale_factor=factor``, else by size). Rows from ``n_out[b]``
-    and columns from ``n_in[b]`` on are zero."""
-    device = n_in.device
-    j = torch.arange(rows, device=device, dtype=torch.float64)[None]
-    n_in_f, n_out_f = n_in[:, None].double(), n_out[:, None].double()
+    ``F.interpolate(modes[b], align_corners=False)`` along one axis, from ``n_in[b]`` to ``n_out[b]``
+    samples (``factor[b]`` > 0, float64: with ``scale_factor=factor``, else by size). Rows from
+    ``n_out[b]`` and columns from ``n_in[b]`` on are zero. ``modes``: one mode, or one per sample."""
+    device, b = n_in.device, n_in.shape[0]
+    modes = [modes] * b if isinstance(modes, str) else list(modes)
+    if set(modes) - set(_MODES):
+        raise ValueError(f"no batched resize for modes {sorted(set(modes) - set(_MODES))}")
+    code = torch.tensor([_MODES.index(m) for m in modes], device=device)[:, None]
+    j = torch.arange(rows, device=device)[None]
+    last = n_in[:, None] - 1
+    # bilinear and bicubic: taps at source positions (align_corners=False)
+    scale = torch.where(factor[:, None] > 0, 1.0 / factor[:, None], n_in[:, None].double() / n_out[:, None])
+    real = scale * (j + 0.5) - 0.5
+    real_lin = real.clamp_min(0)  # bilinear clamps below; bicubic clamps its taps' indices instead
+    i_lin = real_lin.floor()
+    lam = real_lin - i_lin
+    i_lin = torch.minimum(i_lin.long(), last)  # (beyond last only in rows past n_out, zeroed below)
+    i_cub = real.floor()
+    t = real - i_cub
+    i_cub = i_cub.long()
+    a = _CUBIC_A
+    near = lambda x: ((a + 2) * x - (a + 3)) * x * x + 1  # noqa: E731  |x| <= 1
+    far = lambda x: ((a * x - 5 * a) * x + 8 * a) * x - 4 * a  # noqa: E731  1 < |x| < 2
+    cubic = code == _MODES.index("bicubic")
+    zero = torch.zeros_like(lam)
+    weights = [
+        torch.where(cubic, far(t + 1), zero),
+        torch.where(cubic, near(t), 1 - lam),
+        torch.where(cubic, near(1 - t), lam),
+        torch.where(cubic, far(2 - t), zero),
+    ]
+    index = [torch.where(cubic, i_cub + d, i_lin + max(0, min(d, 1))) for d in (-1, 0, 1, 2)]
+    m = torch.zeros(b, rows, cols, dtype=torch.float64, device=device)
+    m.scatter_add_(
+        2, torch.stack(index, -1).clamp(torch.zeros_like(last)[..., None], last[..., None]), torch.stack(weights, -1)
+    )
+    # area: adaptive average pooling, [floor(j n / m), ceil((j + 1) n / m))
+    start = (j * n_in[:, None]) // n_out[:, None]
+    end = -((-(j + 1) * n_in[:, None]) // n_out[:, None])
     k = torch.arange(cols, device=device)[None, None]
-    if mode == "area":  # adaptive average pooling: [floor(j n/m), ceil((j+1) n/m))
-        jj = torch.arange(rows, device=device)[None]
-        start = (jj * n_in[:, None]) // n_out[:, None]
-        end = -((-(jj + 1) * n_in[:, None]) // n_out[:, None])
-        inside = (k >= start[..., None]) & (k < end[..., None])
-        m = inside / (end - start).clamp_min(1)[..., None].double()
-    else:
-        scale = torch.where(factor[:, None] > 0, 1.0 / factor[:, None].double(), n_in_f / n_out_f)
-        real = scale * (j + 0.5) - 0.5
-        last = n_in[:, None] - 1
-        if mode == "bilinear":
-            real = real.clamp_min(0)
-            i0 = real.floor()
-            lam = real - i0
-            i0 = torch.minimum(i0.long(), last)  # (beyond last only in rows past n_out, zeroed below)
-            taps = [(i0, 1 - lam), (torch.minimum(i0 + 1, last), lam)]
-        elif mode == "bicubic":
-            i0 = real.floor()
-            t = real - i0
-            i0 = i0.long()
-            a = _CUBIC_A
-
-            def near(x):  # |x| <= 1
-                return ((a + 2) * x - (a + 3)) * x * x + 1
-
-            def far(x):  # 1 < |x| < 2
-                return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
-
-            weights = [far(t + 1), near(t), near(1 - t), far(2 - t)]
-            taps = [((i0 + d).clamp(torch.zeros_like(last), last), w) for d, w in zip((-1, 0, 1, 2), weights)]
-        else:
-            raise ValueError(f"no batched resize for mode {mode!r}")
-        m = torch.zeros(n_in.shape[0], rows, cols, dtype=torch.float64, device=device)
-        for idx, w in taps:
-            m.scatter_add_(2, idx[..., None], w[..., None])
-    return m * (j < n_out_f)[..., None]
+    area = ((k >= start[..., None]) & (k < end[..., None])) / (end - start).clamp_min(1)[..., None].double()
+    m = torch.where((code == _MODES.index("area"))[..., None], area, m)
+    return m * (j < n_out[:, None])[..., None]
 
 
 def _resize(canvas: Canvas, hs: list[int], ws: list[int], modes: list[str], factors: list[float] | None) -> Canvas:
     """Each sample resized to (hs[i], ws[i]) with its mode (and its scale factor when given)."""
     x = canvas.x
     f = torch.tensor(factors or [0.0] * len(hs), dtype=torch.float64, device=x.device)
-    rows, cols = max(hs), max(ws)
-    sizes = {k: canvas.sizes(v) for k, v in (("h", canvas.hs), ("w", canvas.ws), ("h2", hs), ("w2", ws))}
-    out = torch.empty(x.shape[0], x.shape[1], rows, cols, dtype=x.dtype, device=x.device)
-    for mode, idx in _groups(modes).items():
-        pick = torch.tensor(idx, device=x.device)
-        n = {k: v[pick] for k, v in sizes.items()}
-        ry = resize_matrix(n["h"], n["h2"], f[pick], mode, rows, x.shape[-2])
-        rx = resize_matrix(n["w"], n["w2"], f[pick], mode, cols, x.shape[-1])
-        out[idx] = ry[:, None] @ x.index_select(0, pick) @ rx[:, None].transpose(-1, -2)
-    return Canvas(out, hs, ws)
+    ry = resize_matrix(canvas.sizes(canvas.hs), canvas.sizes(hs), f, modes, max(hs), x.shape[-2])
+    rx = resize_matrix(canvas.sizes(canvas.ws), canvas.sizes(ws), f, modes, max(ws), x.shape[-1])
+    return Canvas(ry[:, None] @ x @ rx[:, None].transpose(-1, -2), hs, ws)
 
 
 # ---------------------------------------------------------------- blur
@@ -172,13 +169,13 @@ def _reflect_index(n: torch.Tensor, size: int, pad: int) -> torch.Tensor:
     return torch.minimum(r.clamp_min(0), last)
 
 
-def _filter(canvas: Canvas, kernels: list[torch.Tensor]) -> Canvas:
-    """Each sample correlated with its kernel (odd sizes; zero-padded to the largest), as ``filter2d``."""
+def _filter(canvas: Canvas, kernels: torch.Tensor) -> Canvas:
+    """Each sample correlated with its kernel (B, k, k), as ``filter2d`` (a kernel zero-padded to k
+    gives what it gives unpadded: the padding's taps are zero)."""
     x = canvas.x
     b, c, h, w = x.shape
-    size = max(k.shape[-1] for k in kernels)
-    kernel = torch.stack([pad_kernel(k, size) for k in kernels]).to(x)
-    p = size // 2
+    kernel = kernels.to(x)
+    p = kernels.shape[-1] // 2
     rows = _reflect_index(canvas.sizes(canvas.hs), h, p)
     cols = _reflect_index(canvas.sizes(canvas.ws), w, p)
     xp = x.gather(2, rows[:, None, :, None].expand(b, c, h + 2 * p, w))
@@ -225,12 +222,10 @@ def _poisson(canvas: Canvas, ps: list[OrderParams]) -> Canvas:
     vals = [2.0 ** math.ceil(math.log2(int(k))) for k in counts]
     counters, _ = _counters(canvas, [p.gray for p in ps])
     low, high = (t.view(-1, 1, 1, 1) for t in counter_rng.seed_halves([p.noise_seed for p in ps], x.device))
-    u = counter_rng.uniform_at(counters, low, high)
-    noise = torch.empty_like(levels)
-    for rate, idx in _groups(vals).items():
-        pick = torch.tensor(idx, device=x.device)
-        sub = levels.index_select(0, pick)
-        noise[idx] = counter_rng.poisson_from_uniform(sub, rate, u.index_select(0, pick)) / rate - sub / 255.0
+    rates = sorted(set(vals))
+    which = torch.tensor([rates.index(v) for v in vals], device=x.device).view(b, 1, 1, 1)
+    counts = counter_rng.poisson_counts(levels, rates, which, counter_rng.uniform_at(counters, low, high))
+    noise = counts / torch.tensor(vals, dtype=torch.float64, device=x.device).view(b, 1, 1, 1) - levels / 255.0
     scale = torch.tensor([p.noise_level for p in ps], dtype=torch.float64, device=x.device).view(b, 1, 1, 1)
     return canvas.masked((x + scale * noise.to(x.dtype)).clamp(0, 1))
 
@@ -265,13 +260,15 @@ def _jpeg(canvas: Canvas, quality: list[float], codec: Jpeg, whole: bool) -> Can
 def degrade_rest(
     blurred: torch.Tensor,
     params: list[DegradationParams],
+    kernels: tuple[torch.Tensor, torch.Tensor],
     scale: int,
     first_resize: str,
     codec: Jpeg,
     codec_on_canvas: bool,
 ) -> torch.Tensor:
     """``RealESRGANDegradation._degrade_one`` for the whole batch: ``blurred`` (B, C, H, W) after the
-    first blur, to the LR images (B, C, H / scale, W / scale) before the final rounding."""
+    first blur, to the LR images (B, C, H / scale, W / scale) before the final rounding. ``kernels``:
+    the second-order blur's and the final sinc's, (B, k, k) each (``Draws``)."""
     b, _, h, w = blurred.shape
     lr_h, lr_w = h // scale, w // scale
     canvas = Canvas(blurred, [h] * b, [w] * b)
@@ -288,9 +285,9 @@ def degrade_rest(
     canvas = _jpeg(_noise(canvas, first), [p.jpeg_quality for p in first], codec, codec_on_canvas)
     # Second order: blur, resize relative to the LR size, noise.
     second = [p.second for p in params]
+    blur2, sinc = kernels
     blur = [p.kernel.type != "identity" for p in second]
-    kernels = [p.kernel.build() for p in second if p.kernel.type != "identity"]
-    canvas = _apply_to(canvas, blur, {True: lambda c: _filter(c, kernels)})
+    canvas = _apply_to(canvas, blur, {True: lambda c: _filter(c, _rows(blur2, blur))})
     canvas = _resize(
         canvas,
         [int(lr_h * p.scale) for p in second],
@@ -301,18 +298,18 @@ def degrade_rest(
     canvas = _noise(canvas, second)
 
     # Final: [resize to the LR size + sinc] and JPEG, in either order.
-    def resize_sinc(c: Canvas, ps: list[DegradationParams]) -> Canvas:
+    def resize_sinc(c: Canvas, ps: list[DegradationParams], sincs: torch.Tensor) -> Canvas:
         c = _resize(c, [lr_h] * len(ps), [lr_w] * len(ps), [p.final_mode for p in ps], None)
-        sinc = [p.sinc.type != "identity" for p in ps]
-        kernels = [p.sinc.build() for p in ps if p.sinc.type != "identity"]
-        return _apply_to(c, sinc, {True: lambda s: _filter(s, kernels)})
+        on = [p.sinc.type != "identity" for p in ps]
+        return _apply_to(c, on, {True: lambda s: _filter(s, _rows(sincs, on))})
 
     def final(c: Canvas, resize_first: bool) -> Canvas:
         ps = [p for p in params if p.resize_first == resize_first]
+        sincs = _rows(sinc, [p.resize_first == resize_first for p in params])
         quality = [p.second.jpeg_quality for p in ps]
         if resize_first:
-            return _jpeg(resize_sinc(c, ps), quality, codec, codec_on_canvas)
-        return resize_sinc(_jpeg(c, quality, codec, codec_on_canvas), ps)
+            return _jpeg(resize_sinc(c, ps, sincs), quality, codec, codec_on_canvas)
+        return resize_sinc(_jpeg(c, quality, codec, codec_on_canvas), ps, sincs)
 
     out = torch.empty(b, blurred.shape[1], lr_h, lr_w, dtype=blurred.dtype, device=blurred.device)
     for resize_first, idx in _groups([p.resize_first for p in params]).items():

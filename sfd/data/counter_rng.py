@@ -13,11 +13,12 @@ float64, whose last-bit differences between devices stay far below the 8-bit rou
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 
 __all__ = ["hash_bits", "uniform", "normal", "poisson_levels"]
-__all__ += ["seed_halves", "uniform_at", "normal_at", "poisson_from_uniform"]
+__all__ += ["seed_halves", "uniform_at", "normal_at", "poisson_counts"]
 
 _GOLDEN, _MUL1, _MUL2 = 0x9E3779B9, 0x7FEB352D, 0x846CA68B
 _MASK32 = (1 << 32) - 1
@@ -106,23 +107,26 @@ def poisson_levels(levels: torch.Tensor, rate: float, seed: int) -> torch.Tensor
     """Poisson counts with means ``levels / 255 * rate`` for integer ``levels`` 0..255 (any shape,
     float or integer), on ``levels``' device: the exact inverse CDF at one uniform per value,
     stream ``seed``."""
-    return poisson_from_uniform(levels, rate, uniform(seed, levels.numel(), levels.device))
+    return poisson_counts(levels, [rate], 0, uniform(seed, levels.numel(), levels.device))
 
 
-def poisson_from_uniform(levels: torch.Tensor, rate: float, u: torch.Tensor) -> torch.Tensor:
-    """``poisson_levels`` at given uniforms ``u`` (float64, one per value of ``levels``). The means
-    take at most 256 values, so their CDFs are one small table; a guide table (the count at each
-    1/256 of probability) starts each search a step away, and the tails, where a bucket holds many
-    values, finish by bisection."""
+def poisson_counts(levels: torch.Tensor, rates: Sequence[float], which, u: torch.Tensor) -> torch.Tensor:
+    """``poisson_levels`` at given uniforms ``u`` (float64, one per value of ``levels``), each value at
+    rate ``rates[which]`` (``which``: an int, or an integer tensor that broadcasts against ``levels``).
+    The means take at most 256 values per rate, so their CDFs are one small table; a guide table
+    (the count at each 1/256 of probability) starts each search a step away, and the tails, where a
+    bucket holds many values, finish by bisection."""
     device = levels.device
-    k_max = int(rate + 12 * math.sqrt(rate) + 12)  # beyond, the CDF is 1 to float64 precision
-    lam = torch.arange(256, dtype=torch.float64, device=device)[:, None] / 255 * rate
+    k_max = max(int(r + 12 * math.sqrt(r) + 12) for r in rates)  # beyond, the CDF is 1 to float64 precision
+    rate = torch.tensor(rates, dtype=torch.float64, device=device)[:, None, None]
+    lam = (torch.arange(256, dtype=torch.float64, device=device)[:, None] / 255 * rate).view(-1, 1)
     k = torch.arange(k_max, dtype=torch.float64, device=device)[None]
-    cdf = torch.exp(torch.xlogy(k, lam) - lam - torch.lgamma(k + 1)).cumsum(1).contiguous()  # (256, k_max)
-    grid = torch.arange(_GUIDE, dtype=torch.float64, device=device).expand(256, _GUIDE) / _GUIDE
+    cdf = torch.exp(torch.xlogy(k, lam) - lam - torch.lgamma(k + 1)).cumsum(1).contiguous()  # (R * 256, k_max)
+    grid = torch.arange(_GUIDE, dtype=torch.float64, device=device).expand(cdf.shape[0], _GUIDE) / _GUIDE
     guide = torch.searchsorted(cdf, grid.contiguous(), right=True).flatten()  # #{cdf <= g / G} per row
-    cdf = torch.cat([cdf, torch.full((256, 1), 2.0, dtype=cdf.dtype, device=device)], 1).flatten()  # a stop
-    row = levels.reshape(-1).long()
+    stop = torch.full((cdf.shape[0], 1), 2.0, dtype=cdf.dtype, device=device)
+    cdf = torch.cat([cdf, stop], 1).flatten()
+    row = (levels.long() + torch.as_tensor(which, device=device) * 256).expand(levels.shape).reshape(-1)
     u = u.reshape(-1)
     count = guide.index_select(0, row * _GUIDE + (u * _GUIDE).long())  # <= the answer, #{cdf <= u}
     start = row * (k_max + 1)  # each value's CDF row in the flat table

@@ -52,6 +52,7 @@ __all__ = [
     "DegradationConfig",
     "OrderParams",
     "DegradationParams",
+    "Draws",
     "sample_params",
     "RealESRGANDegradation",
     "PairPool",
@@ -162,6 +163,32 @@ def sample_params(cfg: DegradationConfig, seed: int) -> DegradationParams:
     resize_first = uniform(gen, 0, 1) < cfg.resize_first_prob
     crop = (uniform(gen, 0, 1), uniform(gen, 0, 1))  # drawn last: the draws above do not depend on it
     return DegradationParams(int(seed), first, second, sinc, final_mode, resize_first, crop)
+
+
+@dataclass
+class Draws:
+    """A batch's parameters and their blur kernels, (B, k, k) each: made where the HR is loaded (the
+    loader workers), so that the process that degrades the batch on a GPU only launches pixel work.
+    ``second`` and ``sinc`` hold a unit pulse where that filter is skipped."""
+
+    params: list[DegradationParams]
+    first: torch.Tensor
+    second: torch.Tensor
+    sinc: torch.Tensor
+
+    @classmethod
+    def of(cls, params: Sequence[DegradationParams], cfg: DegradationConfig) -> Draws:
+        size, size2 = cfg.blur_kernel_size, cfg.blur_kernel_size2
+
+        def stack(specs, pad_to):
+            return torch.stack([k.build(pad_to=pad_to) for k in specs])
+
+        return cls(
+            list(params),
+            stack([p.first.kernel for p in params], size),
+            stack([p.second.kernel for p in params], size2),
+            stack([p.sinc for p in params], size2),
+        )
 
 
 # ---------------------------------------------------------------- stages
@@ -432,14 +459,19 @@ class RealESRGANDegradation:
     def __call__(
         self, hr: torch.Tensor, seeds: torch.Tensor | Sequence[int]
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        seeds = [int(s) for s in seeds]
         if len(seeds) != hr.shape[0]:
             raise ValueError(f"got {len(seeds)} seeds for a batch of {hr.shape[0]}")
-        return self.apply(hr, [self.sample(s) for s in seeds])
+        return self.apply(hr, self.draw(seeds))
+
+    def draw(self, seeds: torch.Tensor | Sequence[int]) -> Draws:
+        """The parameters and kernels of these samples' seeds."""
+        return Draws.of([self.sample(int(s)) for s in seeds], self.cfg)
 
     @torch.no_grad()
-    def apply(self, hr: torch.Tensor, params: Sequence[DegradationParams]) -> tuple[torch.Tensor, ...]:
-        """``__call__`` with the parameters given (e.g. the same draws through another codec)."""
+    def apply(self, hr: torch.Tensor, draws: Draws | Sequence[DegradationParams]) -> tuple[torch.Tensor, ...]:
+        """``__call__`` with the draws given (e.g. the same parameters through another codec)."""
+        draws = draws if isinstance(draws, Draws) else Draws.of(draws, self.cfg)
+        params = draws.params
         b, _, h, w = hr.shape
         if h % self.scale or w % self.scale:
             raise ValueError(f"HR size {h}x{w} is not a multiple of the scale {self.scale}")
@@ -447,13 +479,13 @@ class RealESRGANDegradation:
         # far below an 8-bit level, so the roundings before JPEG and Poisson noise agree too.
         target = self.usm(hr.double())
         # The first blur acts on same-size images: one grouped convolution for the whole batch.
-        kernels = torch.stack([p.first.kernel.build(pad_to=self.cfg.blur_kernel_size) for p in params])
-        blurred = filter2d(target, kernels)
+        blurred = filter2d(target, draws.first.to(target.device))
         # From the first resize on, sizes differ per sample: one by one, or batched on one canvas.
         if self.batched(hr.device):
             lr = degrade_rest(
                 blurred,
-                list(params),
+                params,
+                (draws.second.to(hr.device), draws.sinc.to(hr.device)),
                 self.scale,
                 self.cfg.first_resize,
                 lambda x, q: jpeg(x, q, self.cfg.jpeg_backend),
