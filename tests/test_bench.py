@@ -37,7 +37,8 @@ def test_gpu_script_runs_tiny_on_the_cpu(tmp_path):
     assert sr["rows"][0]["tiled"]["mp_per_s"] > 0
     summary = (out / "summary.md").read_text()
     assert "| sync-free | SFD | bf16 |" in summary and "400k iterations" in summary and "FLOP ratio" in summary
-    assert "| degradations batched on cpu |" in summary and "crop_pad_size 96" in summary
+    assert "| degradations on cpu, batched |" in summary and "crop_pad_size 96" in summary
+    assert "operators / patch" in summary and (out / "data_b2.json").exists()
 
 
 def test_bench_data_compares_loaders_with_a_step(tmp_path, capsys):
