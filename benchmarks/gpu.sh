@@ -92,13 +92,19 @@ if [[ ! -d "$DATA" ]]; then
   DATA=$($PY -c "import os, skimage; print(os.path.join(os.path.dirname(skimage.__file__), 'data'))")
 fi
 if want data && [[ -d "$DATA" ]]; then
+  # Batches of 12 (Real-ESRGAN's per GPU) and 48 (its global batch on one GPU): the batched path's
+  # launches hardly grow with the batch, the per-sample path's grow with it.
   if [[ "${1:-}" == "--tiny" ]]; then
-    DATA_ARGS=(--batch 2 --patch 64 --crop-pad-size 96 --workers 0 --batches 1 --repeats 1 --step-s 1)
+    DATA_RUNS=("2:--patch 64 --crop-pad-size 96 --workers 0 --batches 1 --repeats 1 --step-s 1")
   else
-    DATA_ARGS=(--batch 12 --patch 256 --crop-pad-size 400 --workers 4 --batches 4 --repeats 2 --blocks 23)
+    DATA_RUNS=("12:--patch 256 --crop-pad-size 400 --workers 4 --batches 4 --repeats 2 --blocks 23"
+               "48:--patch 256 --crop-pad-size 400 --workers 4 --batches 2 --repeats 2 --step-s 1")
   fi
-  timeout "$LIMIT" $PY -m sfd bench data "$DATA" --device "$DEVICE" "${DATA_ARGS[@]}" --json > "$OUT/data.json" \
-    || echo "data: failed (exit $?)" >> "$OUT/failures.txt"
+  for run in "${DATA_RUNS[@]}"; do
+    # shellcheck disable=SC2086
+    timeout "$LIMIT" $PY -m sfd bench data "$DATA" --device "$DEVICE" --batch "${run%%:*}" ${run#*:} --json \
+      > "$OUT/data_b${run%%:*}.json" || echo "data (batch ${run%%:*}): failed (exit $?)" >> "$OUT/failures.txt"
+  done
 fi
 
 $PY - "$OUT" <<'PY'
@@ -150,13 +156,17 @@ if sr_lines:
     lines += sr_lines + ["", f"machine: {machine}"]
 else:
     lines += ["", "sr: no result" if "sr" in parts else "sr: not run"]
-try:
-    data = json.loads((out / "data.json").read_text())
+for path in sorted(out.glob("data_b*.json")) or [out / "data.json"]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        lines += ["", f"data: no result ({path.name})" if "data" in parts else "data: not run"]
+        continue
+    ops = data.get("ops_per_patch", {})
     lines += ["", f"| real-world data ({data['setting']['batch']} x {data['setting']['patch']}², "
-              f"crop_pad_size {data['setting']['crop_pad_size']}) | patches / s |", "|---|---|"]
-    lines += [f"| {k} | {v:.1f} |" for k, v in data["patches_per_second"].items()]
-except (OSError, ValueError):
-    lines += ["", "data: no result" if "data" in parts else "data: not run"]
+              f"crop_pad_size {data['setting']['crop_pad_size']}) | patches / s | operators / patch |", "|---|---|---|"]
+    lines += [f"| {k} | {v:.1f} | {ops[k]:.0f} |" if k in ops else f"| {k} | {v:.1f} | |"
+              for k, v in data["patches_per_second"].items()]
 if (out / "failures.txt").exists():
     lines += ["", "failures:", (out / "failures.txt").read_text()]
 (out / "summary.md").write_text("\n".join(lines) + "\n")

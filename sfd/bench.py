@@ -7,6 +7,7 @@ machine and the command that produced it; ``--json`` prints the same numbers as 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import platform
@@ -316,24 +317,36 @@ def bench_data(
             degrader = build_degrader(cfg, torch.device("cpu")) if kind == "real-world" else None
             loader = build_loader(cfg, 0, 10**9, torch.device("cpu"), degrader=degrader)
             iters[f"{kind}, {n} workers"] = iter(loader)
-    # The device path: the loader decodes and crops HR only (its rate with the most workers), and
-    # the degradations run on the device from batches already in memory.
+    # The device path: the loader decodes and crops HR and draws the parameters and kernels (its rate
+    # with the most workers), and the degradations run on the device from batches already in memory.
     cfg = load_config(None, base + realworld + [f"data.num_workers={max(workers)}"])
-    hr_only = iter(build_loader(cfg, 0, 10**9, torch.device("cpu")))
-    iters[f"HR-only loader, {max(workers)} workers"] = hr_only
+    hr_only = iter(build_loader(cfg, 0, 10**9, torch.device("cpu"), degrader=build_degrader(cfg, dev), draws_only=True))
+    iters[f"HR + draws loader, {max(workers)} workers"] = hr_only
     held = [next(hr_only) for _ in range(batches)]
-    on_device = build_degrader(cfg, dev)
 
     def take(it):
         return lambda: [next(it) for _ in range(batches)]
 
-    def degrade_held():
-        out = [degrade_batch(on_device, b, dev) for b in held]
-        _sync(dev)
-        return out
+    def degrade_held(degrader):
+        def fn():
+            out = [degrade_batch(degrader, b, dev) for b in held]
+            _sync(dev)
+            return out
+
+        return fn
 
     fns = {k: take(it) for k, it in iters.items()}
-    fns[f"degradations batched on {device}"] = degrade_held
+    # Both ways of running the stages after the first resize (data.degradation.batched), and the
+    # operators each dispatches per patch: what a GPU pays a launch for, countable on a CPU.
+    ops = {}
+    for way, batched in (("per sample", False), ("batched", True)):
+        degrader = build_degrader(cfg, dev)
+        degrader.cfg = dataclasses.replace(degrader.cfg, batched=batched)
+        name = f"degradations on {device}, {way}"
+        fns[name] = degrade_held(degrader)
+        with _CountOps() as counted:
+            degrade_batch(degrader, held[0], dev)
+        ops[name] = counted.count / batch
     times = interleaved(fns, repeats, warmup=1, device=device)
     rates = {k: batch * batches / statistics.median(v) for k, v in times.items()}
     if step_s is None:
@@ -354,6 +367,7 @@ def bench_data(
             "cache_mb": cache_mb,
         },
         "patches_per_second": rates,
+        "ops_per_patch": ops,
         "step_seconds": step_s,
         "step_consumes_patches_per_second": batch / step_s,
     }

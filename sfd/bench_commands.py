@@ -171,8 +171,12 @@ def cmd_data(args) -> int:
         args.jpeg_backend,
     )
     need = r["step_consumes_patches_per_second"]
-    table = ["| loader | patches / s | x what one step consumes |", "|---|---|---|"]
-    table += [f"| {k} | {v:.1f} | {v / need:.1f} |" for k, v in r["patches_per_second"].items()]
+    ops = r["ops_per_patch"]
+    table = ["| loader | patches / s | x what one step consumes | operators / patch |", "|---|---|---|---|"]
+    table += [
+        f"| {k} | {v:.1f} | {v / need:.1f} | {ops[k]:.0f} |" if k in ops else f"| {k} | {v:.1f} | {v / need:.1f} | |"
+        for k, v in r["patches_per_second"].items()
+    ]
     table.append(f"\none SFD step: {r['step_seconds']:.2f} s for {args.batch} patches = {need:.2f} patches/s")
     return _emit(args, r, table)
 

@@ -41,7 +41,8 @@ def test_gpu_script_runs_tiny_on_the_cpu(tmp_path):
     summary = (out / "summary.md").read_text()
     assert "| eager | 16² -> 64² | 4 |" in summary and "| channels-last | 16² -> 64² | 4 |" in summary
     assert "| sync-free | SFD | bf16 |" in summary and "400k iterations" in summary and "FLOP ratio" in summary
-    assert "| degradations batched on cpu |" in summary and "crop_pad_size 96" in summary
+    assert "| degradations on cpu, batched |" in summary and "crop_pad_size 96" in summary
+    assert "operators / patch" in summary and (out / "data_b2.json").exists()
 
 
 def test_bench_data_compares_loaders_with_a_step(tmp_path, capsys):
@@ -72,9 +73,11 @@ def test_bench_data_compares_loaders_with_a_step(tmp_path, capsys):
         "classic, 1 workers",
         "real-world, 0 workers",
         "real-world, 1 workers",
-        "HR-only loader, 1 workers",
-        "degradations batched on cpu",
+        "HR + draws loader, 1 workers",
+        "degradations on cpu, per sample",
+        "degradations on cpu, batched",
     }
+    assert set(r["ops_per_patch"]) == {"degradations on cpu, per sample", "degradations on cpu, batched"}
     assert r["step_consumes_patches_per_second"] == 1.0 and all(v > 0 for v in r["patches_per_second"].values())
     assert r["setting"]["crop_pad_size"] == 96 and r["setting"]["jpeg_backend"] == "diffjpeg"
 

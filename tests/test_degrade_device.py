@@ -108,14 +108,18 @@ def test_device_path_equals_the_loader_path_and_the_per_sample_path(photos, tmp_
     cfg = tiny_config(photos, tmp_path, CROP + ["data.num_workers=1"])
     degrader = build_degrader(cfg, torch.device("cpu"))
     in_workers = build_loader(cfg, 4, 2, torch.device("cpu"), degrader=degrader)
+    with_draws = build_loader(cfg, 4, 2, torch.device("cpu"), degrader=degrader, draws_only=True)
     dataset = build_dataset(cfg)
-    for i, batch in enumerate(in_workers):
+    for i, (batch, drawn) in enumerate(zip(in_workers, with_draws)):
+        # draws made in a worker (as for a GPU's degradations) give the same pairs
+        assert "draws" in drawn and "target" not in drawn
         assert "target" in batch and batch["hr"].shape[-1] == 64
         plain = default_collate([dataset[4 + 2 * i], dataset[5 + 2 * i]])
         assert plain["hr"].shape[-1] == 96  # the loader only decodes and crops to crop_pad_size
         batched = degrade_batch(degrader, plain, torch.device("cpu"))
         loaded = degrade_batch(degrader, batch, torch.device("cpu"))
         assert all(torch.equal(a, b) for a, b in zip(batched, loaded))
+        assert all(torch.equal(a, b) for a, b in zip(degrade_batch(degrader, drawn, torch.device("cpu")), loaded))
         for j in range(2):
             alone = degrade_batch(degrader, default_collate([dataset[4 + 2 * i + j]]), torch.device("cpu"))
             assert all(torch.equal(a[j], b[0]) for a, b in zip(batched, alone))

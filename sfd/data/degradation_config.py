@@ -82,9 +82,15 @@ class DegradationConfig:
     # -- where the degradations run: "cpu" (the loader workers, or the trainer's process per
     #    data.degrade_in), "cuda" (batched on the training device, which must be a GPU; the loader
     #    only decodes and crops), "auto" (the training device when it is a GPU, else the CPU). Default
-    #    cpu: on an H200 the batched path made 93 patches/s (12 of 256², crop 400) in the training
-    #    process, adding to each step, while CPU workers overlap it (docs/realworld.md)
+    #    cpu: on an H200 the first GPU path (sample by sample) made 93 patches/s (12 of 256², crop 400)
+    #    in the training process, adding to each step, while CPU workers overlap it; the batched path
+    #    below has not been measured on a GPU yet (docs/realworld.md)
     device: Literal["auto", "cpu", "cuda"] = "cpu"
+    # -- the stages after the first resize, where sizes differ per sample: one sample at a time, or
+    #    the whole batch at once on one zero canvas (sfd.data.batched; equal up to float64 rounding).
+    #    "auto": batched on a GPU (hundreds of small launches per sample otherwise), per sample on the CPU
+    #    (the canvas's dense resize matrices cost more arithmetic there than they save)
+    batched: Literal["auto", True, False] = "auto"
 
     # -- unsharp masking of the HR (Real-ESRGAN's USMSharp): sharpens the target and the image
     #    that is degraded, as Real-ESRGAN does with l1_gt_usm / percep_gt_usm.

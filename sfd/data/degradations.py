@@ -31,7 +31,6 @@ patch itself.
 
 from __future__ import annotations
 
-import functools
 import io
 import math
 from collections.abc import Sequence
@@ -43,15 +42,17 @@ import torch.nn.functional as F
 from PIL import Image
 
 from sfd.data import counter_rng
+from sfd.data.batched import degrade_rest
 from sfd.data.degradation_config import DegradationConfig
 from sfd.data.diffjpeg import diffjpeg
+from sfd.data.filters import filter2d, rgb_to_gray
 from sfd.data.kernels import KernelSpec, choice, gaussian_kernel, sample_kernel, sample_sinc, uniform
-from sfd.data.pixels import pad_reflect
 
 __all__ = [
     "DegradationConfig",
     "OrderParams",
     "DegradationParams",
+    "Draws",
     "sample_params",
     "RealESRGANDegradation",
     "PairPool",
@@ -164,43 +165,33 @@ def sample_params(cfg: DegradationConfig, seed: int) -> DegradationParams:
     return DegradationParams(int(seed), first, second, sinc, final_mode, resize_first, crop)
 
 
+@dataclass
+class Draws:
+    """A batch's parameters and their blur kernels, (B, k, k) each: made where the HR is loaded (the
+    loader workers), so that the process that degrades the batch on a GPU only launches pixel work.
+    ``second`` and ``sinc`` hold a unit pulse where that filter is skipped."""
+
+    params: list[DegradationParams]
+    first: torch.Tensor
+    second: torch.Tensor
+    sinc: torch.Tensor
+
+    @classmethod
+    def of(cls, params: Sequence[DegradationParams], cfg: DegradationConfig) -> Draws:
+        size, size2 = cfg.blur_kernel_size, cfg.blur_kernel_size2
+
+        def stack(specs, pad_to):
+            return torch.stack([k.build(pad_to=pad_to) for k in specs])
+
+        return cls(
+            list(params),
+            stack([p.first.kernel for p in params], size),
+            stack([p.second.kernel for p in params], size2),
+            stack([p.sinc for p in params], size2),
+        )
+
+
 # ---------------------------------------------------------------- stages
-
-
-def _pad(x: torch.Tensor, pad: int) -> torch.Tensor:
-    return pad_reflect(x, pad, pad, pad, pad)  # OpenCV's BORDER_REFLECT_101, as Real-ESRGAN
-
-
-def filter2d(img: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
-    """Filter each image of ``img`` (B, C, H, W) with its own kernel ``kernels`` (B, k, k), or one
-    shared kernel (k, k), as ``F.conv2d`` would (correlation, reflect padding, same size out).
-    Done by FFT: exact in float64 (which the pipeline uses) and much faster there than a
-    direct float64 convolution on the CPU; batched over samples and channels."""
-    k = kernels.shape[-1]
-    h, w = img.shape[-2:]
-    x = _pad(img, k // 2)
-    # FFT sizes with factors 2, 3 and 5 only (zeros beyond the padded image change nothing): a
-    # size with a large prime factor, frequent after random resizes, is several times slower.
-    size = (_fast_length(x.shape[-2]), _fast_length(x.shape[-1]))
-    kernels = kernels.to(img).reshape(-1, 1, k, k).flip(-2, -1)  # flipped: correlation
-    spectrum = torch.fft.rfft2(x, s=size) * torch.fft.rfft2(kernels, s=size)
-    # Linear convolution of the padded image: outputs k-1 ... k-2+H (and W) never wrap around.
-    return torch.fft.irfft2(spectrum, s=size)[..., k - 1 : k - 1 + h, k - 1 : k - 1 + w]
-
-
-@functools.cache
-def _fast_length(n: int) -> int:
-    """The smallest 2^a 3^b 5^c >= n."""
-    best = 2 ** math.ceil(math.log2(n))
-    p5 = 1
-    while p5 < best:
-        p35 = p5
-        while p35 < best:
-            m = p35 * 2 ** max(0, math.ceil(math.log2(n / p35)))
-            best = min(best, m)
-            p35 *= 3
-        p5 *= 5
-    return best
 
 
 def _resize(img: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
@@ -227,18 +218,13 @@ def add_gaussian_noise(img: torch.Tensor, sigma: float, gray: bool, seed: int) -
     return (img + noise.to(img.dtype)).clamp(0, 1)
 
 
-def _rgb_to_gray(img: torch.Tensor) -> torch.Tensor:
-    weights = img.new_tensor([0.2989, 0.587, 0.114]).view(1, 3, 1, 1)  # ITU-R 601, as torchvision
-    return (img * weights).sum(1, keepdim=True)
-
-
 def add_poisson_noise(img: torch.Tensor, scale: float, gray: bool, seed: int) -> torch.Tensor:
     """Real-ESRGAN's Poisson (shot) noise, clipped to [0, 1]: with the image rounded to 8-bit levels
     and ``vals`` = the number of distinct levels rounded up to a power of 2, the noise is
     ``scale * (Poisson(img * vals) / vals - img)``, so its variance is ``scale^2 * img / vals``.
     Gray: computed on the luma and added to all channels. Image ``i`` of the batch draws stream
     ``seed + i`` of sfd.data.counter_rng, on ``img``'s device (the same values on every device)."""
-    src = _rgb_to_gray(img) if gray else img
+    src = rgb_to_gray(img) if gray else img
     levels = (src * 255.0).round().clamp(0, 255)
     noise = []
     for i, x in enumerate(levels):
@@ -473,14 +459,19 @@ class RealESRGANDegradation:
     def __call__(
         self, hr: torch.Tensor, seeds: torch.Tensor | Sequence[int]
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        seeds = [int(s) for s in seeds]
         if len(seeds) != hr.shape[0]:
             raise ValueError(f"got {len(seeds)} seeds for a batch of {hr.shape[0]}")
-        return self.apply(hr, [self.sample(s) for s in seeds])
+        return self.apply(hr, self.draw(seeds))
+
+    def draw(self, seeds: torch.Tensor | Sequence[int]) -> Draws:
+        """The parameters and kernels of these samples' seeds."""
+        return Draws.of([self.sample(int(s)) for s in seeds], self.cfg)
 
     @torch.no_grad()
-    def apply(self, hr: torch.Tensor, params: Sequence[DegradationParams]) -> tuple[torch.Tensor, ...]:
-        """``__call__`` with the parameters given (e.g. the same draws through another codec)."""
+    def apply(self, hr: torch.Tensor, draws: Draws | Sequence[DegradationParams]) -> tuple[torch.Tensor, ...]:
+        """``__call__`` with the draws given (e.g. the same parameters through another codec)."""
+        draws = draws if isinstance(draws, Draws) else Draws.of(draws, self.cfg)
+        params = draws.params
         b, _, h, w = hr.shape
         if h % self.scale or w % self.scale:
             raise ValueError(f"HR size {h}x{w} is not a multiple of the scale {self.scale}")
@@ -488,10 +479,20 @@ class RealESRGANDegradation:
         # far below an 8-bit level, so the roundings before JPEG and Poisson noise agree too.
         target = self.usm(hr.double())
         # The first blur acts on same-size images: one grouped convolution for the whole batch.
-        kernels = torch.stack([p.first.kernel.build(pad_to=self.cfg.blur_kernel_size) for p in params])
-        blurred = filter2d(target, kernels)
-        # From the first resize on, sizes differ per sample.
-        lr = torch.cat([self._degrade_one(x[None], p, (h, w)) for x, p in zip(blurred, params)])
+        blurred = filter2d(target, draws.first.to(target.device))
+        # From the first resize on, sizes differ per sample: one by one, or batched on one canvas.
+        if self.batched(hr.device):
+            lr = degrade_rest(
+                blurred,
+                params,
+                (draws.second.to(hr.device), draws.sinc.to(hr.device)),
+                self.scale,
+                self.cfg.first_resize,
+                lambda x, q: jpeg(x, q, self.cfg.jpeg_backend),
+                codec_on_canvas=self.cfg.jpeg_backend == "diffjpeg",
+            )
+        else:
+            lr = torch.cat([self._degrade_one(x[None], p, (h, w)) for x, p in zip(blurred, params)])
         lr = (lr * 255.0).round().clamp(0, 255) / 255.0
         lr, target, hr = lr.to(hr.dtype), target.to(hr.dtype), hr
         if self.patch is None or (self.patch, self.patch) == (h, w):
@@ -500,6 +501,11 @@ class RealESRGANDegradation:
         lr, hr = torch.stack([c[0] for c in crops]), torch.stack([c[1][0] for c in crops])
         # Real-ESRGAN sharpens the cropped HR again for the target (after its pool; the same result).
         return lr, self.usm(hr.double()).to(hr.dtype), hr
+
+    def batched(self, device: torch.device) -> bool:
+        """Whether the stages after the first resize run batched (``batched``; "auto": on a GPU)."""
+        mode = self.cfg.batched
+        return device.type != "cpu" if mode == "auto" else bool(mode)
 
     def _jpeg(self, x: torch.Tensor, quality: float) -> torch.Tensor:
         return jpeg(x.clamp(0, 1), [quality], self.cfg.jpeg_backend).to(x.dtype)

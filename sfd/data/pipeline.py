@@ -20,7 +20,7 @@ from sfd.data.degradations import RealESRGANDegradation
 from sfd.distributed import ShardedIterationSampler
 from sfd.yamlconfig import ConfigError
 
-__all__ = ["DegradeCollate", "build_dataset", "build_degrader", "build_loader", "degrade_batch"]
+__all__ = ["DegradeCollate", "DrawCollate", "build_dataset", "build_degrader", "build_loader", "degrade_batch"]
 
 
 class DegradeCollate:
@@ -33,6 +33,19 @@ class DegradeCollate:
     def __call__(self, samples: list[dict]) -> dict:
         batch = default_collate(samples)
         batch["lr"], batch["target"], batch["hr"] = self.degrader(batch["hr"], batch["seed"])
+        return batch
+
+
+class DrawCollate:
+    """Collate samples and add their degradations' ``draws`` (parameters and kernels): host work done
+    in the loader workers, for a batch that the training GPU degrades (``degrade_batch``)."""
+
+    def __init__(self, degrader):
+        self.degrader = degrader
+
+    def __call__(self, samples: list[dict]) -> dict:
+        batch = default_collate(samples)
+        batch["draws"] = self.degrader.draw(batch["seed"])
         return batch
 
 
@@ -58,8 +71,15 @@ def degrade_batch(degrader, batch: dict, device: torch.device) -> tuple[torch.Te
     if "target" in batch:  # degraded in the loader
         return tuple(batch[k].to(device, non_blocking=True) for k in ("lr", "target", "hr"))
     where = getattr(degrader, "device", device)
-    out = degrader(batch["hr"].to(where, non_blocking=True), batch["seed"])
+    draws = batch["draws"] if "draws" in batch else degrader.draw(batch["seed"])
+    out = degrader.apply(batch["hr"].to(where, non_blocking=True), draws)
     return tuple(t.to(device, non_blocking=True) for t in out)
+
+
+def _collate(degrader, draws_only: bool):
+    if degrader is None:
+        return None
+    return DegradeCollate(degrader) if _on_cpu(degrader) and not draws_only else DrawCollate(degrader)
 
 
 def build_dataset(cfg) -> HRPatches:
@@ -86,12 +106,20 @@ def build_dataset(cfg) -> HRPatches:
 
 
 def build_loader(
-    cfg, first_sample: int, iterations: int, device: torch.device, rank: int = 0, world_size: int = 1, degrader=None
+    cfg,
+    first_sample: int,
+    iterations: int,
+    device: torch.device,
+    rank: int = 0,
+    world_size: int = 1,
+    degrader=None,
+    draws_only: bool = False,
 ) -> DataLoader:
     """Batches of ``iterations`` steps from sample ``first_sample`` of the global stream, this process's share.
 
     ``degrader``: degrade in the loader (in the workers when ``data.num_workers`` > 0) when it runs
-    on the CPU; a degrader on a GPU, or None, leaves each batch to ``degrade_batch`` in the trainer.
+    on the CPU; a degrader on a GPU (or ``draws_only``) leaves each batch to ``degrade_batch`` in the
+    trainer, with its draws made in the loader.
     """
     data = cfg.data
     sampler = ShardedIterationSampler(
@@ -103,7 +131,7 @@ def build_loader(
         batch_size=data.batch_size,
         sampler=sampler,
         num_workers=workers,
-        collate_fn=DegradeCollate(degrader) if degrader is not None and _on_cpu(degrader) else None,
+        collate_fn=_collate(degrader, draws_only),
         drop_last=True,
         pin_memory=device.type == "cuda",
         prefetch_factor=data.prefetch_factor if workers else None,

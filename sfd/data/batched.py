@@ -1,0 +1,317 @@
+"""The second-order degradations of a whole batch at once, for the GPU (``data.degradation.batched``).
+
+After the first resize each sample has its own size, so ``RealESRGANDegradation`` runs the rest of
+the pipeline sample by sample: fine in a loader worker, hundreds of small launches per sample on a
+GPU. Here every sample lies in the top-left corner of one zero canvas, and each stage runs once for
+the batch, computing for each sample what the per-sample stage computes:
+
+- resizes are the per-sample interpolation written as two matrices, ``Ry @ x @ Rx^T``, built for each
+  sample from PyTorch's own rules (bilinear and bicubic without antialiasing, area = adaptive average
+  pooling; source indices of ``align_corners=False``; ``scale_factor`` where the first order uses it);
+- blurs reflect-pad each sample at its own border (by index, OpenCV's reflect-101 as ``pad_reflect``)
+  and convolve by FFT with kernels zero-padded to one size (a zero tap changes nothing);
+- noise maps come from each sample's counter-based stream at the index that pixel has in the
+  sample's own map (sfd.data.counter_rng), so the values are the per-sample path's;
+- DiffJPEG pads each image with zeros to whole 16x16 macroblocks, which the zero canvas already is
+  (the other JPEG backends run per sample on cropped images).
+
+Results equal the per-sample path's up to float64 rounding (the matrices and FFT sizes sum in
+another order; tests/test_degrade_batched.py states the tolerance), and like it they depend on each
+sample's seed only, not on its batch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+
+from sfd.data import counter_rng
+from sfd.data.filters import fft_correlate, rgb_to_gray
+
+if TYPE_CHECKING:
+    from sfd.data.degradations import DegradationParams, OrderParams
+
+Jpeg = Callable[[torch.Tensor, list], torch.Tensor]  # (B, 3, H, W) images and their qualities -> images
+
+__all__ = ["Canvas", "resize_matrix", "degrade_rest"]
+
+_CUBIC_A = -0.75  # PyTorch's (and OpenCV's) bicubic coefficient
+_MODES = ("bilinear", "bicubic", "area")
+
+
+@dataclass
+class Canvas:
+    """``x`` (B, C, H, W): sample i in ``x[i, :, :hs[i], :ws[i]]``, zeros elsewhere."""
+
+    x: torch.Tensor
+    hs: list[int]
+    ws: list[int]
+
+    def sizes(self, which: list[int]) -> torch.Tensor:
+        return torch.tensor(which, dtype=torch.int64, device=self.x.device)
+
+    def valid(self) -> torch.Tensor:
+        """(B, 1, H, W) bool: inside each sample."""
+        h, w = self.x.shape[-2:]
+        rows = torch.arange(h, device=self.x.device) < self.sizes(self.hs)[:, None]
+        cols = torch.arange(w, device=self.x.device) < self.sizes(self.ws)[:, None]
+        return (rows[:, :, None] & cols[:, None, :])[:, None]
+
+    def masked(self, x: torch.Tensor) -> Canvas:
+        return Canvas(x * self.valid(), self.hs, self.ws)
+
+    def select(self, idx: list[int]) -> Canvas:
+        pick = torch.tensor(idx, device=self.x.device)
+        hs, ws = [self.hs[i] for i in idx], [self.ws[i] for i in idx]
+        return Canvas(self.x.index_select(0, pick)[..., : max(hs), : max(ws)], hs, ws)
+
+    def put(self, idx: list[int], part: Canvas) -> Canvas:
+        """This canvas with samples ``idx`` replaced by ``part``'s (the same sizes)."""
+        x = self.x.clone()
+        ph, pw = part.x.shape[-2:]
+        x[idx, :, :ph, :pw] = part.x  # the sizes are the same: zeros beyond stay zeros
+        return Canvas(x, self.hs, self.ws)
+
+
+def _groups(flags: list) -> dict:
+    out: dict = {}
+    for i, f in enumerate(flags):
+        out.setdefault(f, []).append(i)
+    return out
+
+
+def _rows(t: torch.Tensor, keep: list[bool]) -> torch.Tensor:
+    return t[torch.tensor(keep, device=t.device)]
+
+
+def _apply_to(canvas: Canvas, flags: list, fns: dict) -> Canvas:
+    """Run ``fns[flag]`` on the sub-canvas of the samples with that flag (a missing key: unchanged)."""
+    groups = {f: idx for f, idx in _groups(flags).items() if fns.get(f) is not None}
+    if list(groups.values()) == [list(range(len(flags)))]:
+        return fns[flags[0]](canvas)
+    for f, idx in groups.items():
+        canvas = canvas.put(idx, fns[f](canvas.select(idx)))
+    return canvas
+
+
+# ---------------------------------------------------------------- resize
+
+
+def resize_matrix(n_in: torch.Tensor, n_out: torch.Tensor, factor: torch.Tensor, modes, rows: int, cols: int):
+    """(B, rows, cols) float64: row j of sample b holds the weights of output j over the inputs of
+    ``F.interpolate(modes[b], align_corners=False)`` along one axis, from ``n_in[b]`` to ``n_out[b]``
+    samples (``factor[b]`` > 0, float64: with ``scale_factor=factor``, else by size). Rows from
+    ``n_out[b]`` and columns from ``n_in[b]`` on are zero. ``modes``: one mode, or one per sample."""
+    device, b = n_in.device, n_in.shape[0]
+    modes = [modes] * b if isinstance(modes, str) else list(modes)
+    if set(modes) - set(_MODES):
+        raise ValueError(f"no batched resize for modes {sorted(set(modes) - set(_MODES))}")
+    code = torch.tensor([_MODES.index(m) for m in modes], device=device)[:, None]
+    j = torch.arange(rows, device=device)[None]
+    last = n_in[:, None] - 1
+    # bilinear and bicubic: taps at source positions (align_corners=False)
+    scale = torch.where(factor[:, None] > 0, 1.0 / factor[:, None], n_in[:, None].double() / n_out[:, None])
+    real = scale * (j + 0.5) - 0.5
+    real_lin = real.clamp_min(0)  # bilinear clamps below; bicubic clamps its taps' indices instead
+    i_lin = real_lin.floor()
+    lam = real_lin - i_lin
+    i_lin = torch.minimum(i_lin.long(), last)  # (beyond last only in rows past n_out, zeroed below)
+    i_cub = real.floor()
+    t = real - i_cub
+    i_cub = i_cub.long()
+    a = _CUBIC_A
+    near = lambda x: ((a + 2) * x - (a + 3)) * x * x + 1  # noqa: E731  |x| <= 1
+    far = lambda x: ((a * x - 5 * a) * x + 8 * a) * x - 4 * a  # noqa: E731  1 < |x| < 2
+    cubic = code == _MODES.index("bicubic")
+    zero = torch.zeros_like(lam)
+    weights = [
+        torch.where(cubic, far(t + 1), zero),
+        torch.where(cubic, near(t), 1 - lam),
+        torch.where(cubic, near(1 - t), lam),
+        torch.where(cubic, far(2 - t), zero),
+    ]
+    index = [torch.where(cubic, i_cub + d, i_lin + max(0, min(d, 1))) for d in (-1, 0, 1, 2)]
+    m = torch.zeros(b, rows, cols, dtype=torch.float64, device=device)
+    m.scatter_add_(
+        2, torch.stack(index, -1).clamp(torch.zeros_like(last)[..., None], last[..., None]), torch.stack(weights, -1)
+    )
+    # area: adaptive average pooling, [floor(j n / m), ceil((j + 1) n / m))
+    start = (j * n_in[:, None]) // n_out[:, None]
+    end = -((-(j + 1) * n_in[:, None]) // n_out[:, None])
+    k = torch.arange(cols, device=device)[None, None]
+    area = ((k >= start[..., None]) & (k < end[..., None])) / (end - start).clamp_min(1)[..., None].double()
+    m = torch.where((code == _MODES.index("area"))[..., None], area, m)
+    return m * (j < n_out[:, None])[..., None]
+
+
+def _resize(canvas: Canvas, hs: list[int], ws: list[int], modes: list[str], factors: list[float] | None) -> Canvas:
+    """Each sample resized to (hs[i], ws[i]) with its mode (and its scale factor when given)."""
+    x = canvas.x
+    f = torch.tensor(factors or [0.0] * len(hs), dtype=torch.float64, device=x.device)
+    ry = resize_matrix(canvas.sizes(canvas.hs), canvas.sizes(hs), f, modes, max(hs), x.shape[-2])
+    rx = resize_matrix(canvas.sizes(canvas.ws), canvas.sizes(ws), f, modes, max(ws), x.shape[-1])
+    return Canvas(ry[:, None] @ x @ rx[:, None].transpose(-1, -2), hs, ws)
+
+
+# ---------------------------------------------------------------- blur
+
+
+def _reflect_index(n: torch.Tensor, size: int, pad: int) -> torch.Tensor:
+    """(B, size + 2 pad): for each padded position, the source index in a sample of ``n[b]`` samples
+    (reflect-101, then the edge where reflection runs out: ``pad_reflect``'s rule)."""
+    r = torch.arange(size + 2 * pad, device=n.device)[None] - pad
+    last = n[:, None] - 1
+    r = torch.where(r < 0, -r, torch.where(r > last, 2 * last - r, r))
+    return torch.minimum(r.clamp_min(0), last)
+
+
+def _filter(canvas: Canvas, kernels: torch.Tensor) -> Canvas:
+    """Each sample correlated with its kernel (B, k, k), as ``filter2d`` (a kernel zero-padded to k
+    gives what it gives unpadded: the padding's taps are zero)."""
+    x = canvas.x
+    b, c, h, w = x.shape
+    kernel = kernels.to(x)
+    p = kernels.shape[-1] // 2
+    rows = _reflect_index(canvas.sizes(canvas.hs), h, p)
+    cols = _reflect_index(canvas.sizes(canvas.ws), w, p)
+    xp = x.gather(2, rows[:, None, :, None].expand(b, c, h + 2 * p, w))
+    xp = xp.gather(3, cols[:, None, None, :].expand(b, c, h + 2 * p, w + 2 * p))
+    return canvas.masked(fft_correlate(xp, kernel, h, w))
+
+
+# ---------------------------------------------------------------- noise
+
+
+def _counters(canvas: Canvas, gray: list[bool]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each pixel's index in its sample's own noise map ((1 or C), h, w, flattened), and each map's length."""
+    x = canvas.x
+    b, c, h, w = x.shape
+    hs, ws = canvas.sizes(canvas.hs).view(b, 1, 1, 1), canvas.sizes(canvas.ws).view(b, 1, 1, 1)
+    color = ~torch.tensor(gray, device=x.device).view(b, 1, 1, 1)
+    ch = torch.arange(c, device=x.device).view(1, c, 1, 1) * color
+    y = torch.arange(h, device=x.device).view(1, 1, h, 1)
+    xx = torch.arange(w, device=x.device).view(1, 1, 1, w)
+    counters = (ch * hs + y) * ws + xx
+    n = torch.where(color, c, 1) * hs * ws
+    return counters.int(), n.int()
+
+
+def _gaussian(canvas: Canvas, ps: list[OrderParams]) -> Canvas:
+    x = canvas.x
+    counters, n = _counters(canvas, [p.gray for p in ps])
+    low, high = (t.view(-1, 1, 1, 1) for t in counter_rng.seed_halves([p.noise_seed for p in ps], x.device))
+    sigma = torch.tensor([p.noise_level / 255.0 for p in ps], dtype=torch.float64, device=x.device)
+    noise = counter_rng.normal_at(counters, n, low, high) * sigma.view(-1, 1, 1, 1)
+    return canvas.masked((x + noise.to(x.dtype)).clamp(0, 1))
+
+
+def _poisson(canvas: Canvas, ps: list[OrderParams]) -> Canvas:
+    x = canvas.x
+    b = x.shape[0]
+    gray = torch.tensor([p.gray for p in ps], device=x.device).view(b, 1, 1, 1)
+    levels = (torch.where(gray, rgb_to_gray(x), x) * 255.0).round().clamp(0, 255)
+    # distinct levels per sample (inside it): one histogram for the batch, read once by the host
+    valid = canvas.valid().expand_as(levels)
+    offset = torch.arange(b, device=x.device).view(b, 1, 1, 1) * 256
+    hist = torch.bincount((levels.long() + offset)[valid], minlength=256 * b).view(b, 256)
+    counts = (hist > 0).sum(1).tolist()
+    vals = [2.0 ** math.ceil(math.log2(int(k))) for k in counts]
+    counters, _ = _counters(canvas, [p.gray for p in ps])
+    low, high = (t.view(-1, 1, 1, 1) for t in counter_rng.seed_halves([p.noise_seed for p in ps], x.device))
+    rates = sorted(set(vals))
+    which = torch.tensor([rates.index(v) for v in vals], device=x.device).view(b, 1, 1, 1)
+    counts = counter_rng.poisson_counts(levels, rates, which, counter_rng.uniform_at(counters, low, high))
+    noise = counts / torch.tensor(vals, dtype=torch.float64, device=x.device).view(b, 1, 1, 1) - levels / 255.0
+    scale = torch.tensor([p.noise_level for p in ps], dtype=torch.float64, device=x.device).view(b, 1, 1, 1)
+    return canvas.masked((x + scale * noise.to(x.dtype)).clamp(0, 1))
+
+
+def _noise(canvas: Canvas, ps: list[OrderParams]) -> Canvas:
+    kinds = [p.noise for p in ps]
+    fns = {
+        "gaussian": lambda c: _gaussian(c, [p for p in ps if p.noise == "gaussian"]),
+        "poisson": lambda c: _poisson(c, [p for p in ps if p.noise == "poisson"]),
+    }
+    return _apply_to(canvas, kinds, fns)
+
+
+# ---------------------------------------------------------------- JPEG
+
+
+def _jpeg(canvas: Canvas, quality: list[float], codec: Jpeg, whole: bool) -> Canvas:
+    """``codec`` on each sample; ``whole``: on the whole canvas at once, for a codec that pads an image
+    with zeros to 16x16 macroblocks, which the canvas already holds there (DiffJPEG)."""
+    x = canvas.x.clamp(0, 1)
+    if whole:
+        return canvas.masked(codec(x, quality).to(x.dtype))
+    out = torch.zeros_like(x)
+    for i, (h, w) in enumerate(zip(canvas.hs, canvas.ws)):
+        out[i, :, :h, :w] = codec(x[i : i + 1, :, :h, :w], [quality[i]]).to(x.dtype)[0]
+    return Canvas(out, canvas.hs, canvas.ws)
+
+
+# ---------------------------------------------------------------- the pipeline
+
+
+def degrade_rest(
+    blurred: torch.Tensor,
+    params: list[DegradationParams],
+    kernels: tuple[torch.Tensor, torch.Tensor],
+    scale: int,
+    first_resize: str,
+    codec: Jpeg,
+    codec_on_canvas: bool,
+) -> torch.Tensor:
+    """``RealESRGANDegradation._degrade_one`` for the whole batch: ``blurred`` (B, C, H, W) after the
+    first blur, to the LR images (B, C, H / scale, W / scale) before the final rounding. ``kernels``:
+    the second-order blur's and the final sinc's, (B, k, k) each (``Draws``)."""
+    b, _, h, w = blurred.shape
+    lr_h, lr_w = h // scale, w // scale
+    canvas = Canvas(blurred, [h] * b, [w] * b)
+    first = [p.first for p in params]
+    # First order: resize, noise, JPEG.
+    factors = [p.scale for p in first] if first_resize == "scale_factor" else None
+    canvas = _resize(
+        canvas,
+        [math.floor(h * p.scale) if factors else int(h * p.scale) for p in first],
+        [math.floor(w * p.scale) if factors else int(w * p.scale) for p in first],
+        [p.mode for p in first],
+        factors,
+    )
+    canvas = _jpeg(_noise(canvas, first), [p.jpeg_quality for p in first], codec, codec_on_canvas)
+    # Second order: blur, resize relative to the LR size, noise.
+    second = [p.second for p in params]
+    blur2, sinc = kernels
+    blur = [p.kernel.type != "identity" for p in second]
+    canvas = _apply_to(canvas, blur, {True: lambda c: _filter(c, _rows(blur2, blur))})
+    canvas = _resize(
+        canvas,
+        [int(lr_h * p.scale) for p in second],
+        [int(lr_w * p.scale) for p in second],
+        [p.mode for p in second],
+        None,
+    )
+    canvas = _noise(canvas, second)
+
+    # Final: [resize to the LR size + sinc] and JPEG, in either order.
+    def resize_sinc(c: Canvas, ps: list[DegradationParams], sincs: torch.Tensor) -> Canvas:
+        c = _resize(c, [lr_h] * len(ps), [lr_w] * len(ps), [p.final_mode for p in ps], None)
+        on = [p.sinc.type != "identity" for p in ps]
+        return _apply_to(c, on, {True: lambda s: _filter(s, _rows(sincs, on))})
+
+    def final(c: Canvas, resize_first: bool) -> Canvas:
+        ps = [p for p in params if p.resize_first == resize_first]
+        sincs = _rows(sinc, [p.resize_first == resize_first for p in params])
+        quality = [p.second.jpeg_quality for p in ps]
+        if resize_first:
+            return _jpeg(resize_sinc(c, ps, sincs), quality, codec, codec_on_canvas)
+        return resize_sinc(_jpeg(c, quality, codec, codec_on_canvas), ps, sincs)
+
+    out = torch.empty(b, blurred.shape[1], lr_h, lr_w, dtype=blurred.dtype, device=blurred.device)
+    for resize_first, idx in _groups([p.resize_first for p in params]).items():
+        out[idx] = final(canvas.select(idx), resize_first).x
+    return out
