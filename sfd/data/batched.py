@@ -39,8 +39,16 @@ Jpeg = Callable[[torch.Tensor, list], torch.Tensor]  # (B, 3, H, W) images and t
 
 __all__ = ["Canvas", "resize_matrix", "degrade_rest"]
 
+
+def _put(values, dtype: torch.dtype, device) -> torch.Tensor:
+    """Host values as a tensor on ``device``, copied without waiting for the device (a blocking copy
+    would synchronise the stream, and the host could no longer run ahead of the GPU)."""
+    return torch.tensor(values, dtype=dtype).to(device, non_blocking=True)
+
+
 _CUBIC_A = -0.75  # PyTorch's (and OpenCV's) bicubic coefficient
 _MODES = ("bilinear", "bicubic", "area")
+_RATES = tuple(2.0**e for e in range(9))  # Poisson noise's level counts: 1 ... 256 distinct levels
 
 
 @dataclass
@@ -52,7 +60,7 @@ class Canvas:
     ws: list[int]
 
     def sizes(self, which: list[int]) -> torch.Tensor:
-        return torch.tensor(which, dtype=torch.int64, device=self.x.device)
+        return _put(which, torch.int64, self.x.device)
 
     def valid(self) -> torch.Tensor:
         """(B, 1, H, W) bool: inside each sample."""
@@ -65,7 +73,7 @@ class Canvas:
         return Canvas(x * self.valid(), self.hs, self.ws)
 
     def select(self, idx: list[int]) -> Canvas:
-        pick = torch.tensor(idx, device=self.x.device)
+        pick = _put(idx, torch.int64, self.x.device)
         hs, ws = [self.hs[i] for i in idx], [self.ws[i] for i in idx]
         return Canvas(self.x.index_select(0, pick)[..., : max(hs), : max(ws)], hs, ws)
 
@@ -73,7 +81,7 @@ class Canvas:
         """This canvas with samples ``idx`` replaced by ``part``'s (the same sizes)."""
         x = self.x.clone()
         ph, pw = part.x.shape[-2:]
-        x[idx, :, :ph, :pw] = part.x  # the sizes are the same: zeros beyond stay zeros
+        x[_put(idx, torch.int64, x.device), :, :ph, :pw] = part.x  # the same sizes: zeros beyond stay zeros
         return Canvas(x, self.hs, self.ws)
 
 
@@ -85,7 +93,7 @@ def _groups(flags: list) -> dict:
 
 
 def _rows(t: torch.Tensor, keep: list[bool]) -> torch.Tensor:
-    return t[torch.tensor(keep, device=t.device)]
+    return t.index_select(0, _put([i for i, k in enumerate(keep) if k], torch.int64, t.device))
 
 
 def _apply_to(canvas: Canvas, flags: list, fns: dict) -> Canvas:
@@ -110,7 +118,7 @@ def resize_matrix(n_in: torch.Tensor, n_out: torch.Tensor, factor: torch.Tensor,
     modes = [modes] * b if isinstance(modes, str) else list(modes)
     if set(modes) - set(_MODES):
         raise ValueError(f"no batched resize for modes {sorted(set(modes) - set(_MODES))}")
-    code = torch.tensor([_MODES.index(m) for m in modes], device=device)[:, None]
+    code = _put([_MODES.index(m) for m in modes], torch.int64, device)[:, None]
     j = torch.arange(rows, device=device)[None]
     last = n_in[:, None] - 1
     # bilinear and bicubic: taps at source positions (align_corners=False)
@@ -151,7 +159,7 @@ def resize_matrix(n_in: torch.Tensor, n_out: torch.Tensor, factor: torch.Tensor,
 def _resize(canvas: Canvas, hs: list[int], ws: list[int], modes: list[str], factors: list[float] | None) -> Canvas:
     """Each sample resized to (hs[i], ws[i]) with its mode (and its scale factor when given)."""
     x = canvas.x
-    f = torch.tensor(factors or [0.0] * len(hs), dtype=torch.float64, device=x.device)
+    f = _put(factors or [0.0] * len(hs), torch.float64, x.device)
     ry = resize_matrix(canvas.sizes(canvas.hs), canvas.sizes(hs), f, modes, max(hs), x.shape[-2])
     rx = resize_matrix(canvas.sizes(canvas.ws), canvas.sizes(ws), f, modes, max(ws), x.shape[-1])
     return Canvas(ry[:, None] @ x @ rx[:, None].transpose(-1, -2), hs, ws)
@@ -191,7 +199,7 @@ def _counters(canvas: Canvas, gray: list[bool]) -> tuple[torch.Tensor, torch.Ten
     x = canvas.x
     b, c, h, w = x.shape
     hs, ws = canvas.sizes(canvas.hs).view(b, 1, 1, 1), canvas.sizes(canvas.ws).view(b, 1, 1, 1)
-    color = ~torch.tensor(gray, device=x.device).view(b, 1, 1, 1)
+    color = ~_put(gray, torch.bool, x.device).view(b, 1, 1, 1)
     ch = torch.arange(c, device=x.device).view(1, c, 1, 1) * color
     y = torch.arange(h, device=x.device).view(1, 1, h, 1)
     xx = torch.arange(w, device=x.device).view(1, 1, 1, w)
@@ -204,7 +212,7 @@ def _gaussian(canvas: Canvas, ps: list[OrderParams]) -> Canvas:
     x = canvas.x
     counters, n = _counters(canvas, [p.gray for p in ps])
     low, high = (t.view(-1, 1, 1, 1) for t in counter_rng.seed_halves([p.noise_seed for p in ps], x.device))
-    sigma = torch.tensor([p.noise_level / 255.0 for p in ps], dtype=torch.float64, device=x.device)
+    sigma = _put([p.noise_level / 255.0 for p in ps], torch.float64, x.device)
     noise = counter_rng.normal_at(counters, n, low, high) * sigma.view(-1, 1, 1, 1)
     return canvas.masked((x + noise.to(x.dtype)).clamp(0, 1))
 
@@ -212,21 +220,22 @@ def _gaussian(canvas: Canvas, ps: list[OrderParams]) -> Canvas:
 def _poisson(canvas: Canvas, ps: list[OrderParams]) -> Canvas:
     x = canvas.x
     b = x.shape[0]
-    gray = torch.tensor([p.gray for p in ps], device=x.device).view(b, 1, 1, 1)
+    gray = _put([p.gray for p in ps], torch.bool, x.device).view(b, 1, 1, 1)
     levels = (torch.where(gray, rgb_to_gray(x), x) * 255.0).round().clamp(0, 255)
-    # distinct levels per sample (inside it): one histogram for the batch, read once by the host
-    valid = canvas.valid().expand_as(levels)
+    # distinct levels per sample (inside it; the rest counts in a bin of its own): one histogram
     offset = torch.arange(b, device=x.device).view(b, 1, 1, 1) * 256
-    hist = torch.bincount((levels.long() + offset)[valid], minlength=256 * b).view(b, 256)
-    counts = (hist > 0).sum(1).tolist()
-    vals = [2.0 ** math.ceil(math.log2(int(k))) for k in counts]
+    bins = torch.where(canvas.valid(), levels.long() + offset, 256 * b)
+    bins = bins.flatten()  # (index_add_, not bincount: on CUDA bincount reads its input's maximum on the host)
+    hist = torch.zeros(256 * b + 1, dtype=torch.int64, device=x.device).index_add_(0, bins, torch.ones_like(bins))
+    distinct = (hist[:-1].view(b, 256) > 0).sum(1)
+    # rate = the distinct count rounded up to a power of two, 2^e (e = how many powers lie below it)
+    e = (distinct[:, None] > 2 ** torch.arange(9, device=x.device)).sum(1).view(b, 1, 1, 1)
     counters, _ = _counters(canvas, [p.gray for p in ps])
     low, high = (t.view(-1, 1, 1, 1) for t in counter_rng.seed_halves([p.noise_seed for p in ps], x.device))
-    rates = sorted(set(vals))
-    which = torch.tensor([rates.index(v) for v in vals], device=x.device).view(b, 1, 1, 1)
-    counts = counter_rng.poisson_counts(levels, rates, which, counter_rng.uniform_at(counters, low, high))
-    noise = counts / torch.tensor(vals, dtype=torch.float64, device=x.device).view(b, 1, 1, 1) - levels / 255.0
-    scale = torch.tensor([p.noise_level for p in ps], dtype=torch.float64, device=x.device).view(b, 1, 1, 1)
+    u = counter_rng.uniform_at(counters, low, high)
+    counts = counter_rng.poisson_counts(levels, _RATES, e, u)
+    noise = counts / (2**e).double() - levels / 255.0
+    scale = _put([p.noise_level for p in ps], torch.float64, x.device).view(b, 1, 1, 1)
     return canvas.masked((x + scale * noise.to(x.dtype)).clamp(0, 1))
 
 
@@ -313,5 +322,5 @@ def degrade_rest(
 
     out = torch.empty(b, blurred.shape[1], lr_h, lr_w, dtype=blurred.dtype, device=blurred.device)
     for resize_first, idx in _groups([p.resize_first for p in params]).items():
-        out[idx] = final(canvas.select(idx), resize_first).x
+        out.index_copy_(0, _put(idx, torch.int64, out.device), final(canvas.select(idx), resize_first).x)
     return out

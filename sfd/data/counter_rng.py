@@ -12,6 +12,7 @@ float64, whose last-bit differences between devices stay far below the 8-bit rou
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -80,8 +81,8 @@ def normal(seed: int, shape, device="cpu") -> torch.Tensor:
 
 def seed_halves(seeds, device) -> tuple[torch.Tensor, torch.Tensor]:
     """(B,) int32 tensors of the low and high 32 bits of each stream's seed."""
-    low = torch.tensor([_signed(int(s)) for s in seeds], dtype=torch.int32, device=device)
-    high = torch.tensor([_signed(int(s) >> 32) for s in seeds], dtype=torch.int32, device=device)
+    halves = torch.tensor([[_signed(int(s)) for s in seeds], [_signed(int(s) >> 32) for s in seeds]], dtype=torch.int32)
+    low, high = halves.to(device, non_blocking=True)  # no wait for the device: the host may run ahead
     return low, high
 
 
@@ -110,6 +111,20 @@ def poisson_levels(levels: torch.Tensor, rate: float, seed: int) -> torch.Tensor
     return poisson_counts(levels, [rate], 0, uniform(seed, levels.numel(), levels.device))
 
 
+@functools.lru_cache(maxsize=32)
+def _poisson_table(rates: tuple[float, ...], device) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """The flat CDF table (R * 256 rows of k_max + 1: the last a stop of 2) and its guide table."""
+    k_max = max(int(r + 12 * math.sqrt(r) + 12) for r in rates)  # beyond, the CDF is 1 to float64 precision
+    rate = torch.tensor(rates, dtype=torch.float64)[:, None, None]
+    lam = (torch.arange(256, dtype=torch.float64)[:, None] / 255 * rate).view(-1, 1)
+    k = torch.arange(k_max, dtype=torch.float64)[None]
+    cdf = torch.exp(torch.xlogy(k, lam) - lam - torch.lgamma(k + 1)).cumsum(1).contiguous()  # (R * 256, k_max)
+    grid = torch.arange(_GUIDE, dtype=torch.float64).expand(cdf.shape[0], _GUIDE) / _GUIDE
+    guide = torch.searchsorted(cdf, grid.contiguous(), right=True).flatten()  # #{cdf <= g / G} per row
+    cdf = torch.cat([cdf, torch.full((cdf.shape[0], 1), 2.0, dtype=cdf.dtype)], 1).flatten()
+    return cdf.to(device), guide.to(device), k_max
+
+
 def poisson_counts(levels: torch.Tensor, rates: Sequence[float], which, u: torch.Tensor) -> torch.Tensor:
     """``poisson_levels`` at given uniforms ``u`` (float64, one per value of ``levels``), each value at
     rate ``rates[which]`` (``which``: an int, or an integer tensor that broadcasts against ``levels``).
@@ -117,16 +132,8 @@ def poisson_counts(levels: torch.Tensor, rates: Sequence[float], which, u: torch
     (the count at each 1/256 of probability) starts each search a step away, and the tails, where a
     bucket holds many values, finish by bisection."""
     device = levels.device
-    k_max = max(int(r + 12 * math.sqrt(r) + 12) for r in rates)  # beyond, the CDF is 1 to float64 precision
-    rate = torch.tensor(rates, dtype=torch.float64, device=device)[:, None, None]
-    lam = (torch.arange(256, dtype=torch.float64, device=device)[:, None] / 255 * rate).view(-1, 1)
-    k = torch.arange(k_max, dtype=torch.float64, device=device)[None]
-    cdf = torch.exp(torch.xlogy(k, lam) - lam - torch.lgamma(k + 1)).cumsum(1).contiguous()  # (R * 256, k_max)
-    grid = torch.arange(_GUIDE, dtype=torch.float64, device=device).expand(cdf.shape[0], _GUIDE) / _GUIDE
-    guide = torch.searchsorted(cdf, grid.contiguous(), right=True).flatten()  # #{cdf <= g / G} per row
-    stop = torch.full((cdf.shape[0], 1), 2.0, dtype=cdf.dtype, device=device)
-    cdf = torch.cat([cdf, stop], 1).flatten()
-    row = (levels.long() + torch.as_tensor(which, device=device) * 256).expand(levels.shape).reshape(-1)
+    cdf, guide, k_max = _poisson_table(tuple(float(r) for r in rates), device)
+    row = (levels.long() + which * 256).expand(levels.shape).reshape(-1)
     u = u.reshape(-1)
     count = guide.index_select(0, row * _GUIDE + (u * _GUIDE).long())  # <= the answer, #{cdf <= u}
     start = row * (k_max + 1)  # each value's CDF row in the flat table

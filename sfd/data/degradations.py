@@ -479,13 +479,13 @@ class RealESRGANDegradation:
         # far below an 8-bit level, so the roundings before JPEG and Poisson noise agree too.
         target = self.usm(hr.double())
         # The first blur acts on same-size images: one grouped convolution for the whole batch.
-        blurred = filter2d(target, draws.first.to(target.device))
+        blurred = filter2d(target, draws.first.to(target.device, non_blocking=True))
         # From the first resize on, sizes differ per sample: one by one, or batched on one canvas.
         if self.batched(hr.device):
             lr = degrade_rest(
                 blurred,
                 params,
-                (draws.second.to(hr.device), draws.sinc.to(hr.device)),
+                (draws.second.to(hr.device, non_blocking=True), draws.sinc.to(hr.device, non_blocking=True)),
                 self.scale,
                 self.cfg.first_resize,
                 lambda x, q: jpeg(x, q, self.cfg.jpeg_backend),

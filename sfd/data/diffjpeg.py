@@ -25,6 +25,7 @@ pipeline's CPU and CUDA results agree within the tolerance stated in tests/test_
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from collections.abc import Sequence
 
@@ -67,6 +68,7 @@ def diffjpeg_steps(quality: Sequence[float] | torch.Tensor) -> tuple[torch.Tenso
     return luma * factor, chroma * factor
 
 
+@functools.lru_cache(maxsize=8)  # constants made once per device: no host-to-device copy per call
 def _cosines(dtype: torch.dtype, device) -> torch.Tensor:
     """(64, 64): entry [(x, y), (u, v)] = cos((2x+1)u pi/16) cos((2y+1)v pi/16), rounded once to float32."""
     n = torch.arange(8, dtype=torch.float64)
@@ -74,6 +76,7 @@ def _cosines(dtype: torch.dtype, device) -> torch.Tensor:
     return (c[:, None, :, None] * c[None, :, None, :]).reshape(64, 64).to(device, dtype)
 
 
+@functools.lru_cache(maxsize=8)
 def _alpha(dtype: torch.dtype, device) -> torch.Tensor:
     """(64,): C(u) C(v), with C(0) = 1/sqrt(2), else 1."""
     a = torch.tensor([1 / math.sqrt(2)] + [1.0] * 7, dtype=torch.float64)
@@ -89,7 +92,7 @@ def _codec(plane: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
     cos = _cosines(plane.dtype, plane.device)
     alpha = _alpha(plane.dtype, plane.device)
     blocks = (plane - 128).reshape(b, h // 8, 8, w // 8, 8).transpose(2, 3).reshape(b, -1, 64)
-    steps = steps.to(plane.device).reshape(b, 1, 64)
+    steps = steps.to(plane.device, non_blocking=True).reshape(b, 1, 64)
     coef = alpha * 0.25 * (blocks @ cos)  # orthonormal DCT
     coef = torch.round(coef / steps) * steps
     blocks = 0.25 * ((coef * alpha) @ cos.T) + 128
@@ -101,9 +104,14 @@ _TO_YCC = ((0.299, 0.587, 0.114), (-0.168736, -0.331264, 0.5), (0.5, -0.418688, 
 _TO_RGB = ((1.0, 0.0, 1.402), (1.0, -0.344136, -0.714136), (1.0, 1.772, 0.0))
 
 
+@functools.lru_cache(maxsize=16)
+def _matrix(values: tuple, device) -> torch.Tensor:
+    return torch.tensor(values, dtype=torch.float32).to(device)
+
+
 def _colour(x: torch.Tensor, matrix) -> torch.Tensor:
     """Per-pixel 3x3 transform of (B, 3, H, W), as one float32 matmul over the channels."""
-    m = torch.tensor(matrix, dtype=torch.float32, device=x.device)
+    m = _matrix(matrix, x.device)
     return (x.permute(0, 2, 3, 1) @ m.T).permute(0, 3, 1, 2)
 
 
@@ -133,7 +141,7 @@ def _diffjpeg(img: torch.Tensor, quality: Sequence[float] | torch.Tensor) -> tor
     if luma_steps.shape[0] != b:
         raise ValueError(f"got {luma_steps.shape[0]} qualities for a batch of {b}")
     x = F.pad(img.float(), (0, (-w) % 16, 0, (-h) % 16))  # zeros, to whole 16x16 macroblocks
-    shift = torch.tensor([0.0, 128.0, 128.0], device=x.device).view(1, 3, 1, 1)
+    shift = _matrix((0.0, 128.0, 128.0), x.device).view(1, 3, 1, 1)
     ycc = _colour(x * 255, _TO_YCC) + shift
     y = _codec(ycc[:, 0], luma_steps)
     chroma = F.avg_pool2d(ycc[:, 1:], 2)

@@ -21,7 +21,7 @@ def filter2d(img: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
     h, w = img.shape[-2:]
     p = k // 2
     padded = pad_reflect(img, p, p, p, p)  # OpenCV's BORDER_REFLECT_101, as Real-ESRGAN
-    return fft_correlate(padded, kernels.to(img), h, w)
+    return fft_correlate(padded, kernels.to(img, non_blocking=True), h, w)  # (no wait for the device)
 
 
 def fft_correlate(padded: torch.Tensor, kernels: torch.Tensor, h: int, w: int) -> torch.Tensor:
