@@ -49,7 +49,7 @@ test-min:
 	test -x $(MIN_VENV)/bin/python || $(PYTHON) -m venv $(MIN_VENV)
 	$(MIN_VENV)/bin/pip install --quiet --upgrade pip uv
 	$(MIN_VENV)/bin/uv pip install --quiet --python $(MIN_VENV)/bin/python --resolution lowest-direct \
-		torch==2.14.1 torchvision==0.29.1 -e '.[dev]'
+		torch==2.14.1 torchvision==0.29.1 -e '.[onnx,wandb,dev]'
 	$(MIN_VENV)/bin/uv pip list --python $(MIN_VENV)/bin/python
 	-$(MIN_VENV)/bin/sfd fetch-niqe-model
 	$(MIN_VENV)/bin/python -m pytest -q -n $(TEST_JOBS) --dist worksteal -p no:cacheprovider
