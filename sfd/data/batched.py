@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from sfd.data import counter_rng
+from sfd.data.degradation_config import RESIZE_MODES
 from sfd.data.filters import fft_correlate, rgb_to_gray
 
 if TYPE_CHECKING:
@@ -47,7 +48,7 @@ def _put(values, dtype: torch.dtype, device) -> torch.Tensor:
 
 
 _CUBIC_A = -0.75  # PyTorch's (and OpenCV's) bicubic coefficient
-_MODES = ("bilinear", "bicubic", "area")
+_MODES = RESIZE_MODES
 _RATES = tuple(2.0**e for e in range(9))  # Poisson noise's level counts: 1 ... 256 distinct levels
 
 
