@@ -131,20 +131,58 @@ def _step_fn(run, batch: int, patch: int):
 
 
 class _CountOps(torch.utils._python_dispatch.TorchDispatchMode):
-    """Counts the aten operators that reach a backend kernel (below autograd): what a GPU pays a launch for."""
+    """Counts what one iteration launches: the aten operators that reach a backend kernel (below autograd),
+    plus, under torch.compile, the kernels inductor generated (each fused kernel is one launch).
+
+    A dispatch mode alone would not count compiled code honestly: torch.compile falls back to eager under a
+    mode (dynamo skips every frame), so the eager operators would be counted. With ``ignore_compile_internals``
+    the compiled artifacts run as compiled and the mode sees the aten operators they dispatch (inductor's
+    extern kernels such as convolutions and matmuls, the runtime wrappers' copies); the kernels inductor wrote
+    (C++ on the CPU, Triton on CUDA) dispatch nothing, so they are counted as the output code calls them
+    (``sys.setprofile``; this slows the counted iteration, which is not timed). A step replayed from CUDA
+    graphs (``train.cuda_graph``, ``compile_mode=reduce-overhead``) launches graphs, not kernels: not counted."""
 
     def __init__(self):
         super().__init__()
-        self.count = 0
+        self.count = 0  # aten operators
+        self.kernels = 0  # inductor-generated kernels
+        self._previous = None
+
+    @classmethod
+    def ignore_compile_internals(cls) -> bool:
+        return True
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         self.count += 1
         return func(*args, **(kwargs or {}))
 
+    def _profile(self, frame, event, arg):
+        if event == "c_call":  # a C++ kernel (each is a module's ``kernel``), called from inductor's output code
+            if getattr(arg, "__name__", None) == "kernel" and "AsyncCompile" in frame.f_globals:
+                self.kernels += 1
+        elif event == "call":  # a Triton kernel's launch (CachingAutotuner.run; not yet run on a GPU)
+            code = frame.f_code
+            if code.co_name == "run" and code.co_filename.endswith("triton_heuristics.py"):
+                self.kernels += 1
+        if self._previous is not None:
+            self._previous(frame, event, arg)
+
+    def __enter__(self):
+        self._previous = sys.getprofile()
+        sys.setprofile(self._profile)
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        sys.setprofile(self._previous)
+        return super().__exit__(*exc)
+
 
 def step_measures(run, batch: int, patch: int) -> dict:
-    """FLOPs and operators dispatched by one eager iteration (the same whatever the machine's load).
-    A run replayed from CUDA graphs is counted eagerly: a replay dispatches nothing to count."""
+    """FLOPs and launches of one iteration (the same whatever the machine's load). FLOPs are counted eagerly
+    (torch.compile falls back to eager under the FLOP counter; the arithmetic is the same); ``ops`` are the
+    aten operators that reach a kernel plus, compiled, the kernels inductor generated (``compiled_kernels``
+    of them), counted in the compiled step as it runs (``_CountOps``). A run replayed from CUDA graphs is
+    counted eagerly: a replay dispatches nothing to count."""
     from torch.utils.flop_counter import FlopCounterMode
 
     graphed, run.graphed = run.graphed, None
@@ -156,7 +194,7 @@ def step_measures(run, batch: int, patch: int) -> dict:
             fn()
     finally:
         run.graphed = graphed
-    return {"flops": flops.get_total_flops(), "ops": ops.count}
+    return {"flops": flops.get_total_flops(), "ops": ops.count + ops.kernels, "compiled_kernels": ops.kernels}
 
 
 def gpu_kernel_seconds(fn) -> float:
@@ -173,7 +211,37 @@ def gpu_kernel_seconds(fn) -> float:
 TINY_PATCH = 32  # CLIP's stride: the smallest patch every run accepts; its arithmetic is negligible
 
 
-def bench_step(
+def _warm_up(fns: dict, iterations: int, device, peak: dict | None = None) -> dict[str, float]:
+    """Seconds of ``iterations`` calls of each function, timed apart from the steps (torch.compile's compile,
+    a CUDA graph's capture); with ``peak`` (CUDA) also each run's peak memory."""
+    seconds = {}
+    for k, fn in fns.items():
+        _sync(device)
+        if peak is not None:  # a CUDA graph's memory is taken at its capture, in the warm-up
+            torch.cuda.reset_peak_memory_stats()
+        t = time.perf_counter()
+        for _ in range(iterations):
+            fn()
+        _sync(device)
+        seconds[k] = time.perf_counter() - t
+        if peak is not None:
+            peak[k] = torch.cuda.max_memory_allocated() / 2**20
+    return seconds
+
+
+def bench_step(*args, **kwargs) -> dict:
+    """``_bench_step`` (below), with torch.compile set up as a training run meets it: a run compiles one patch
+    shape; the bench compiles several runs and two shapes (the tiny input) in one process, so each shape is
+    compiled static (not as dynamo's automatic dynamic shapes after the first change of shape) and past
+    dynamo's default of 8 variants per function (ESRGAN and SFD share the generator's code, the CLIP runs
+    its forward: with and without gradients, per shape)."""
+    import torch._dynamo
+
+    with torch._dynamo.config.patch(automatic_dynamic_shapes=False, recompile_limit=64):
+        return _bench_step(*args, **kwargs)
+
+
+def _bench_step(
     blocks=23,
     batch=2,
     patch=128,
@@ -199,18 +267,8 @@ def bench_step(
     if any(r.cfg.train.compile or r.graphed is not None for r in runs.values()):
         warmup = max(warmup, 5)
     cuda = str(device).startswith("cuda")
-    warmup_s, peak = {}, ({} if cuda else None)
-    for k, fn in fns.items():
-        _sync(device)
-        if cuda:  # a CUDA graph's memory is taken at its capture, in the warm-up
-            torch.cuda.reset_peak_memory_stats()
-        t = time.perf_counter()
-        for _ in range(warmup):
-            fn()
-        _sync(device)
-        warmup_s[k] = time.perf_counter() - t
-        if cuda:
-            peak[k] = torch.cuda.max_memory_allocated() / 2**20
+    peak = {} if cuda else None
+    warmup_s = _warm_up(fns, warmup, device, peak)
     times = interleaved(fns, repeats, 0, device)
     med = {k: statistics.median(v) for k, v in times.items()}
     per_run = None
@@ -219,7 +277,8 @@ def bench_step(
         if tiny:
             tiny_runs = step_runs(blocks, TINY_PATCH, device, precision, extra, list(runs))
             fns_tiny = {k: _step_fn(r, 1, TINY_PATCH) for k, r in tiny_runs.items()}
-            tiny_times = interleaved(fns_tiny, repeats, warmup, device)
+            tiny_warmup_s = _warm_up(fns_tiny, warmup, device)  # compiled: new shapes, another compile
+            tiny_times = interleaved(fns_tiny, repeats, 0, device)
         for k, m in per_run.items():
             m["tiny_host_s"] = statistics.median(tiny_times[k]) if tiny else None
             m["s_per_tflop"] = med[k] / (m["flops"] / 1e12) if m["flops"] else None
@@ -248,6 +307,7 @@ def bench_step(
         "seconds_per_iteration": med,
         "warmup_seconds": warmup_s,
         "warmup_iterations": warmup,
+        "tiny_warmup_seconds": tiny_warmup_s if measures and tiny else None,
         "peak_mb": peak,
         "times": times,
         "ratio_to_esrgan": {k: v / base for k, v in med.items()} if base else None,

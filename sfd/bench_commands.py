@@ -131,8 +131,10 @@ def cmd_step(args) -> int:
     for name, s in r["seconds_per_iteration"].items():
         ratio = f"{r['ratio_to_esrgan'][name]:.2f}" if r["ratio_to_esrgan"] else "-"
         x = m.get(name)
+        kernels = x.get("compiled_kernels") if x else None
+        ops = f"{x['ops']} ({kernels} compiled kernels)" if kernels else f"{x['ops']}" if x else "-"
         extra = (
-            f"{x['flops'] / 1e9:.1f} | {x['ops']} | {x['tiny_host_s'] or float('nan'):.4f} | {x['s_per_tflop']:.3f}"
+            f"{x['flops'] / 1e9:.1f} | {ops} | {x['tiny_host_s'] or float('nan'):.4f} | {x['s_per_tflop']:.3f}"
             if x
             else "- | - | - | -"
         )
@@ -142,7 +144,10 @@ def cmd_step(args) -> int:
             share = f" ({x['peak_share']:.1%} of peak)" if x.get("peak_share") else ""
             table.append(f"{name}: {x['tflop_per_s']:.1f} TFLOP/s{share}, GPU busy {x['gpu_busy']:.0%} of the step")
     for name, w in r["warmup_seconds"].items():
-        table.append(f"{name}: {r['warmup_iterations']} warm-up iterations (compile, capture) took {w:.1f} s")
+        line = f"{name}: {r['warmup_iterations']} warm-up iterations (compile, capture) took {w:.1f} s"
+        if r["tiny_warmup_seconds"]:
+            line += f"; on the tiny input {r['tiny_warmup_seconds'][name]:.1f} s"
+        table.append(line)
     if "sfd_over_esrgan" in r:
         line = f"\nSFD / ESRGAN = {r['sfd_over_esrgan']:.2f}"
         if "sfd_over_esrgan_flops" in r:

@@ -2,10 +2,12 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from helpers import bundled_photo_dir
 
 from sfd.cli import main
@@ -90,3 +92,47 @@ def test_bench_chroma_measures_every_codec_on_the_same_patches(tmp_path, capsys)
     assert r["setting"]["patches"] == 5 and set(r["chroma_statistic"]) == variants
     # DiffJPEG's 2x2-repeated chroma keeps more colour detail than libjpeg's interpolation
     assert r["chroma_statistic"]["diffjpeg"] > r["chroma_statistic"]["pillow"]
+
+
+def test_bench_step_compiled_reports_compile_apart_and_counts_the_compiled_step(capsys):
+    from torch._dynamo.utils import counters
+
+    graphs = counters["stats"]["unique_graphs"]
+    args = ["bench", "step", "--blocks", "1", "--batch", "1", "--patch", "32", "--repeats", "1"]
+    args += ["--only", "G only (L1)"]
+    args += ["--set", "train.compile=aot_eager"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "5 warm-up iterations (compile, capture) took" in out and "on the tiny input" in out
+    assert main(args + ["--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["warmup_iterations"] == 5 and r["warmup_seconds"]["G only (L1)"] > 0
+    assert r["tiny_warmup_seconds"]["G only (L1)"] > 0
+    m = r["measures"]["G only (L1)"]
+    assert m["ops"] > 0 and m["compiled_kernels"] == 0  # aot_eager runs aten operators, writes no kernels
+    assert counters["stats"]["unique_graphs"] > graphs  # the generator was compiled
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="inductor's CPU kernels need a C++ compiler")
+def test_operator_count_sees_inside_inductor_code():
+    """Under a TorchDispatchMode torch.compile falls back to eager; the bench's counter lets compiled code run
+    and counts what it launches: the aten operators it dispatches (extern kernels) and the kernels it wrote."""
+    import torch
+
+    from sfd.bench import _CountOps
+
+    w = torch.rand(8, 8)
+
+    def f(x):
+        return (x.sin() + 1).relu() @ w  # inductor: one C++ kernel (sin, add, relu) and aten's mm
+
+    compiled = torch.compile(f, backend="inductor")
+    x = torch.rand(4, 8)
+    compiled(x)
+    with _CountOps() as eager:
+        f(x)
+    with _CountOps() as ops:
+        y = compiled(x)
+    torch.testing.assert_close(y, f(x))
+    assert (eager.count, eager.kernels) == (4, 0)
+    assert (ops.count, ops.kernels) == (1, 1)

@@ -106,6 +106,13 @@ def test_compiled_step_matches_the_eager_one_and_keeps_state_dict_names(photos, 
     eager, compiled = (runs[c].generator.state_dict() for c in ("null", "aot_eager"))
     assert list(compiled) == list(eager)  # nn.Module.compile: no "_orig_mod." prefixes
     assert all(torch.allclose(compiled[k], eager[k], atol=1e-5) for k in eager)
+    # The next steps reuse the compiled graphs: no module state that changes per call is traced (an int
+    # counter on CLIP's image tower once recompiled it at every call, then ran it eagerly past dynamo's limit).
+    from torch._dynamo.utils import counters
+
+    graphs = counters["stats"]["unique_graphs"]
+    train_step(runs["aot_eager"], *_batch(cfg))
+    assert counters["stats"]["unique_graphs"] == graphs
 
 
 def test_swinir_generator_trains(photos, tmp_path):

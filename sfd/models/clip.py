@@ -199,7 +199,6 @@ class ImageFeatures(FrozenModule):
         self.pos_embed = pos_embed
         self.register_buffer("mean", torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(CLIP_STD).view(1, 3, 1, 1), persistent=False)
-        self.images_seen = 0  # counts images through forward(): the trainer's one-forward rule is tested on it
         self.eval()
 
     @property
@@ -212,7 +211,6 @@ class ImageFeatures(FrozenModule):
         h, w = x.shape[-2:]
         if h % 32 or w % 32:
             raise ValueError(f"CLIP features need H and W to be multiples of 32, got {h}x{w}: crop or pad the input")
-        self.images_seen += x.shape[0]
         x = (x - self.mean) / self.std
         if self.name == "RN50":
             return self._resnet(x, need)
