@@ -278,6 +278,23 @@ def _clipiqa(device=None, as_loss=False, checkpoint=None, **options):
 _IMAGENET = "ImageNet backbone file (None: torchvision's ImageNet files, never downloaded; 'random': tests only)"
 _CLIP = "CLIP weights: 'openai', a file, or 'random' (tests only: the scores then measure nothing)"
 
+
+def _perceptual(name: str, label: str, **extra: Any) -> dict[str, Any]:
+    """An entry of a deep full-reference metric (lower is better); the network's own description names
+    its net, heads and backbone."""
+    return dict(
+        factory=_lazy("perceptual", "Perceptual", name=name),
+        mode="fr",
+        lower_better=True,
+        score_range="0, 1",
+        label=label,
+        description="",
+        weights=_IMAGENET,
+        weights_option="backbone_weights",
+        **extra,
+    )
+
+
 _TABLE: dict[str, dict[str, Any]] = {
     "psnr": dict(
         factory=_lazy("psnr_ssim", "PSNR"),
@@ -296,47 +313,10 @@ _TABLE: dict[str, dict[str, Any]] = {
         label="SSIM↑",
         description="SSIM (Wang et al. 2004) on BT.601 Y rounded like MATLAB, border = scale, float64",
     ),
-    "lpips": dict(
-        factory=_lazy("perceptual", "Perceptual", name="lpips"),
-        mode="fr",
-        lower_better=True,
-        score_range="0, 1",
-        label="LPIPS↓",
-        description="",  # the network's own description names net, heads and backbone
-        weights=_IMAGENET,
-        weights_option="backbone_weights",
-        options=("lpips_net",),
-    ),
-    "lpips-alex": dict(
-        factory=_lazy("perceptual", "Perceptual", name="lpips-alex"),
-        mode="fr",
-        lower_better=True,
-        score_range="0, 1",
-        label="LPIPS-alex↓",
-        description="",
-        weights=_IMAGENET,
-        weights_option="backbone_weights",
-    ),
-    "lpips-vgg": dict(
-        factory=_lazy("perceptual", "Perceptual", name="lpips-vgg"),
-        mode="fr",
-        lower_better=True,
-        score_range="0, 1",
-        label="LPIPS-vgg↓",
-        description="",
-        weights=_IMAGENET,
-        weights_option="backbone_weights",
-    ),
-    "dists": dict(
-        factory=_lazy("perceptual", "Perceptual", name="dists"),
-        mode="fr",
-        lower_better=True,
-        score_range="0, 1",
-        label="DISTS↓",
-        description="",
-        weights=_IMAGENET,
-        weights_option="backbone_weights",
-    ),
+    "lpips": _perceptual("lpips", "LPIPS↓", options=("lpips_net",)),
+    "lpips-alex": _perceptual("lpips-alex", "LPIPS-alex↓"),
+    "lpips-vgg": _perceptual("lpips-vgg", "LPIPS-vgg↓"),
+    "dists": _perceptual("dists", "DISTS↓"),
     "niqe": dict(
         factory=_lazy("niqe", "NIQE"),
         mode="nr",
