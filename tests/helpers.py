@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import skimage
+import torch
 from PIL import Image
 
 from sfd.config import load_config
@@ -58,3 +59,12 @@ def tiny_config(
     train_dir: Path, out_dir: Path, extra: list[str] | None = None, path: str | None = None, iterations: int = 4
 ):
     return load_config(path, tiny_overrides(train_dir, out_dir, iterations) + (extra or []))
+
+
+def random_batches(cfg, n: int = 1, size: int = 2) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``n`` seeded random (LR, HR) batches of ``size`` at the config's patch size and scale."""
+    p, s = cfg.data.patch_size, cfg.generator.scale
+    g = torch.Generator().manual_seed(0)
+    return [
+        (torch.rand(size, 3, p // s, p // s, generator=g), torch.rand(size, 3, p, p, generator=g)) for _ in range(n)
+    ]

@@ -60,6 +60,11 @@ def _torchrun(args, nproc=1, nodes=None, port=None, launcher=("-m", "sfd"), torc
     return run + [*launcher, *args]
 
 
+def _start(cmd) -> subprocess.Popen:
+    """``cmd`` running, its output (stdout and stderr) read as text when it ends."""
+    return subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
 def _listening(port: int) -> bool:
     """Some process listens on ``port`` (read from /proc: no connection that the store would see)."""
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
@@ -273,7 +278,7 @@ def test_torchrun_max_restarts_resumes_from_the_newest_checkpoint_bit_exactly(ph
     assert ref.returncode == 0, ref.stderr[-3000:]
     out = tmp_path / "run"
     cmd = _torchrun(_train_args(photos, out, n, extra), nproc=2, torchrun_args=["--max-restarts=1"])
-    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = _start(cmd)
     _wait_for(_saved(out / RUN, 2), [proc])
     os.kill(_rank_pid(proc, 1), signal.SIGKILL)
     text, _ = proc.communicate(timeout=600)
@@ -369,7 +374,7 @@ def test_a_killed_loader_worker_is_one_line_and_resume_auto_is_bit_exact(photos,
 def test_a_killed_loader_worker_under_torchrun_stops_every_rank_then_resumes_in_one(photos, tmp_path):
     out = tmp_path / "out"
     cmd = _torchrun(_train_args(photos, out, 1000, ["train.save_every=2", "data.num_workers=1"]), nproc=2)
-    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = _start(cmd)
     _wait_for(_saved(out / RUN, 2), [proc])
     rank0 = _rank_pid(proc, 0)
     victim = _loader_workers(rank0)[0]
@@ -448,13 +453,7 @@ def test_one_node_sigkill_of_a_rank_ends_the_group_and_sigterm_stops_every_rank_
     """On one node torchrun itself notices a dead worker and ends the others; SIGTERM to the launcher
     reaches every worker, and they stop at the same iteration with one checkpoint and the resume command."""
     out = tmp_path / "kill"
-    proc = subprocess.Popen(
-        _torchrun(_train_args(photos, out, 1000, ["train.save_every=2"]), nproc=2),
-        env=_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = _start(_torchrun(_train_args(photos, out, 1000, ["train.save_every=2"]), nproc=2))
     _wait_for(_saved(out / RUN, 2), [proc])
     os.kill(_rank_pid(proc, 1), signal.SIGKILL)
     t0 = time.monotonic()
@@ -463,13 +462,7 @@ def test_one_node_sigkill_of_a_rank_ends_the_group_and_sigterm_stops_every_rank_
     assert proc.returncode != 0
 
     out = tmp_path / "term"
-    proc = subprocess.Popen(
-        _torchrun(_train_args(photos, out, 1000, ["train.save_every=1000"]), nproc=2),
-        env=_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = _start(_torchrun(_train_args(photos, out, 1000, ["train.save_every=1000"]), nproc=2))
     _wait_for(
         lambda: (out / RUN / "log.jsonl").exists() and len((out / RUN / "log.jsonl").read_text().split()) >= 2, [proc]
     )

@@ -4,7 +4,7 @@ the eager reference: the same losses and parameters over several steps, within f
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import bundled_photo_dir, tiny_config
+from helpers import bundled_photo_dir, random_batches, tiny_config
 
 from sfd.guard import TrainingDiverged
 from sfd.models.feat_d import upsample2x_bilinear
@@ -17,12 +17,6 @@ REFERENCE = ["optim.impl=for_loop", "feat_d.upsample=interpolate"]
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory):
     return bundled_photo_dir(tmp_path_factory.mktemp("photos"))
-
-
-def _batches(cfg, n=3):
-    p, s = cfg.data.patch_size, cfg.generator.scale
-    g = torch.Generator().manual_seed(0)
-    return [(torch.rand(2, 3, p // s, p // s, generator=g), torch.rand(2, 3, p, p, generator=g)) for _ in range(n)]
 
 
 def _train_steps(cfg, batches, device="cpu"):
@@ -72,7 +66,7 @@ def test_separable_upsampling_gives_interpolate_values_and_gradients(dtype):
 def test_each_switch_trains_like_the_eager_reference(photos, tmp_path, switch):
     ref_cfg = tiny_config(photos, tmp_path / "ref", REFERENCE)
     cfg = tiny_config(photos, tmp_path / "sw", REFERENCE + switch)
-    batches = _batches(ref_cfg)
+    batches = random_batches(ref_cfg, 3)
     (ref, ref_logs), (run, logs) = _train_steps(ref_cfg, batches), _train_steps(cfg, batches)
     _same(ref, run, ref_logs, logs, atol=1e-5)
 
@@ -80,7 +74,7 @@ def test_each_switch_trains_like_the_eager_reference(photos, tmp_path, switch):
 def test_sync_free_skips_a_nan_step_on_the_device_and_reports_it_when_logging(photos, tmp_path):
     cfg = tiny_config(photos, tmp_path, ["train.sync_free=true", "train.max_bad_steps=2"])
     run = build_run(cfg)
-    (lr, hr), (lr2, hr2) = _batches(cfg, 2)
+    (lr, hr), (lr2, hr2) = random_batches(cfg, 2)
     logs = train_step(run, lr, hr)
     assert all(torch.is_tensor(v) for k, v in logs.items() if k.startswith("l_"))  # nothing read on the host
     before = {k: v.clone() for k, v in run.generator.state_dict().items()}
@@ -167,7 +161,7 @@ def test_cuda_graph_step_trains_like_the_eager_one(photos, tmp_path):
     fast = ["train.device=cuda", "optim.impl=fused", "feat_d.upsample=separable"]
     eager_cfg = tiny_config(photos, tmp_path / "e", fast + ["train.sync_free=true"])
     graph_cfg = tiny_config(photos, tmp_path / "g", fast + ["train.cuda_graph=true"])
-    batches = _batches(eager_cfg, 6)  # 3 eager warm-up steps, the capture, 2 replays
+    batches = random_batches(eager_cfg, 6)  # 3 eager warm-up steps, the capture, 2 replays
     (eager, eager_logs), (graphed, graph_logs) = (_train_steps(c, batches, "cuda") for c in (eager_cfg, graph_cfg))
     assert graphed.graphed.graphs  # it was captured and replayed
     _same(eager, graphed, eager_logs, graph_logs, atol=1e-4)
@@ -177,7 +171,7 @@ def test_cuda_graph_step_trains_like_the_eager_one(photos, tmp_path):
 def test_sync_free_step_never_waits_for_the_gpu(photos, tmp_path):
     cfg = tiny_config(photos, tmp_path, ["train.device=cuda", "train.sync_free=true"])
     run = build_run(cfg)
-    (lr, hr), (lr2, hr2) = _batches(cfg, 2)
+    (lr, hr), (lr2, hr2) = random_batches(cfg, 2)
     train_step(run, lr.cuda(), hr.cuda())  # the first step creates Adam's states
     lr2, hr2 = lr2.cuda(), hr2.cuda()
     torch.cuda.set_sync_debug_mode("error")

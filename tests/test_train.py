@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from helpers import bundled_photo_dir, tiny_config
+from helpers import bundled_photo_dir, random_batches, tiny_config
 
 from sfd.commands import inspect_checkpoint
 from sfd.config import load_config
@@ -20,10 +20,8 @@ def photos(tmp_path_factory):
     return bundled_photo_dir(tmp_path_factory.mktemp("photos"))
 
 
-def _batch(cfg, n=2):
-    p, s = cfg.data.patch_size, cfg.generator.scale
-    g = torch.Generator().manual_seed(0)
-    return torch.rand(n, 3, p // s, p // s, generator=g), torch.rand(n, 3, p, p, generator=g)
+def _batch(cfg):
+    return random_batches(cfg)[0]
 
 
 def test_one_clip_forward_per_image_and_what_each_step_changes(photos, tmp_path):
