@@ -46,7 +46,7 @@ from sfd.data.batched import degrade_rest
 from sfd.data.degradation_config import DegradationConfig
 from sfd.data.diffjpeg import diffjpeg
 from sfd.data.filters import filter2d, rgb_to_gray
-from sfd.data.kernels import KernelSpec, choice, gaussian_kernel, sample_kernel, sample_sinc, uniform
+from sfd.data.kernels import KernelSpec, choice, crop_kernel, gaussian_kernel, sample_kernel, sample_sinc, uniform
 
 __all__ = [
     "DegradationConfig",
@@ -492,7 +492,8 @@ class RealESRGANDegradation:
                 codec_on_canvas=self.cfg.jpeg_backend == "diffjpeg",
             )
         else:
-            lr = torch.cat([self._degrade_one(x[None], p, (h, w)) for x, p in zip(blurred, params)])
+            kernels = zip(draws.second, draws.sinc)
+            lr = torch.cat([self._degrade_one(x[None], p, (h, w), *k) for x, p, k in zip(blurred, params, kernels)])
         lr = (lr * 255.0).round().clamp(0, 255) / 255.0
         lr, target, hr = lr.to(hr.dtype), target.to(hr.dtype), hr
         if self.patch is None or (self.patch, self.patch) == (h, w):
@@ -510,7 +511,10 @@ class RealESRGANDegradation:
     def _jpeg(self, x: torch.Tensor, quality: float) -> torch.Tensor:
         return jpeg(x.clamp(0, 1), [quality], self.cfg.jpeg_backend).to(x.dtype)
 
-    def _degrade_one(self, x: torch.Tensor, p: DegradationParams, hr_size: tuple[int, int]) -> torch.Tensor:
+    def _degrade_one(
+        self, x: torch.Tensor, p: DegradationParams, hr_size: tuple[int, int], blur2: torch.Tensor, sinc: torch.Tensor
+    ) -> torch.Tensor:
+        """One sample from its first blur on; ``blur2``/``sinc``: its kernels as ``Draws`` holds them (padded)."""
         h, w = hr_size
         lr_h, lr_w = h // self.scale, w // self.scale
         # First order (blur done by the caller): resize, noise, JPEG.
@@ -521,14 +525,14 @@ class RealESRGANDegradation:
         x = self._jpeg(_add_noise(x, p.first), p.first.jpeg_quality)
         # Second order: blur, resize relative to the LR size, noise.
         if p.second.kernel.type != "identity":
-            x = filter2d(x, p.second.kernel.build())
+            x = filter2d(x, crop_kernel(blur2, p.second.kernel.size))
         x = _resize(x, (int(lr_h * p.second.scale), int(lr_w * p.second.scale)), p.second.mode)
         x = _add_noise(x, p.second)
 
         # Final: [resize to the LR size + sinc] and JPEG, in either order.
         def resize_sinc(t: torch.Tensor) -> torch.Tensor:
             t = _resize(t, (lr_h, lr_w), p.final_mode)
-            return t if p.sinc.type == "identity" else filter2d(t, p.sinc.build())
+            return t if p.sinc.type == "identity" else filter2d(t, crop_kernel(sinc, p.sinc.size))
 
         if p.resize_first:
             return self._jpeg(resize_sinc(x), p.second.jpeg_quality)

@@ -32,6 +32,7 @@ __all__ = [
     "plateau_kernel",
     "sinc_kernel",
     "pad_kernel",
+    "crop_kernel",
     "sample_kernel",
     "sample_sinc",
     "uniform",
@@ -97,6 +98,12 @@ def pad_kernel(kernel: torch.Tensor, size: int) -> torch.Tensor:
     if pad < 0:
         raise ValueError(f"kernel of size {kernel.shape[-1]} does not fit in {size}")
     return torch.nn.functional.pad(kernel, (pad, pad, pad, pad))
+
+
+def crop_kernel(kernel: torch.Tensor, size: int) -> torch.Tensor:
+    """``pad_kernel`` undone: the centred ``size`` x ``size`` of a padded kernel (the same values)."""
+    d = (kernel.shape[-1] - size) // 2
+    return kernel[..., d : d + size, d : d + size]
 
 
 @dataclass
