@@ -82,7 +82,9 @@ def _from_state_dict(sd: dict, source: str, device: str | torch.device) -> Loade
     req = desc.size_requirements
     if req.square:
         raise ValueError(f"{source}: {desc.architecture.id} needs square inputs, which sfd does not support")
-    model = desc.model.to(device).eval()
+    from sfd.models.archs import protect_input
+
+    model = protect_input(desc.model.to(device).eval())  # RCAN scales its input in place
     for p in model.parameters():
         p.requires_grad_(False)
     return LoadedGenerator(
@@ -115,7 +117,10 @@ def _from_ncnn(param: Path, bin_: Path, source: str, device) -> LoadedGenerator:
 def _check_sfd_config(loaded: LoadedGenerator, config: dict, source: str) -> None:
     """The generator spandrel detected must be the one the training config describes."""
     gen = (config or {}).get("generator") or {}
-    arch = {"rrdbnet": "ESRGAN", "swinir": "SwinIR"}.get(str(gen.get("arch", "")).lower())
+    from sfd.models.archs import ARCHS
+
+    spec = ARCHS.get(str(gen.get("arch", "")).lower())  # None for arch: auto (the file decided)
+    arch = spec.spandrel_id if spec else None
     if arch and arch != loaded.architecture:
         raise ValueError(f"{source}: config says {gen['arch']} but the weights load as {loaded.architecture}")
     if gen.get("scale") and int(gen["scale"]) != loaded.scale:
