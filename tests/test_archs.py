@@ -40,6 +40,14 @@ def _batch(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     return lr, torch.rand(2, 3, LR_SIZE * SCALE, LR_SIZE * SCALE, generator=gen)
 
 
+def _save(model: torch.nn.Module, name: str, folder) -> str:
+    """``model`` as an sfd training checkpoint (what ``sfd sr``/``sfd export`` read)."""
+    state = {"generator": model.state_dict(), "generator_ema": None, "iteration": 2}
+    return str(
+        checkpoint.save({**state, "config": config_to_dict(Config(generator=tiny_config(name)))}, folder / "g.pth")
+    )
+
+
 @pytest.mark.parametrize("name", list(archs.ARCHS))
 def test_trains_evaluates_saves_and_exports(name, tmp_path, one_thread):
     spec = archs.ARCHS[name]
@@ -77,11 +85,7 @@ def test_trains_evaluates_saves_and_exports(name, tmp_path, one_thread):
     x = torch.rand(1, 3, LR_SIZE, 2 * LR_SIZE, generator=torch.Generator().manual_seed(9))
     with torch.no_grad():
         want = model(x.clone()).clamp(0, 1)
-    cfg = Config(generator=tiny_config(name))
-    ckpt = checkpoint.save(
-        {"generator": model.state_dict(), "generator_ema": None, "config": config_to_dict(cfg), "iteration": 2},
-        tmp_path / "ckpt.pth",
-    )
+    ckpt = _save(model, name, tmp_path)
     upscaler = Upscaler(load_generator(ckpt))
     assert (upscaler.architecture, upscaler.scale) == (spec.spandrel_id, SCALE)
     got = upscaler(x)
@@ -152,3 +156,21 @@ def test_sfd_archs_lists_sizes_and_shows_parameters(capsys):
     assert "span: spandrel SPAN, Apache-2.0" in out and "feature_channels = 48" in out
     assert main(["archs", "spam"]) == 2
     assert "sfd archs: error: unknown architecture 'spam'" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # about a minute for all on a busy 2-core machine (GRL alone 18 s)
+@pytest.mark.parametrize("name", list(archs.ARCHS))
+def test_onnx_export_is_what_the_listing_says(name, tmp_path, one_thread):
+    """``sfd export --format onnx`` of each architecture passes its onnxruntime check exactly where the
+    registry (and docs/architectures.md) says it does."""
+    pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+    from sfd.inference.onnx_export import export_onnx
+
+    torch.manual_seed(0)
+    ckpt = _save(build_generator(tiny_config(name)).eval(), name, tmp_path)
+    if archs.ARCHS[name].onnx == "yes":
+        assert export_onnx(ckpt, tmp_path / "g.onnx").max_abs_diff <= 1e-4
+    else:
+        with pytest.raises(Exception):  # noqa: B017 -- exporter, checker or onnxruntime: each refuses its own way
+            export_onnx(ckpt, tmp_path / "g.onnx")
+        assert not (tmp_path / "g.onnx").exists()

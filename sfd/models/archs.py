@@ -84,6 +84,9 @@ class Arch:
     frozen: tuple[str, ...] = ()
     # The forward writes into its input (RCAN: x *= rgb_range): build() makes it work on a copy.
     mutates_input: bool = False
+    # `sfd export --format onnx` (torch's TorchScript exporter, opset 17, checked in onnxruntime at another
+    # size): "yes", or why not (tests/test_archs.py, marked slow, keeps this true)
+    onnx: str = "yes"
     note: str = ""
 
     def load_class(self) -> type[nn.Module]:
@@ -160,6 +163,7 @@ ARCHS: dict[str, Arch] = {
             {"num_in_ch": 3, "num_out_ch": 3},
             defaults={"res_num": 5},  # OmniSR as published (spandrel's class default has 1 residual group)
             tiny={"num_feat": 8, "block_num": 1, "res_num": 1, "window_size": 4},
+            onnx="no: the traced graph's outputs are wrong at sizes other than the traced one",
         ),
         Arch(
             "safmn",
@@ -169,6 +173,7 @@ ARCHS: dict[str, Arch] = {
             "upscaling_factor",
             defaults={"dim": 36},
             tiny={"dim": 8, "n_blocks": 1},
+            onnx="no: adaptive pooling to a size computed from the input (not exportable)",
         ),
         Arch(
             "dat",
@@ -254,6 +259,7 @@ ARCHS: dict[str, Arch] = {
                 "reducted_dim": 4,
                 "convffn_kernel_size": 3,
             },
+            onnx="no: the exporter has no Sort with an out= argument (ATD's token sort)",
         ),
         Arch(
             "drct",
@@ -282,6 +288,7 @@ ARCHS: dict[str, Arch] = {
             "upscale",
             {"inp_channels": 3},
             tiny={"dim": 12, "ITL_blocks": 1, "SAL_blocks": 1, "UFONE_blocks": 1},
+            onnx="no: a reshape fixed at the traced size fails at other sizes",
         ),
         Arch(
             "dctlsa",
