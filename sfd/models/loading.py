@@ -1,8 +1,9 @@
 """One entry point for every generator a user may name: ``load_generator(spec)``.
 
 ``spec`` is one of
-* a named model (``realesrgan-x4plus``, ``realsr-df2k-x4``): ncnn files inside registry packages;
-* an ncnn model: a ``.param`` or ``.bin`` path (its sibling is found by name);
+* a named model (``realesrgan-x4plus``, ``realsr-df2k-x4``, ``realesr-animevideov3-x4``): ncnn files
+  inside registry packages;
+* an ncnn model (RRDBNet or Compact): a ``.param`` or ``.bin`` path (its sibling is found by name);
 * an sfd training checkpoint (a dict with ``generator``; its EMA is preferred when present);
 * anything spandrel loads: ``.pth``/``.pt``/``.ckpt``/``.safetensors`` in ESRGAN old/new layouts,
   BasicSR ``params``/``params_ema``, SwinIR, and the other architectures spandrel knows.
@@ -109,9 +110,8 @@ def _ncnn_pair(path: Path) -> tuple[Path, Path]:
 
 
 def _from_ncnn(param: Path, bin_: Path, source: str, device) -> LoadedGenerator:
-    sd, info = ncnn.rrdbnet_state_dict(param, bin_)
-    storage = "/".join(info["weight_storage"])
-    return _from_state_dict(sd, f"{source} (ncnn RRDBNet {info['num_blocks']} blocks, {storage} weights)", device)
+    sd, what = ncnn.convert(param, bin_)
+    return _from_state_dict(sd, f"{source} ({what})", device)
 
 
 def _check_sfd_config(loaded: LoadedGenerator, config: dict, source: str) -> None:
