@@ -239,3 +239,23 @@ def test_auto_takes_architecture_and_hyperparameters_from_a_file(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), src.state_dict().values()))
     frozen = {n for n, p in model.named_parameters() if not p.requires_grad}  # as when built from the config
     assert frozen == {n for n, p in src.named_parameters() if not p.requires_grad} and frozen
+
+
+@pytest.mark.parametrize(
+    "config, widths",
+    [
+        ("classic_span_x4", {"feature_channels": 48}),
+        ("realworld_span_x4", {"feature_channels": 48}),
+        ("classic_compact_x4", {"num_feat": 64, "num_conv": 16}),  # realesr-animevideov3
+        ("realworld_compact_x4", {"num_feat": 64, "num_conv": 32}),  # realesr-general-x4v3
+    ],
+)
+def test_span_and_compact_configs_build_their_published_widths(config, widths):
+    model = build_generator(load_config(config).generator)  # with the round trip through spandrel
+    assert {k: model.hyperparameters[k] for k in widths} == widths
+
+
+@needs_compact
+def test_classic_compact_config_is_the_released_animevideov3_network():
+    released = load_generator("realesr-animevideov3-x4")
+    assert build_generator(load_config("classic_compact_x4").generator).hyperparameters == released.hyperparameters
