@@ -7,17 +7,20 @@
 #   - the same SFD step data-parallel over all visible GPUs, when there are several (torchrun);
 #   - `sfd sr` throughput (MP/s) in fp16, tiled (512² tiles) and untiled, at 256² and 1024² input (1024² and
 #     4096² output), eager, channels-last, CUDA graphs, and both (`sfd bench sr` once per case); `sfd bench iqa`;
-#   - real-world data: loader patches/s beside the degradations batched on the GPU (`sfd bench data`).
+#   - real-world data: loader patches/s beside the degradations batched on the GPU (`sfd bench data`);
+#   - per generator architecture (`sfd bench step --arch`): SFD vs the pixel discriminator, time and FLOP
+#     ratios and Feat-D + CLIP's share of the step, bf16, batch 32, 128²; and `sfd archs --json`, which
+#     tries a CUDA-graph capture of each architecture's training forward+backward (docs/architectures.md).
 # Each part has its own time limit, so that one slow part cannot take the others' time.
 # Results: one JSON per part and a summary in $OUT (default bench_gpu/).
 #
 #   benchmarks/gpu.sh            # on the GPU machine
-#   PARTS=sr benchmarks/gpu.sh   # only some parts (of: step sr iqa data)
+#   PARTS=sr benchmarks/gpu.sh   # only some parts (of: step sr iqa data archs)
 #   benchmarks/gpu.sh --tiny     # a tiny setting on the CPU (seconds): how tests/test_bench.py runs it
 set -uo pipefail
 PY=${PYTHON:-python}
 OUT=${OUT:-bench_gpu}
-PARTS=${PARTS:-step sr iqa data}
+PARTS=${PARTS:-step sr iqa data archs}
 want() { [[ " $PARTS " == *" $1 "* ]]; }
 export PARTS
 PEAK=${PEAK_TFLOPS:-788}  # bf16 matrix product measured on an H200 of this kind (8192³, random data)
@@ -32,6 +35,7 @@ if [[ "${1:-}" == "--tiny" ]]; then
   CASES=("reference:optim.impl=foreach feat_d.upsample=interpolate" "sync-free:train.sync_free=true")
   FP32_CASES=("default:")
   SR_CASES=("eager:" "channels-last:--channels-last")
+  ARCHS=${ARCHS:-compact}
 else
   DEVICE=cuda BLOCKS=23 BATCH=32 PATCH=128 REPEATS=${REPEATS:-5} SIZES=${SR_SIZES:-256 1024} LIMIT=${LIMIT:-150}
   SR_TILE=512
@@ -51,6 +55,7 @@ else
   # name:flags of `sfd bench sr`; "eager" is `sfd sr`'s default (issue 18: 32.9 MP/s untiled at 1024² input)
   SR_CASES=("eager:" "channels-last:--channels-last" "cuda-graph:--cuda-graph on"
             "cuda-graph+channels-last:--cuda-graph on --channels-last")
+  ARCHS=${ARCHS:-compact,span,safmn,realplksr,rrdbnet}
 fi
 COMMON=(--device "$DEVICE" --blocks "$BLOCKS" --batch "$BATCH" --patch "$PATCH" --repeats "$REPEATS" --only ESRGAN SFD
         --peak-tflops "$PEAK" --no-tiny)
@@ -105,6 +110,15 @@ if want data && [[ -d "$DATA" ]]; then
     timeout "$LIMIT" $PY -m sfd bench data "$DATA" --device "$DEVICE" --batch "${run%%:*}" ${run#*:} --json \
       > "$OUT/data_b${run%%:*}.json" || echo "data (batch ${run%%:*}): failed (exit $?)" >> "$OUT/failures.txt"
   done
+fi
+
+if want archs; then
+  timeout "$LIMIT" $PY -m sfd bench step --arch "$ARCHS" --device "$DEVICE" --batch "$BATCH" --patch "$PATCH" \
+    --repeats "$REPEATS" --precision bf16 "${SETS[@]}" --json > "$OUT/archs_step.json" \
+    || echo "archs step: failed or timed out (exit $?)" >> "$OUT/failures.txt"
+  if [[ "${1:-}" != "--tiny" ]]; then  # CUDA-graph captures need CUDA
+    timeout "$LIMIT" $PY -m sfd archs --json > "$OUT/archs.json" || echo "archs: failed (exit $?)" >> "$OUT/failures.txt"
+  fi
 fi
 
 $PY - "$OUT" <<'PY'
@@ -167,6 +181,19 @@ for path in sorted(out.glob("data_b*.json")) or [out / "data.json"]:
               f"crop_pad_size {data['setting']['crop_pad_size']}) | patches / s | operators / patch |", "|---|---|---|"]
     lines += [f"| {k} | {v:.1f} | {ops[k]:.0f} |" if k in ops else f"| {k} | {v:.1f} | |"
               for k, v in data["patches_per_second"].items()]
+try:
+    archs = json.loads((out / "archs_step.json").read_text())
+    from sfd.bench_archs import table
+
+    lines += ["", f"per architecture ({archs['setting']['precision']}, batch {archs['setting']['batch']}, "
+              f"{archs['setting']['patch']}²):", *table(archs)]
+except (OSError, ValueError):
+    lines += ["", "archs: no result" if "archs" in parts else "archs: not run"]
+try:
+    lines += ["", "| arch | CUDA graph (training forward+backward) |", "|---|---|"]
+    lines += [f"| {r['arch']} | {r['cuda_graph']} |" for r in json.loads((out / "archs.json").read_text())]
+except (OSError, ValueError):
+    lines = lines[:-3]
 if (out / "failures.txt").exists():
     lines += ["", "failures:", (out / "failures.txt").read_text()]
 (out / "summary.md").write_text("\n".join(lines) + "\n")

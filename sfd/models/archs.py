@@ -559,9 +559,9 @@ def listing(probe: bool = True, names: list[str] | None = None) -> list[dict[str
     for name in names or ARCHS:
         spec = ARCHS[name]
         try:
-            count = parameter_count(default_model(name))
+            model = default_model(name)
         except (NotImplementedError, RuntimeError, UsageError):  # an initialiser the meta device cannot run
-            count = parameter_count(default_model(name, device="cpu"))
+            model = default_model(name, device="cpu")
         if not torch.cuda.is_available():
             graph = "untested (no CUDA)"
         elif probe:
@@ -569,14 +569,16 @@ def listing(probe: bool = True, names: list[str] | None = None) -> list[dict[str
         else:
             graph = "not probed (--no-probe)"
         rows.append(
-            {"arch": name, "spandrel_id": spec.spandrel_id, "licence": spec.licence, "parameters": count}
-            | {"cuda_graph": graph, "note": spec.note}
+            {"arch": name, "spandrel_id": spec.spandrel_id, "licence": spec.licence}
+            | {"parameters": parameter_count(model), "learning": parameter_count(model, trainable=True)}
+            | {"cuda_graph": graph, "onnx": spec.onnx, "note": spec.note}
         )
     return rows
 
 
-def parameter_count(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+def parameter_count(model: nn.Module, trainable: bool = False) -> int:
+    """All parameters (what a saved file holds), or only those that learn."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable)
 
 
 def probe_cuda_graph(model: nn.Module, size: int = 64, device: str = "cuda") -> str:

@@ -34,9 +34,13 @@ def cmd_archs(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print(f"{'arch':<11} {'spandrel':<11} {'licence':<13} {'parameters':>12}  cuda graph")
+    print(f"{'arch':<11} {'spandrel':<11} {'licence':<13} {'parameters':>12} {'learning':>12}  onnx  cuda graph")
     for r in rows:
-        print(f"{r['arch']:<11} {r['spandrel_id']:<11} {r['licence']:<13} {r['parameters']:>12,}  {r['cuda_graph']}")
+        onnx = "yes" if r["onnx"] == "yes" else "no"
+        print(
+            f"{r['arch']:<11} {r['spandrel_id']:<11} {r['licence']:<13} {r['parameters']:>12,} {r['learning']:>12,}  "
+            f"{onnx:<4}  {r['cuda_graph']}"
+        )
     print(f"{len(rows)} architectures, plus auto (generator.pretrained's). Not offered (non-commercial licences, in")
     print(f"spandrel_extra_arches): {', '.join(archs.NON_COMMERCIAL)}")
     return 0
