@@ -224,8 +224,10 @@ def test_auto_needs_the_files_scale_and_a_file():
     )
     with pytest.raises(UsageError, match="from a model file or a named model, not generator.pretrained=random"):
         build_generator(GeneratorConfig(arch="auto", pretrained="random"))
-    with pytest.raises(UsageError, match="unset generator.params"):
-        build_generator(GeneratorConfig(arch="auto", pretrained="x.pth", params={"num_feat": 8}))
+    with pytest.raises(UsageError, match="which has num_conv=16, not generator.params.num_conv=32: unset"):
+        build_generator(GeneratorConfig(arch="auto", pretrained="realesr-animevideov3-x4", params={"num_conv": 32}))
+    agreeing = {"num_feat": 64, "num_conv": 16}  # a config written for the file's architecture and widths
+    assert build_generator(GeneratorConfig(arch="auto", pretrained="realesr-animevideov3-x4", params=agreeing))
 
 
 def test_auto_takes_architecture_and_hyperparameters_from_a_file(tmp_path):

@@ -40,6 +40,7 @@ __all__ = [
     "parameter_count",
     "prepare_for_training",
     "protect_input",
+    "same_value",
     "spec_of",
     "probe_cuda_graph",
     "trainable_copy",
@@ -465,15 +466,16 @@ def _roundtrip_differences(model: nn.Module, spec: Arch) -> list[str]:
     out = []
     for key in sorted(set(mine) | set(back)):
         a, b = mine.get(key), back.get(key)
-        if key in TRAINING_ONLY or _same(a, b):
+        if key in TRAINING_ONLY or same_value(a, b):
             continue
         out.append(f"{key}={a!r} is read back as {b!r}")
     return out
 
 
-def _same(a: Any, b: Any) -> bool:
+def same_value(a: Any, b: Any) -> bool:
+    """Equal hyperparameter values (lists and tuples alike, 2 == 2.0)."""
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(same_value(x, y) for x, y in zip(a, b))
     return a == b or (isinstance(a, (int, float)) and isinstance(b, (int, float)) and float(a) == float(b))
 
 

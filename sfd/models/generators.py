@@ -46,10 +46,6 @@ def _pretrained_network(cfg: GeneratorConfig) -> nn.Module:
     from sfd.models.loading import load_generator  # lazy: pulls in the ncnn converter
 
     spec = cfg.pretrained
-    if cfg.params:
-        raise UsageError(
-            "generator.arch=auto takes its hyperparameters from generator.pretrained: unset generator.params"
-        )
     if spec in (None, RANDOM) or spec.startswith("run:") or Path(spec).expanduser().is_dir():
         raise UsageError(
             f"generator.arch=auto takes the architecture from a model file or a named model, not "
@@ -67,6 +63,18 @@ def _pretrained_network(cfg: GeneratorConfig) -> nn.Module:
             f"generator.pretrained={spec} is a {loaded.architecture} ({type(loaded.model).__name__}), which sfd "
             "does not train (sfd archs lists the architectures it does)"
         ) from None
+    # generator.params may stay (e.g. a config written for this architecture) if the file agrees with them
+    differ = [
+        k
+        for k, v in cfg.params.items()
+        if k not in model.hyperparameters or not archs.same_value(v, model.hyperparameters[k])
+    ]
+    if differ:
+        k = differ[0]
+        raise UsageError(
+            f"generator.arch=auto takes its hyperparameters from generator.pretrained={spec}, which has "
+            f"{k}={model.hyperparameters.get(k)!r}, not generator.params.{k}={cfg.params[k]!r}: unset generator.params"
+        )
     if loaded.scale != cfg.scale:
         raise UsageError(
             f"generator.pretrained={spec} is a x{loaded.scale} {loaded.architecture}, but generator.scale={cfg.scale}: "
