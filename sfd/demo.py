@@ -29,7 +29,7 @@ from sfd.data.resize import bicubic_lr, imresize, mod_crop  # noqa: E402
 from sfd.device import resolve_device  # noqa: E402
 from sfd.inference import Upscaler  # noqa: E402
 from sfd.metrics.psnr_ssim import psnr, ssim  # noqa: E402
-from sfd.trainer import train  # noqa: E402
+from sfd.train import train  # noqa: E402
 from sfd.weights import describe_weights  # noqa: E402
 
 TRAIN_PHOTOS = ["astronaut.png", "coffee.png", "rocket.jpg", "motorcycle_left.png", "hubble_deep_field.jpg", "ihc.png"]

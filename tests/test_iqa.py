@@ -33,7 +33,7 @@ from sfd.losses import d_adversarial_loss
 from sfd.metrics.clip_iqa import SFDIQA, ImageProtocol, _starts
 from sfd.models.clip import CLIPWeightsError
 from sfd.models.feat_d import FeatD
-from sfd.trainer import build_run, save_checkpoint
+from sfd.train import build_run, save_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = [

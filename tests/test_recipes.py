@@ -11,8 +11,8 @@ from helpers import bundled_photo_dir, tiny_overrides
 
 from sfd.config import load_config
 from sfd.data.datasets import HRPatches
-from sfd.schedulers import build_scheduler
-from sfd.trainer import build_run, train
+from sfd.train import build_run, train
+from sfd.train.schedulers import build_scheduler
 
 
 def load_checkpoint(path):

@@ -43,7 +43,7 @@ from PIL import Image
 
 from sfd.data import counter_rng
 from sfd.data.batched import degrade_rest
-from sfd.data.degradation_config import DegradationConfig
+from sfd.data.degradation_config import DegradationConfig, batched_on
 from sfd.data.diffjpeg import diffjpeg
 from sfd.data.filters import filter2d, rgb_to_gray
 from sfd.data.kernels import KernelSpec, choice, crop_kernel, gaussian_kernel, sample_kernel, sample_sinc, uniform
@@ -468,8 +468,11 @@ class RealESRGANDegradation:
         return Draws.of([self.sample(int(s)) for s in seeds], self.cfg)
 
     @torch.no_grad()
-    def apply(self, hr: torch.Tensor, draws: Draws | Sequence[DegradationParams]) -> tuple[torch.Tensor, ...]:
-        """``__call__`` with the draws given (e.g. the same parameters through another codec)."""
+    def apply(
+        self, hr: torch.Tensor, draws: Draws | Sequence[DegradationParams], batched: bool | None = None
+    ) -> tuple[torch.Tensor, ...]:
+        """``__call__`` with the draws given (e.g. the same parameters through another codec). ``batched``: as
+        the run's plan says; None: ``data.degradation.batched`` for ``hr``'s device."""
         draws = draws if isinstance(draws, Draws) else Draws.of(draws, self.cfg)
         params = draws.params
         b, _, h, w = hr.shape
@@ -481,7 +484,7 @@ class RealESRGANDegradation:
         # The first blur acts on same-size images: one grouped convolution for the whole batch.
         blurred = filter2d(target, draws.first.to(target.device, non_blocking=True))
         # From the first resize on, sizes differ per sample: one by one, or batched on one canvas.
-        if self.batched(hr.device):
+        if batched_on(self.cfg.batched, hr.device) if batched is None else batched:
             lr = degrade_rest(
                 blurred,
                 params,
@@ -502,11 +505,6 @@ class RealESRGANDegradation:
         lr, hr = torch.stack([c[0] for c in crops]), torch.stack([c[1][0] for c in crops])
         # Real-ESRGAN sharpens the cropped HR again for the target (after its pool; the same result).
         return lr, self.usm(hr.double()).to(hr.dtype), hr
-
-    def batched(self, device: torch.device) -> bool:
-        """Whether the stages after the first resize run batched (``batched``; "auto": on a GPU)."""
-        mode = self.cfg.batched
-        return device.type != "cpu" if mode == "auto" else bool(mode)
 
     def _jpeg(self, x: torch.Tensor, quality: float) -> torch.Tensor:
         return jpeg(x.clamp(0, 1), [quality], self.cfg.jpeg_backend).to(x.dtype)

@@ -7,9 +7,9 @@ import json
 import sys
 from pathlib import Path
 
-from sfd.cli import add_output_option
 from sfd.errors import UsageError
 from sfd.inference.commands import add_inference_options, inference_settings, setup_runtime
+from sfd.options import add_output_option
 
 __all__ = ["register", "cmd_eval", "cmd_fetch_niqe_model", "metric_options"]
 

@@ -9,8 +9,8 @@ import sys
 import warnings
 from pathlib import Path
 
-from sfd.cli import add_output_option
 from sfd.errors import UsageError
+from sfd.options import add_output_option
 
 
 def _add_metric_options(p: argparse.ArgumentParser) -> None:
