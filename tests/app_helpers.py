@@ -57,7 +57,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_app(tiny: Path, tmp: Path, *extra: str, guard: bool = True):
+def start_app(tiny: Path, tmp: Path, *extra: str, guard: bool = True, cwd: Path | None = None):
     """``sfd app`` in a subprocess; with ``guard``, every connection or name lookup beyond this machine fails
     and is written to ``tmp/net.log`` (the network is unreachable). Returns (process, url, seconds to start)."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO)] + ([str(tmp)] if guard else [])))
@@ -68,7 +68,7 @@ def start_app(tiny: Path, tmp: Path, *extra: str, guard: bool = True):
     port = free_port()
     cmd = [sys.executable, "-m", "sfd", "app", str(tiny), "--port", str(port), "--device", "cpu", *extra]
     began = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd or tmp)
     url = f"http://127.0.0.1:{port}/"
     while time.perf_counter() - began < 120:
         if proc.poll() is not None:

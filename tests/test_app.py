@@ -193,16 +193,33 @@ def test_sfd_help_imports_neither_torch_nor_gradio():
     assert out.stdout.strip() == "[]"
 
 
+def listening_addresses(port: int) -> set[str] | None:
+    """The local addresses of the sockets listening on ``port`` (Linux: /proc/net/tcp, tcp6), or None."""
+    found, tables = set(), [Path("/proc/net/tcp"), Path("/proc/net/tcp6")]
+    if not tables[0].exists():
+        return None
+    for table in (t for t in tables if t.exists()):
+        for line in table.read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            addr, hex_port = local.split(":")
+            if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                raw = bytes.fromhex(addr)
+                # /proc prints each 32-bit word in host (little-endian) order
+                words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+                found.add(socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, words))
+    return found
+
+
 def test_served_app_is_local_calls_no_server_and_limits_uploads(tiny, tmp_path):
     pytest.importorskip("gradio", reason="sfd app needs the app extra: pip install 'sfd[app]'")
     proc, url, seconds = start_app(tiny, tmp_path, "--max-upload-mb", "0.01")
     try:
         port = int(url.rsplit(":", 1)[1].strip("/"))
-        # listens on 127.0.0.1 only: the machine's other addresses do not answer
-        others = {a[4][0] for a in socket.getaddrinfo(socket.gethostname(), port, socket.AF_INET)} - {"127.0.0.1"}
-        for addr in sorted(others)[:1]:
-            with pytest.raises(OSError), socket.create_connection((addr, port), timeout=2):
-                pass
+        assert listening_addresses(port) in ({"127.0.0.1"}, None)  # None: no /proc/net/tcp to read here
+        with socket.socket() as other:  # the reading itself sees an address open to the network
+            other.bind(("0.0.0.0", 0))
+            other.listen()
+            assert listening_addresses(other.getsockname()[1]) in ({"0.0.0.0"}, None)
         # the server refuses an upload over --max-upload-mb (10 kB here) before any of it is kept
         body, boundary = b"x" * 20_000, "sfdtestboundary"
         data = (
@@ -228,3 +245,25 @@ def test_served_app_is_local_calls_no_server_and_limits_uploads(tiny, tmp_path):
     assert "gradio.live" not in out and "public" not in out
     assert f"sfd app: open {url}" in out
     assert seconds < 60, f"took {seconds:.0f} s to answer with the network unreachable"
+
+
+def test_the_page_queues_requests_and_offers_only_the_listed_models(engine):
+    """A second request waits (one computes at a time, 16 may wait); the model menus hold the labels only."""
+    pytest.importorskip("gradio", reason="sfd app needs the app extra: pip install 'sfd[app]'")
+    from sfd.app.ui import NONE, build
+
+    page, _ = build(engine)
+    run = [f for f in page.fns.values() if f.name == "run"]
+    assert len(run) == 1 and run[0].concurrency_limit == 1 and run[0].queue and run[0].tracks_progress
+    assert page._queue.max_size == 16
+    menus = [b for b in page.blocks.values() if type(b).__name__ == "Dropdown"]
+    assert [sorted(v for _, v in m.choices) for m in menus] == [sorted(engine.models), sorted([NONE, *engine.models])]
+    assert all(not m.allow_custom_value for m in menus)  # nothing typed in is accepted as a model
+
+
+def test_without_gradio_sfd_app_says_what_to_install(tiny, monkeypatch, capsys):
+    from sfd.cli import main
+
+    monkeypatch.setitem(sys.modules, "gradio", None)  # import gradio raises ImportError
+    assert main(["app", str(tiny)]) == 2
+    assert "pip install 'sfd[app]'" in capsys.readouterr().err

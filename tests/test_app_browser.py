@@ -3,7 +3,8 @@ is told where both are, so nothing downloads a browser or a driver). Upload a ph
 size and the scores from the page, keep a screenshot; then a file that is not an image gets a message.
 
 Skips with the reason where chromium, chromedriver, selenium or gradio is missing (`.ci/run` installs chromium).
-``SFD_APP_SCREENSHOT=PATH`` also writes the screenshot there (docs/images/app.png was made so).
+``SFD_APP_SCREENSHOT=PATH`` also writes the screenshot there; ``SFD_APP_MODEL=RUN`` serves that x4 model instead
+of the tiny untrained one (whose output is dark): docs/images/app.png was made so (docs/app.md says how).
 """
 
 from __future__ import annotations
@@ -50,11 +51,11 @@ def test_upload_run_and_read_the_page(browser, tmp_path):
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
-    run = make_tiny_run(tmp_path / "app")
+    run = os.environ.get("SFD_APP_MODEL") or make_tiny_run(tmp_path / "app")
     photo = tmp_path / "cat.png"
     with Image.open(Path(skimage.__file__).parent / "data" / "chelsea.png") as im:
         im.resize((192, 144), Image.Resampling.LANCZOS).save(photo)
-    proc, url, _ = start_app(run, tmp_path, guard=False)
+    proc, url, _ = start_app(run, tmp_path, guard=False, cwd=Path.cwd())  # a relative SFD_APP_MODEL works
     try:
         wait = WebDriverWait(browser, 240)
         browser.get(url)
