@@ -1,6 +1,7 @@
 """``sfd app`` in a real browser: Debian's chromium, headless, driven through its own chromedriver (selenium
 is told where both are, so nothing downloads a browser or a driver). Upload a photo, run, read the output's
-size and the scores from the page, keep a screenshot; then a file that is not an image gets a message.
+size and the scores from the page, keep a screenshot; then, as a new visitor, see none of it, upload a file that
+is not an image and get a message, and pick a bundled example.
 
 Skips with the reason where chromium, chromedriver, selenium or gradio is missing (`.ci/run` installs chromium).
 ``SFD_APP_SCREENSHOT=PATH`` also writes the screenshot there; ``SFD_APP_MODEL=RUN`` serves that x4 model instead
@@ -61,7 +62,7 @@ def test_upload_run_and_read_the_page(browser, tmp_path):
         browser.get(url)
         upload = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#sfd-upload input[type=file]")))
         upload.send_keys(str(photo))
-        wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "img[alt], [data-testid=image] img")))
+        wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#sfd-input img")))  # the preview
         browser.find_element(By.ID, "sfd-run").click()
         size = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#size-A")))
         assert (size.get_attribute("data-width"), size.get_attribute("data-height")) == ("768", "576")  # x4
@@ -92,5 +93,8 @@ def test_upload_run_and_read_the_page(browser, tmp_path):
         upload.send_keys(str(bad))
         message = wait.until(ec.presence_of_element_located((By.ID, "sfd-error")))
         assert "not an image" in message.text and "Traceback" not in browser.page_source
+        browser.find_element(By.XPATH, "//button[contains(., 'chelsea.png')]").click()  # a bundled example
+        wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#sfd-input img")))
+        wait.until(lambda d: not d.find_elements(By.ID, "sfd-error"))
     finally:
         stop(proc)

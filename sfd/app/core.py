@@ -312,7 +312,7 @@ def to_uint8(img: torch.Tensor) -> np.ndarray:
 
 
 def resized_for_view(img: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
-    """The input at an output's (w, h), bicubic, for the before/after slider (display only)."""
+    """An image at (w, h), bicubic, for the before/after slider (display only)."""
     return np.asarray(Image.fromarray(to_uint8(img)).resize(size, Image.BICUBIC))
 
 

@@ -121,8 +121,8 @@ def build(engine: Engine, title: str = "SFD: super-resolution and SFD-IQA"):
             print(f"sfd app: error: {type(err).__name__}: {err}", file=sys.stderr)
             raise gr.Error(f"could not process this image ({type(err).__name__}: {str(err)[:200]})") from None
         outs = list(result.outputs.values())
-        if len(outs) == 2:
-            pair = (to_uint8(outs[0]), to_uint8(outs[1]))
+        if len(outs) == 2:  # B at A's size when their scales differ (display only; the download is B's own)
+            pair = (to_uint8(outs[0]), resized_for_view(outs[1], result.size(chosen[0])))
         else:
             pair = (resized_for_view(result.input, result.size(chosen[0])), to_uint8(outs[0]))
         maps = [(str(p), f"SFD-IQA map: {key}") for key, p in result.maps.items()]
@@ -138,7 +138,8 @@ def build(engine: Engine, title: str = "SFD: super-resolution and SFD-IQA"):
     local_fonts = gr.themes.Default(
         font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]
     )
-    with gr.Blocks(title="sfd app", analytics_enabled=False) as page:
+    # delete_cache: Gradio's copies of uploads and results go after an hour (all of them when the app restarts)
+    with gr.Blocks(title="sfd app", analytics_enabled=False, delete_cache=(600, 3600)) as page:
         gr.Markdown(
             f"## {title}\nUpload a photo (up to {limits.max_bytes / 2**20:.0f} MB and "
             f"{limits.max_pixels / 1e6:.1f} MP) or pick an example, choose one model (or two to compare), run. "
@@ -154,7 +155,7 @@ def build(engine: Engine, title: str = "SFD: super-resolution and SFD-IQA"):
                 )
                 gr.Examples([[str(p)] for p in examples()], inputs=[upload], label="examples")
                 status = gr.HTML(elem_id="sfd-status")
-                shown = gr.Image(label="input", interactive=False, height=200)
+                shown = gr.Image(label="input", interactive=False, height=200, elem_id="sfd-input")
                 model_a = gr.Dropdown(labels, value=labels[0], label="model A", elem_id="sfd-model-a")
                 model_b = gr.Dropdown([NONE, *labels], value=NONE, label="model B (to compare)")
                 with gr.Row():
