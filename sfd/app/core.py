@@ -24,6 +24,7 @@ from PIL import Image
 
 from sfd.data.io import ImageReadError, image_size, read_image, save_image
 from sfd.errors import UsageError
+from sfd.iqa.quality_map import to_uint8
 
 __all__ = ["Limits", "Rejected", "find_models", "check_upload", "load_upload", "Scorer", "Engine", "Result"]
 
@@ -304,11 +305,6 @@ class Engine:
         fig.savefig(path, dpi=80)
         plt.close(fig)
         return path
-
-
-def to_uint8(img: torch.Tensor) -> np.ndarray:
-    """(3, H, W) float in [0, 1] -> (H, W, 3) uint8 for display."""
-    return (img.clamp(0, 1).permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
 
 
 def resized_for_view(img: torch.Tensor, size: tuple[int, int]) -> np.ndarray:

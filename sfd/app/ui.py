@@ -12,7 +12,8 @@ import os
 import sys
 from pathlib import Path
 
-from sfd.app.core import METRICS, Engine, Rejected, Result, fmt, resized_for_view, to_uint8
+from sfd.app.core import METRICS, Engine, Rejected, Result, fmt, resized_for_view
+from sfd.iqa.quality_map import to_uint8
 
 NONE = "(none)"
 QUIET_ENV = {

@@ -12,14 +12,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-__all__ = ["CMAP", "colourise", "overlay", "figure", "write_map"]
+__all__ = ["CMAP", "to_uint8", "colourise", "overlay", "figure", "write_map"]
 
 CMAP = "RdYlBu"  # red: Feat-D says fake, blue: real; a diverging map without red/green pairs
 ALPHA = 0.55  # the map's share of each overlay pixel
 CAPTION = 'Feat-D "real" probability (SFD-IQA map)'
 
 
-def _rgb(img: torch.Tensor) -> np.ndarray:
+def to_uint8(img: torch.Tensor) -> np.ndarray:
     """(3, H, W) float in [0, 1] -> (H, W, 3) uint8."""
     return (img.detach().float().cpu().clamp(0, 1).permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
 
@@ -38,7 +38,7 @@ def colourise(qmap: torch.Tensor | np.ndarray) -> np.ndarray:
 
 def overlay(img: torch.Tensor, qmap: torch.Tensor | np.ndarray) -> np.ndarray:
     """The image with its map blended over it, at the image's size: (H, W, 3) uint8."""
-    blend = (1 - ALPHA) * _rgb(img).astype(np.float64) + ALPHA * colourise(qmap).astype(np.float64)
+    blend = (1 - ALPHA) * to_uint8(img).astype(np.float64) + ALPHA * colourise(qmap).astype(np.float64)
     return (blend + 0.5).astype(np.uint8)
 
 
@@ -53,7 +53,7 @@ def figure(img: torch.Tensor, qmap: torch.Tensor | np.ndarray, title: str, note:
     values = np.asarray(qmap, dtype=np.float64)
     h, w = values.shape
     fig, axes = plt.subplots(1, 3, figsize=(12, 4.6 * h / w + 1.2), constrained_layout=True)
-    panels = (("image", _rgb(img)), ("overlay", overlay(img, values)), ("map", None))
+    panels = (("image", to_uint8(img)), ("overlay", overlay(img, values)), ("map", None))
     for ax, (name, pixels) in zip(axes, panels):
         ax.set_axis_off()
         ax.set_title(name, fontsize=10)
