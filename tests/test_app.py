@@ -244,7 +244,9 @@ def test_served_app_is_local_calls_no_server_and_limits_uploads(tiny, tmp_path):
     assert not log.exists(), f"sfd app tried to reach the network: {log.read_text()}"
     assert "gradio.live" not in out and "public" not in out
     assert f"sfd app: open {url}" in out
-    assert seconds < 60, f"took {seconds:.0f} s to answer with the network unreachable"
+    # every attempt beyond this machine fails at once here, so time is not what proves it (the log is); this
+    # bounds start-up itself: Gradio, two random RN50s and the page, on a busy 2-core machine (25 s at a load of 5)
+    assert seconds < 90, f"took {seconds:.0f} s to answer with the network unreachable"
 
 
 def test_the_page_queues_requests_and_offers_only_the_listed_models(engine):
