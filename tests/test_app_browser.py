@@ -77,6 +77,8 @@ def test_upload_run_and_read_the_page(browser, tmp_path):
         red = browser.find_element(By.CSS_SELECTOR, "li[data-weights='sfd-iqa']")
         assert "RANDOM CLIP" in red.text and "204, 0, 0" in red.value_of_css_property("color")
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#sfd-download a"))  # the download link
+        fetched = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+        assert fetched and all(u.startswith((url.rstrip("/"), "data:", "blob:")) for u in fetched), fetched
         browser.execute_script("window.scrollTo(0, 0)")
         shot = tmp_path / "app.png"
         browser.save_screenshot(str(shot))
