@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "sfd.data.commands",  # degrade-preview, prepare
     "sfd.iqa.commands",  # iqa, iqa-eval, tsne, features
     "sfd.bench_commands",  # bench step|data|sr|iqa|sweep
+    "sfd.app.commands",  # app (the local web page; Gradio only when it runs)
 ]
 
 

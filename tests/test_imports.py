@@ -21,7 +21,7 @@ LOWER = [*sorted((SFD / "data").glob("*.py")), *sorted((SFD / "models").glob("*.
 LOWER += [SFD / "checkpoint.py"]
 LOWER = [p for p in LOWER if p.name != "commands.py"]
 UPPER = ("sfd.metrics", "sfd.inference", "sfd.evaluate", "sfd.iqa", "sfd.train", "sfd.cli", "sfd.commands")
-UPPER += ("sfd.bench", "sfd.bench_commands", "sfd.demo")
+UPPER += ("sfd.bench", "sfd.bench_commands", "sfd.demo", "sfd.app")
 
 
 def imported_modules(source: str, module: str) -> list[tuple[int, str]]:
@@ -72,7 +72,7 @@ def test_lower_layers_import_no_upper_layer(path):
 MIDDLE = [
     p for p in sorted([*(SFD / "metrics").glob("*.py"), *(SFD / "inference").glob("*.py")]) if p.name != "commands.py"
 ]
-ABOVE_MIDDLE = ("sfd.evaluate", "sfd.iqa", "sfd.train", "sfd.cli", "sfd.commands", "sfd.bench", "sfd.demo")
+ABOVE_MIDDLE = ("sfd.evaluate", "sfd.iqa", "sfd.train", "sfd.cli", "sfd.commands", "sfd.bench", "sfd.demo", "sfd.app")
 
 
 @pytest.mark.parametrize("path", MIDDLE, ids=lambda p: str(p.relative_to(SFD)))

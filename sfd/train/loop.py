@@ -70,7 +70,7 @@ def train(
     ``overrides`` (``--set`` strings) apply to a resumed checkpoint's own config when ``cfg`` is None.
     A run folder that already holds checkpoints is continued only with ``resume`` and started over
     only with ``overwrite``. Returns the path of the final checkpoint. One process per run folder
-    (``sfd.runlock``); SIGINT/SIGTERM write a checkpoint and raise ``TrainingInterrupted``.
+    (``sfd.train.runlock``); SIGINT/SIGTERM write a checkpoint and raise ``TrainingInterrupted``.
     ``train.max_time`` counts from ``started`` (a ``time.monotonic()``; `sfd train` passes its process's
     start), else from this call.
     """
@@ -109,7 +109,7 @@ def _loop(run: Run, out: Path, last_good: str | None, progress: bool, held: cont
     write = lambda path: save_checkpoint(run, path)  # noqa: E731
     last = None
     waited = time.perf_counter()
-    for batch in batches(loader):  # a killed worker: one line (sfd.guard)
+    for batch in batches(loader):  # a killed worker: one line (sfd.train.guard)
         log.step(time.perf_counter() - waited)  # how long this step waited for the loader
         logs = train_step(run, *make_pair(run, batch))
         run.samples_seen += global_batch
