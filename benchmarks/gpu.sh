@@ -8,6 +8,9 @@
 #   - `sfd sr` throughput (MP/s) in fp16, tiled (512² tiles) and untiled, at 256² and 1024² input (1024² and
 #     4096² output), eager, channels-last, CUDA graphs, and both (`sfd bench sr` once per case); `sfd bench iqa`;
 #   - real-world data: loader patches/s beside the degradations batched on the GPU (`sfd bench data`);
+#   - real `sfd train` runs through the real loader (benchmarks/train_gpu.py): quickstart with the defaults
+#     (CUDA graphs) beside train.cuda_graph=false, a SIGTERM and --resume auto, classic_rrdb_x4 bf16 for 60 s
+#     against `sfd bench step`, classic_swinir_x4 and realworld_rrdb_x4 for 30 s each (under 5 minutes);
 #   - per generator architecture (`sfd bench step --arch`): SFD vs the pixel discriminator, time and FLOP
 #     ratios and Feat-D + CLIP's share of the step, bf16, batch 32, 128²; and `sfd archs --json`, which
 #     tries a CUDA-graph capture of each architecture's training forward+backward (docs/architectures.md).
@@ -15,12 +18,13 @@
 # Results: one JSON per part and a summary in $OUT (default bench_gpu/).
 #
 #   benchmarks/gpu.sh            # on the GPU machine
-#   PARTS=sr benchmarks/gpu.sh   # only some parts (of: step sr iqa data archs)
+#   PARTS=sr benchmarks/gpu.sh   # only some parts (of: step sr iqa data train archs); all of them exceed one
+#                                # 10-minute device call: run PARTS="train", PARTS="sr data" and PARTS=archs apart
 #   benchmarks/gpu.sh --tiny     # a tiny setting on the CPU (seconds): how tests/test_bench.py runs it
 set -uo pipefail
 PY=${PYTHON:-python}
 OUT=${OUT:-bench_gpu}
-PARTS=${PARTS:-step sr iqa data archs}
+PARTS=${PARTS:-step sr iqa data train archs}
 want() { [[ " $PARTS " == *" $1 "* ]]; }
 export PARTS
 PEAK=${PEAK_TFLOPS:-788}  # bf16 matrix product measured on an H200 of this kind (8192³, random data)
@@ -66,6 +70,16 @@ step() {  # step PRECISION NAME "OVERRIDES"
   timeout "$LIMIT" $PY -m sfd bench step "${COMMON[@]}" --precision "$1" "${sets[@]}" --json > "$OUT/step_$1_$2.json" \
     || echo "step $1 $2: failed or timed out (exit $?)" | tee -a "$OUT/failures.txt"
 }
+# HR photos from $DATA (default $SFD_DATA_DIR/train/BSDS400), else the 21 photos of 256² and more that ship
+# inside scikit-image; validation images from $VAL (default $SFD_DATA_DIR/sr/Set5, else $DATA).
+SHARED=${SFD_DATA_DIR:-../shared/data}
+DATA=${DATA:-$SHARED/train/BSDS400}
+if [[ ! -d "$DATA" ]]; then
+  DATA=$($PY -c "import os, skimage; print(os.path.join(os.path.dirname(skimage.__file__), 'data'))")
+fi
+VAL=${VAL:-$SHARED/sr/Set5}
+[[ -d "$VAL" ]] || VAL=$DATA
+
 if want step; then
   for case in "${CASES[@]}"; do step bf16 "${case%%:*}" "${case#*:}"; done
   for case in "${FP32_CASES[@]}"; do step fp32 "${case%%:*}" "${case#*:}"; done
@@ -90,12 +104,6 @@ fi
 
 # Real-world data: the loaders (CPU workers) beside the degradations batched on the device, with
 # the recipes' settings (DiffJPEG, crop_pad_size 400, 12 patches of 256² per GPU as Real-ESRGAN).
-# HR photos from $DATA (default ../shared/data/train/BSDS400), else the 21 photos of 256² and more
-# that ship inside scikit-image.
-DATA=${DATA:-../shared/data/train/BSDS400}
-if [[ ! -d "$DATA" ]]; then
-  DATA=$($PY -c "import os, skimage; print(os.path.join(os.path.dirname(skimage.__file__), 'data'))")
-fi
 if want data && [[ -d "$DATA" ]]; then
   # Batches of 12 (Real-ESRGAN's per GPU) and 48 (its global batch on one GPU): the batched path's
   # launches hardly grow with the batch, the per-sample path's grow with it.
@@ -119,6 +127,11 @@ if want archs; then
   if [[ "${1:-}" != "--tiny" ]]; then  # CUDA-graph captures need CUDA
     timeout "$LIMIT" $PY -m sfd archs --json > "$OUT/archs.json" || echo "archs: failed (exit $?)" >> "$OUT/failures.txt"
   fi
+fi
+if want train; then
+  TRAIN_FLAGS=(); [[ "${1:-}" == "--tiny" ]] && TRAIN_FLAGS=(--tiny)
+  timeout $((LIMIT * 4)) $PY "$(dirname "$0")/train_gpu.py" --data "$DATA" --val "$VAL" --out "$OUT" "${TRAIN_FLAGS[@]}" \
+    > "$OUT/train_stdout.txt" 2>&1 || echo "train: failed or timed out (exit $?)" >> "$OUT/failures.txt"
 fi
 
 $PY - "$OUT" <<'PY'
@@ -181,6 +194,10 @@ for path in sorted(out.glob("data_b*.json")) or [out / "data.json"]:
               f"crop_pad_size {data['setting']['crop_pad_size']}) | patches / s | operators / patch |", "|---|---|---|"]
     lines += [f"| {k} | {v:.1f} | {ops[k]:.0f} |" if k in ops else f"| {k} | {v:.1f} | |"
               for k, v in data["patches_per_second"].items()]
+if (out / "train.md").exists():
+    lines += ["", (out / "train.md").read_text()]
+elif "train" in parts:
+    lines += ["", "train: no result"]
 try:
     archs = json.loads((out / "archs_step.json").read_text())
     from sfd.bench_archs import table
