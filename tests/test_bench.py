@@ -50,24 +50,9 @@ def test_gpu_script_runs_tiny_on_the_cpu(tmp_path):
     assert "| sync-free | SFD | bf16 |" in summary and "400k iterations" in summary and "FLOP ratio" in summary
     assert "| degradations on cpu, batched |" in summary and "crop_pad_size 96" in summary
     assert "operators / patch" in summary and (out / "data_b2.json").exists()
-
-
-def test_gpu_script_archs_part_runs_tiny_on_the_cpu(tmp_path):
-    """PARTS=archs: `sfd bench step --arch` (SFD vs the pixel D per architecture) in the tiny setting."""
-    proc = subprocess.run(
-        ["bash", str(REPO / "benchmarks" / "gpu.sh"), "--tiny"],
-        env=_gpu_sh_env(tmp_path, "archs"),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = tmp_path / "out"
-    assert not (out / "failures.txt").exists()
-    archs = json.loads((out / "archs_step.json").read_text())["archs"]
+    archs = json.loads((out / "archs_step.json").read_text())["archs"]  # the per-architecture part
     assert set(archs) == {"compact"} and archs["compact"]["sfd_over_pixel_d_flops"] > 1
-    assert 0 < archs["compact"]["featd_clip_share_flops"] < 1
-    assert "| compact | 0.62 M |" in (out / "summary.md").read_text()
+    assert 0 < archs["compact"]["featd_clip_share_flops"] < 1 and "| compact | 0.62 M |" in summary
 
 
 def test_gpu_script_train_part_runs_tiny_on_the_cpu(tmp_path):
