@@ -10,18 +10,21 @@
 #   - real-world data: loader patches/s beside the degradations batched on the GPU (`sfd bench data`);
 #   - real `sfd train` runs through the real loader (benchmarks/train_gpu.py): quickstart with the defaults
 #     (CUDA graphs) beside train.cuda_graph=false, a SIGTERM and --resume auto, classic_rrdb_x4 bf16 for 60 s
-#     against `sfd bench step`, classic_swinir_x4 and realworld_rrdb_x4 for 30 s each (under 5 minutes).
+#     against `sfd bench step`, classic_swinir_x4 and realworld_rrdb_x4 for 30 s each (under 5 minutes);
+#   - per generator architecture (`sfd bench step --arch`): SFD vs the pixel discriminator, time and FLOP
+#     ratios and Feat-D + CLIP's share of the step, bf16, batch 32, 128²; and `sfd archs --json`, which
+#     tries a CUDA-graph capture of each architecture's training forward+backward (docs/architectures.md).
 # Each part has its own time limit, so that one slow part cannot take the others' time.
 # Results: one JSON per part and a summary in $OUT (default bench_gpu/).
 #
 #   benchmarks/gpu.sh            # on the GPU machine
-#   PARTS=sr benchmarks/gpu.sh   # only some parts (of: step sr iqa data train); all of them exceed one
-#                                # 10-minute device call: run PARTS="train" and PARTS="sr data" apart
+#   PARTS=sr benchmarks/gpu.sh   # only some parts (of: step sr iqa data train archs); all of them exceed one
+#                                # 10-minute device call: run PARTS="train", PARTS="sr data" and PARTS=archs apart
 #   benchmarks/gpu.sh --tiny     # a tiny setting on the CPU (seconds): how tests/test_bench.py runs it
 set -uo pipefail
 PY=${PYTHON:-python}
 OUT=${OUT:-bench_gpu}
-PARTS=${PARTS:-step sr iqa data train}
+PARTS=${PARTS:-step sr iqa data train archs}
 want() { [[ " $PARTS " == *" $1 "* ]]; }
 export PARTS
 PEAK=${PEAK_TFLOPS:-788}  # bf16 matrix product measured on an H200 of this kind (8192³, random data)
@@ -36,6 +39,7 @@ if [[ "${1:-}" == "--tiny" ]]; then
   CASES=("reference:optim.impl=foreach feat_d.upsample=interpolate" "sync-free:train.sync_free=true")
   FP32_CASES=("default:")
   SR_CASES=("eager:" "channels-last:--channels-last")
+  ARCHS=${ARCHS:-compact}
 else
   DEVICE=cuda BLOCKS=23 BATCH=32 PATCH=128 REPEATS=${REPEATS:-5} SIZES=${SR_SIZES:-256 1024} LIMIT=${LIMIT:-150}
   SR_TILE=512
@@ -55,6 +59,7 @@ else
   # name:flags of `sfd bench sr`; "eager" is `sfd sr`'s default (issue 18: 32.9 MP/s untiled at 1024² input)
   SR_CASES=("eager:" "channels-last:--channels-last" "cuda-graph:--cuda-graph on"
             "cuda-graph+channels-last:--cuda-graph on --channels-last")
+  ARCHS=${ARCHS:-compact,span,safmn,realplksr,rrdbnet}
 fi
 COMMON=(--device "$DEVICE" --blocks "$BLOCKS" --batch "$BATCH" --patch "$PATCH" --repeats "$REPEATS" --only ESRGAN SFD
         --peak-tflops "$PEAK" --no-tiny)
@@ -115,6 +120,14 @@ if want data && [[ -d "$DATA" ]]; then
   done
 fi
 
+if want archs; then
+  timeout "$LIMIT" $PY -m sfd bench step --arch "$ARCHS" --device "$DEVICE" --batch "$BATCH" --patch "$PATCH" \
+    --repeats "$REPEATS" --precision bf16 "${SETS[@]}" --json > "$OUT/archs_step.json" \
+    || echo "archs step: failed or timed out (exit $?)" >> "$OUT/failures.txt"
+  if [[ "${1:-}" != "--tiny" ]]; then  # CUDA-graph captures need CUDA
+    timeout "$LIMIT" $PY -m sfd archs --json > "$OUT/archs.json" || echo "archs: failed (exit $?)" >> "$OUT/failures.txt"
+  fi
+fi
 if want train; then
   TRAIN_FLAGS=(); [[ "${1:-}" == "--tiny" ]] && TRAIN_FLAGS=(--tiny)
   timeout $((LIMIT * 4)) $PY "$(dirname "$0")/train_gpu.py" --data "$DATA" --val "$VAL" --out "$OUT" "${TRAIN_FLAGS[@]}" \
@@ -185,6 +198,19 @@ if (out / "train.md").exists():
     lines += ["", (out / "train.md").read_text()]
 elif "train" in parts:
     lines += ["", "train: no result"]
+try:
+    archs = json.loads((out / "archs_step.json").read_text())
+    from sfd.bench_archs import table
+
+    lines += ["", f"per architecture ({archs['setting']['precision']}, batch {archs['setting']['batch']}, "
+              f"{archs['setting']['patch']}²):", *table(archs)]
+except (OSError, ValueError):
+    lines += ["", "archs: no result" if "archs" in parts else "archs: not run"]
+try:
+    lines += ["", "| arch | CUDA graph (training forward+backward) |", "|---|---|"]
+    lines += [f"| {r['arch']} | {r['cuda_graph']} |" for r in json.loads((out / "archs.json").read_text())]
+except (OSError, ValueError):
+    lines = lines[:-3]
 if (out / "failures.txt").exists():
     lines += ["", "failures:", (out / "failures.txt").read_text()]
 (out / "summary.md").write_text("\n".join(lines) + "\n")

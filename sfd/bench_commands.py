@@ -43,6 +43,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     q.add_argument("--no-tiny", dest="tiny", action="store_false", help="skip the tiny-input host time (two more runs)")
     q.add_argument("--peak-tflops", type=float, help="the device's peak (e.g. bf16 matrix) rate, for the share")
+    q.add_argument(
+        "--arch",
+        metavar="NAME[,NAME]",
+        help="per generator architecture (sfd archs): SFD vs the pixel discriminator, time and FLOP ratios",
+    )
 
     q = add("data", "patches/s of the loaders (0, 1, 2 workers) and of the degradations on --device", cmd_data)
     q.add_argument("folders", nargs="+", help="HR image folders")
@@ -97,6 +102,9 @@ def _emit(args, result: dict, table: list[str]) -> int:
 def cmd_step(args) -> int:
     from sfd.bench import STEP_RUNS, bench_step
     from sfd.errors import UsageError
+
+    if args.arch:
+        return _cmd_step_archs(args)
 
     unknown = [n for n in args.only or [] if n not in STEP_RUNS]
     if unknown:
@@ -156,6 +164,19 @@ def cmd_step(args) -> int:
     if "profile" in r:
         table.append("\n" + r["profile"])
     return _emit(args, r, table)
+
+
+def _cmd_step_archs(args) -> int:
+    from sfd.bench_archs import bench_archs, table
+    from sfd.errors import UsageError
+    from sfd.models.archs import ARCHS
+
+    names = [n.strip() for n in args.arch.split(",") if n.strip()]
+    unknown = [n for n in names if n not in ARCHS]
+    if unknown or not names:
+        raise UsageError(f"--arch {args.arch}: unknown architecture {unknown[:1]}; known: {', '.join(ARCHS)}")
+    r = bench_archs(names, args.batch, args.patch, args.device, args.precision, args.repeats, extra=args.overrides)
+    return _emit(args, r, table(r))
 
 
 def cmd_data(args) -> int:

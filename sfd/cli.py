@@ -11,6 +11,7 @@ import traceback
 # Modules with a ``register(subparsers)`` function, in the order of ``sfd --help``.
 COMMAND_MODULES = [
     "sfd.commands",  # train, inspect, demo, fetch-weights
+    "sfd.models.commands",  # archs
     "sfd.config_commands",  # config schema|diff
     "sfd.inference.commands",  # sr, export
     "sfd.evaluate.commands",  # eval, fetch-niqe-model

@@ -13,7 +13,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from sfd.data.degradation_config import DegradationConfig
 from sfd.yamlconfig import (  # noqa: F401 (CONFIG_DIR, list_configs: sfd.config's names too)
@@ -65,10 +65,21 @@ class CLIPConfig:
     seed: int = 0  # makes "random" weights reproducible (the IQA metric rebuilds the same CLIP)
 
 
+# generator.arch's values: the entries of sfd.models.archs.ARCHS (tests/test_archs.py keeps the two equal), "auto"
+GENERATOR_ARCHS = ("rrdbnet", "swinir", "compact", "span", "plksr", "realplksr", "omnisr", "safmn", "dat", "hat")
+GENERATOR_ARCHS += ("swin2sr", "rgt", "atd", "drct", "craft", "ditn", "dctlsa", "seemore", "mosr", "rcan", "grl")
+GENERATOR_ARCHS += ("swiftsrgan", "moesr", "fdat", "auto")
+
+
 @dataclass
 class GeneratorConfig:
-    arch: Literal["rrdbnet", "swinir"] = "rrdbnet"
+    # Any architecture of `sfd archs` (spandrel's SR networks; docs/architectures.md), or "auto": the
+    # architecture and hyperparameters of the file generator.pretrained names (fine-tuning a community model).
+    arch: Literal[GENERATOR_ARCHS] = "rrdbnet"
     scale: int = 4
+    # The architecture's own keyword hyperparameters (spandrel's class), e.g. {feature_channels: 48} for SPAN;
+    # an unknown name is an error that lists the valid ones. rrdbnet and swinir also read the fields below.
+    params: dict[str, Any] = field(default_factory=dict)
     # RRDBNet (ESRGAN)
     num_feat: int = 64
     num_blocks: int = 23

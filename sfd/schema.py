@@ -76,6 +76,8 @@ def _type_schema(tp: Any, defs: dict) -> dict:
         return {"type": "array", "items": _type_schema(args[0], defs)}
     if origin is dict:
         return {"type": "object", "additionalProperties": _type_schema(args[1], defs)}
+    if tp is Any:  # e.g. generator.params: each architecture's own keywords (checked when it is built)
+        return {}
     if tp is bool:
         return {"type": "boolean"}
     if tp is int:

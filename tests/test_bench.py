@@ -50,6 +50,9 @@ def test_gpu_script_runs_tiny_on_the_cpu(tmp_path):
     assert "| sync-free | SFD | bf16 |" in summary and "400k iterations" in summary and "FLOP ratio" in summary
     assert "| degradations on cpu, batched |" in summary and "crop_pad_size 96" in summary
     assert "operators / patch" in summary and (out / "data_b2.json").exists()
+    archs = json.loads((out / "archs_step.json").read_text())["archs"]  # the per-architecture part
+    assert set(archs) == {"compact"} and archs["compact"]["sfd_over_pixel_d_flops"] > 1
+    assert 0 < archs["compact"]["featd_clip_share_flops"] < 1 and "| compact | 0.62 M |" in summary
 
 
 def test_gpu_script_train_part_runs_tiny_on_the_cpu(tmp_path):

