@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 import sfd
 from sfd import checkpoint, distributed
+from sfd.baseline_losses import EXTRA_DISCRIMINATORS, discriminator_logits, generator_terms
 from sfd.bookkeeping import RunLogger, RunSaver, floats
 from sfd.config import Config, config_to_dict, diff_against_shipped
 from sfd.data.io import ImageReadError, list_images, load_rgb, probe_images, to_tensor
@@ -322,7 +323,7 @@ def step_core(run: Run, lr, hr, hr_real, adversarial: bool) -> dict:
     if adversarial and discs and (sync_free or not run.bad):
         for d in discs.values():
             d.requires_grad_(True)
-        for name in ("feat_d", "tg_d", "image_d"):
+        for name in ("feat_d", "tg_d", "image_d", *EXTRA_DISCRIMINATORS):
             if name not in discs:
                 continue
             with amp():
@@ -357,7 +358,7 @@ def _generator_losses(run: Run, lr, hr, hr_real, adversarial: bool, logs: dict):
     f_sr = f_hr = None
     if adversarial and run.clip_image is not None:
         need = ("m1", "m2", "m3", "out") if run.clip_image.has_pixel_features else ("out",)
-        if "feat_d" in discs and "tg_d" not in discs and not cfg.loss.clipiqa_loss.variant:
+        if "tg_d" not in discs and not cfg.loss.clipiqa_loss.variant:  # Feat-D, SeD-P: no F_out
             need = ("m1", "m2", "m3")
         f_sr = _clip_features(run, sr, need)
         with torch.no_grad():
@@ -389,6 +390,8 @@ def _generator_losses(run: Run, lr, hr, hr_real, adversarial: bool, logs: dict):
         real = discs["image_d"](hr_real) if gan == "ragan" else None
         logs["l_g_image_d"] = (term := g_adversarial_loss(fake, real, gan)).detach()
         loss_g = loss_g + lam.image_d * term
+    if adversarial and (extra := generator_terms(run, lr, hr, hr_real, sr, f_sr, f_hr, logs)) is not None:
+        loss_g = loss_g + extra  # LDL, SeD-P, DualFormer's spectral D (sfd.baseline_losses)
     return sr, loss_g, f_sr, f_hr
 
 
@@ -406,6 +409,8 @@ def _clip_features(run: Run, x: torch.Tensor, need: tuple[str, ...]) -> dict[str
 
 def _discriminator_logits(run: Run, name: str, sr, f_sr, f_hr, hr_real) -> tuple[torch.Tensor, torch.Tensor]:
     """D logits on real (HR) and fake (SR, detached) for the D step; CLIP features are reused, not recomputed."""
+    if name in EXTRA_DISCRIMINATORS:
+        return discriminator_logits(run, name, sr, f_sr, f_hr, hr_real)
     d = run.discriminators[name]
     if name == "feat_d":
         return d(f_hr), d({k: v.detach() for k, v in f_sr.items()})
