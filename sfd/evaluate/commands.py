@@ -65,7 +65,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--metrics",
         help="comma-separated, from `sfd.metrics.list_metrics()`: psnr,ssim,lpips,lpips-alex,"
-        "lpips-vgg,dists (need HR), niqe,sfd-iqa,clipiqa (no reference) "
+        "lpips-vgg,dists (need HR), niqe,sfd-iqa,clipiqa,dualformer-iqa (no reference) "
         "(default psnr,ssim,niqe; niqe alone without HR)",
     )
     p.add_argument("--checkpoint", metavar="CKPT", help="sfd training checkpoint for sfd-iqa (and clipiqa's CLIP)")
@@ -74,6 +74,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="W",
         help="CLIP weights for sfd-iqa/clipiqa: openai, a file, or random "
         "(default: the checkpoint's CLIP; clipiqa alone: openai)",
+    )
+    p.add_argument(
+        "--dualformer-checkpoint", metavar="CKPT", help="DualFormer checkpoint or run folder for dualformer-iqa"
     )
     add_output_option(p, "sfd-eval", "folder for per_image.csv, table.md, results.json, report")
     p.add_argument("--json", action="store_true", help="print the whole result as JSON on stdout")
@@ -216,6 +219,7 @@ def metric_options(args: argparse.Namespace):
         checkpoint=args.checkpoint,
         clip_weights=args.clip_weights,
         lpips_net=args.lpips_net,
+        dualformer_checkpoint=args.dualformer_checkpoint,
     )
 
 
