@@ -370,6 +370,14 @@ class Config:
             )
         if self.image_d.type in ("vgg", "transformer") and self.image_d.input_size != self.data.patch_size:
             raise ConfigError(f"image_d.input_size must equal data.patch_size for image_d.type={self.image_d.type}")
+        if self.spectral_d.enabled or self.image_d.type == "transformer":
+            sd, p = self.spectral_d, self.data.patch_size
+            if p % sd.patch_size or p // sd.patch_size > sd.window:
+                raise ConfigError(
+                    f"data.patch_size={p} does not fit DualFormer's Transformers: it must be a multiple of "
+                    f"spectral_d.patch_size={sd.patch_size} with at most spectral_d.window={sd.window} patches a side "
+                    f"(one attention window; raise spectral_d.window to {-(-p // sd.patch_size)} for this patch)"
+                )
         if self.sed_d.enabled and self.clip.model != "RN50":
             raise ConfigError(f"sed_d needs CLIP RN50's F_m3; clip.model={self.clip.model} has no pixel-wise features")
         if self.loss.ldl.weight and not self.optim.ema_decay:

@@ -1,6 +1,8 @@
 """LDL, SeD-P and DualFormer (Supp. Table 1's other columns) train here: their configs with tiny settings,
 what one step of each updates, and SeD-P's one CLIP forward per image."""
 
+import json
+
 import pytest
 import torch
 from helpers import bundled_photo_dir, random_batches, tiny_config
@@ -99,3 +101,21 @@ def test_config_mistakes_are_one_line_errors():
         load_config("ldl_rrdb_x4", ["optim.ema_decay=null"])
     with pytest.raises(ConfigError, match="image_d.input_size must equal data.patch_size"):
         load_config("dualformer_rrdb_x4", ["data.patch_size=96"])
+    with pytest.raises(ConfigError, match="raise spectral_d.window to 8"):
+        load_config("dualformer_rrdb_x4", ["data.patch_size=256", "image_d.input_size=256"])
+    assert load_config("dualformer_rrdb_x4", ["data.patch_size=256", "image_d.input_size=256", "spectral_d.window=8"])
+
+
+def test_bench_step_measures_each_compared_system_beside_esrgan(capsys):
+    from sfd.cli import main
+
+    args = ["bench", "step", "--blocks", "1", "--batch", "1", "--patch", "64", "--repeats", "1", "--no-tiny"]
+    args += ["--only", "ESRGAN", "LDL", "SeD-P", "DualFormer", "--device", "cpu", "--json"]
+    assert main(args) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert set(r["seconds_per_iteration"]) == {"ESRGAN", "LDL", "SeD-P", "DualFormer"}
+    flops = r["flop_ratio_to_esrgan"]
+    assert flops["ESRGAN"] == 1.0
+    assert flops["LDL"] > 1.0  # ESRGAN's step plus the EMA generator's forward and the map
+    assert flops["SeD-P"] > flops["LDL"]  # a CLIP RN50 forward of SR and HR
+    assert all(v > 0 for v in r["ratio_to_esrgan"].values())
