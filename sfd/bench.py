@@ -7,7 +7,6 @@ machine and the command that produced it; ``--json`` prints the same numbers as 
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import platform
@@ -111,7 +110,7 @@ def step_runs(
     precision. ESRGAN = L1 + VGG19 perceptual + VGG-style pixel D (RaGAN); SFD = the same L1 and
     perceptual + Feat-D + TG-D (N=5, L=32)."""
     from sfd.config import load_config
-    from sfd.trainer import build_run
+    from sfd.train import build_run
 
     common = [
         f"generator.num_blocks={blocks}",
@@ -127,14 +126,16 @@ def step_runs(
     return {name: build_run(load_config(None, common + STEP_RUNS[name])) for name in names or DEFAULT_STEP_RUNS}
 
 
-def _step_fn(run, batch: int, patch: int):
-    from sfd.trainer import train_step
+def _step_fn(run, batch: int, patch: int, eager: bool = False):
+    """One iteration of ``run`` on a seeded random batch; ``eager``: a graphed run's step run without its graph
+    (a replay dispatches nothing to count)."""
+    from sfd.train import train_step
 
     s = run.cfg.generator.scale
     gen = torch.Generator().manual_seed(0)
     lr = torch.rand(batch, 3, patch // s, patch // s, generator=gen).to(run.device)
     hr = torch.rand(batch, 3, patch, patch, generator=gen).to(run.device)
-    return lambda: train_step(run, lr, hr)
+    return lambda: train_step(run, lr, hr, uncaptured=eager)
 
 
 class _CountOps(torch.utils._python_dispatch.TorchDispatchMode):
@@ -192,15 +193,11 @@ def step_measures(run, batch: int, patch: int) -> dict:
     counted eagerly: a replay dispatches nothing to count."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    graphed, run.graphed = run.graphed, None
-    try:
-        fn = _step_fn(run, batch, patch)
-        with FlopCounterMode(display=False) as flops:
-            fn()
-        with _CountOps() as ops:
-            fn()
-    finally:
-        run.graphed = graphed
+    fn = _step_fn(run, batch, patch, eager=True)
+    with FlopCounterMode(display=False) as flops:
+        fn()
+    with _CountOps() as ops:
+        fn()
     return {"flops": flops.get_total_flops(), "ops": ops.count + ops.kernels, "compiled_kernels": ops.kernels}
 
 
@@ -271,7 +268,7 @@ def _bench_step(
     _quiet()
     runs = step_runs(blocks, patch, device, precision, extra, names)
     fns = {k: _step_fn(r, batch, patch) for k, r in runs.items()}
-    if any(r.cfg.train.compile or r.graphed is not None for r in runs.values()):
+    if any(r.cfg.train.compile or r.step.name == "graphed" for r in runs.values()):
         warmup = max(warmup, 5)
     cuda = str(device).startswith("cuda")
     peak = {} if cuda else None
@@ -369,7 +366,7 @@ def bench_data(
     crops the HR, and the degradations of its batches run batched on ``device`` (``degrade_batch``),
     each measured alone. Against what one SFD training step consumes (measured on ``device``)."""
     from sfd.config import load_config
-    from sfd.data.pipeline import build_degrader, build_loader, degrade_batch
+    from sfd.data.pipeline import DegradationPlan, build_degrader, build_loader, degrade_batch, plan_degradations
 
     _quiet()
     dev = torch.device(device)
@@ -386,13 +383,15 @@ def bench_data(
         extra = realworld if kind == "real-world" else []
         for n in workers:
             cfg = load_config(None, base + extra + [f"data.num_workers={n}"])
-            degrader = build_degrader(cfg, torch.device("cpu")) if kind == "real-world" else None
+            cpu = torch.device("cpu")
+            degrader = build_degrader(cfg, plan_degradations(cfg, cpu)) if kind == "real-world" else None
             loader = build_loader(cfg, 0, 10**9, torch.device("cpu"), degrader=degrader)
             iters[f"{kind}, {n} workers"] = iter(loader)
     # The device path: the loader decodes and crops HR and draws the parameters and kernels (its rate
     # with the most workers), and the degradations run on the device from batches already in memory.
     cfg = load_config(None, base + realworld + [f"data.num_workers={max(workers)}"])
-    hr_only = iter(build_loader(cfg, 0, 10**9, torch.device("cpu"), degrader=build_degrader(cfg, dev), draws_only=True))
+    drawing = build_degrader(cfg, DegradationPlan("draw", dev, batched=True))
+    hr_only = iter(build_loader(cfg, 0, 10**9, torch.device("cpu"), degrader=drawing))
     iters[f"HR + draws loader, {max(workers)} workers"] = hr_only
     held = [next(hr_only) for _ in range(batches)]
 
@@ -412,8 +411,7 @@ def bench_data(
     # operators each dispatches per patch: what a GPU pays a launch for, countable on a CPU.
     ops = {}
     for way, batched in (("per sample", False), ("batched", True)):
-        degrader = build_degrader(cfg, dev)
-        degrader.cfg = dataclasses.replace(degrader.cfg, batched=batched)
+        degrader = build_degrader(cfg, DegradationPlan("draw", dev, batched))
         name = f"degradations on {device}, {way}"
         fns[name] = degrade_held(degrader)
         with _CountOps() as counted:
@@ -649,7 +647,7 @@ def bench_iqa(size=500, images=4, repeats=3, device="cpu") -> dict:
 
     from sfd.config import load_config
     from sfd.metrics import create_metric
-    from sfd.trainer import build_run, save_checkpoint
+    from sfd.train import build_run, save_checkpoint
 
     _quiet()
     with tempfile.TemporaryDirectory() as tmp:

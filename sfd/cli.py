@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "sfd.data.commands",  # degrade-preview, prepare
     "sfd.iqa.commands",  # iqa, iqa-eval, tsne, features
     "sfd.bench_commands",  # bench step|data|sr|iqa|sweep
+    "sfd.app.commands",  # app (the local web page; Gradio only when it runs)
 ]
 
 
@@ -39,16 +40,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def add_output_option(parser: argparse.ArgumentParser, default: str | None, what: str) -> None:
-    """``-o/--output`` (``args.out``), the same in every command that writes files; ``--out``, its earlier
-    name, still works where there is a default. ``default`` None: the option is required."""
-    if default is None:
-        parser.add_argument("-o", "--output", dest="out", required=True, help=what)
-        return
-    parser.add_argument("-o", "--output", dest="out", default=default, help=f"{what} (default {default})")
-    parser.add_argument("--out", dest="out", help=argparse.SUPPRESS)
-
-
 def report_error(command: str | None, err: BaseException) -> None:
     """One line on stderr: ``sfd COMMAND: error: MESSAGE``."""
     message = " ".join(str(err).split()) or type(err).__name__
@@ -65,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except KeyboardInterrupt as err:  # sfd.guard.TrainingInterrupted says where the checkpoint went
+    except KeyboardInterrupt as err:  # sfd.train.guard.TrainingInterrupted says where the checkpoint went
         print(f"sfd {args.command}: {err or 'interrupted'}", file=sys.stderr)
         return 128 + getattr(err, "signum", 2)
     except CommandFailed as err:

@@ -7,8 +7,8 @@ import json
 import time
 from pathlib import Path
 
-from sfd.cli import add_output_option
 from sfd.errors import UsageError
+from sfd.options import add_output_option
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -61,8 +61,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from sfd.config import load_config
-    from sfd.guard import process_age
-    from sfd.trainer import train
+    from sfd.train import train
+    from sfd.train.guard import process_age
 
     started = time.monotonic() - process_age()  # train.max_time counts from the process's start
     if not args.config and not (args.resume and args.resume != "auto"):

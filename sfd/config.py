@@ -355,11 +355,6 @@ class Config:
                     f"clip.weights is a file ({self.clip.weights}): give TG-D's file in tg_d.clip_weights"
                 )
         self._check_ranges()
-        on = [k for k in ("sync_free", "cuda_graph") if getattr(self.train, k) is True]
-        if on and self.optim.impl not in ("auto", "fused"):
-            raise ConfigError(f"train.{on[0]} needs the fused Adam (optim.impl auto or fused, not {self.optim.impl})")
-        if on and self.train.precision == "fp16":
-            raise ConfigError(f"train.{on[0]} works with precision fp32 or bf16, not fp16")
         _ = self.train.max_time_s, self.train.dist_timeout_s  # a malformed duration names its key
         if self.data.patch_size % 32:
             raise ConfigError(f"data.patch_size={self.data.patch_size} must be a multiple of 32 (CLIP's stride)")

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from sfd.cli import add_output_option
+from sfd.options import add_output_option
 
 __all__ = ["register", "load_any_config"]
 

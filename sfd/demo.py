@@ -29,7 +29,7 @@ from sfd.data.resize import bicubic_lr, imresize, mod_crop  # noqa: E402
 from sfd.device import resolve_device  # noqa: E402
 from sfd.inference import Upscaler  # noqa: E402
 from sfd.metrics.psnr_ssim import psnr, ssim  # noqa: E402
-from sfd.trainer import train  # noqa: E402
+from sfd.train import train  # noqa: E402
 from sfd.weights import describe_weights  # noqa: E402
 
 TRAIN_PHOTOS = ["astronaut.png", "coffee.png", "rocket.jpg", "motorcycle_left.png", "hubble_deep_field.jpg", "ihc.png"]
@@ -56,6 +56,17 @@ DEMO_SETTINGS = [
     "train.val_every=100000",
     "train.device=auto",
 ]
+
+
+def demo_threads() -> int:
+    """Torch threads for the demo: ``OMP_NUM_THREADS`` when set, else every core this process may run on
+    (``os.sched_getaffinity``: a container's or ``taskset``'s limit, not the machine's count). On a busy
+    machine fewer threads can be faster (threads wait on each other at every op): set OMP_NUM_THREADS=1."""
+    if os.environ.get("OMP_NUM_THREADS", "").strip().isdigit() and int(os.environ["OMP_NUM_THREADS"]) > 0:
+        return int(os.environ["OMP_NUM_THREADS"])
+    if hasattr(os, "sched_getaffinity"):  # not on macOS or Windows
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
 
 
 def _sr(ckpt_path: Path, lr: torch.Tensor) -> torch.Tensor:
@@ -123,10 +134,8 @@ def run_demo(out_dir: str | Path = "runs/demo", iterations: int | None = None) -
         ],
     )
 
-    # One torch thread unless OMP_NUM_THREADS says otherwise: on a 2-core machine with anything else running,
-    # two threads wait on each other at every op (L1 steps measured 0.09 s alone, 9-11 s under a load of 7).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    threads, n_threads = torch.get_num_threads(), demo_threads()
+    torch.set_num_threads(n_threads)
     start = time.perf_counter()
     try:
         final = train(cfg)
@@ -186,7 +195,7 @@ image-rendering:pixelated}} .warn{{background:#fee;border:1px solid #c00;padding
 <p>{"<br>".join(html.escape(n) for n in notes)}</p>{warning}
 <p>Trained for {total} iterations ({cfg.train.pixel_warmup} L1 warm-up, then SFD: L1 + perceptual + Feat-D +
 TG-D) on {len(TRAIN_PHOTOS)} photos bundled with scikit-image ({", ".join(TRAIN_PHOTOS)}), {minutes:.1f} minutes on
-{resolve_device(cfg.train.device)}.
+{resolve_device(cfg.train.device)} ({n_threads} torch threads).
 Held out: <code>{HELD_OUT}</code>, LR made by MATLAB-compatible bicubic. PSNR/SSIM on the Y channel, border {s}.
 Zoomed crops are nearest-neighbour x4.</p>
 {cells}
@@ -201,5 +210,6 @@ Zoomed crops are nearest-neighbour x4.</p>
         print(f"| {label} | {m[0]:.2f} dB | {m[1]:.4f} |")
     total_s = time.perf_counter() - began
     device = resolve_device(cfg.train.device)
-    print(f"training {minutes * 60:.0f} s, all {total_s // 60:.0f} min {total_s % 60:.0f} s on {device}")
+    took = f"all {total_s // 60:.0f} min {total_s % 60:.0f} s"
+    print(f"training {minutes * 60:.0f} s, {took} on {device}, {n_threads} torch threads")
     return report

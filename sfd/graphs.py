@@ -1,4 +1,5 @@
-"""CUDA graphs: ``train.cuda_graph`` (``GraphedStep``) and the two steps every capture shares.
+"""CUDA graphs: the two steps every capture shares (training's ``sfd.train.modes.GraphedStep`` and
+inference's ``sfd.inference.graphs``).
 
 An SFD step dispatches some 11,000 small operators; on a fast GPU the host cannot issue them as fast as
 the GPU runs them (docs/benchmarks.md). A CUDA graph issues them all with one call. Each phase of
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["GraphedStep", "on_side_stream", "capture"]
+__all__ = ["on_side_stream", "capture"]
 
 
 def on_side_stream(fn, *args):
@@ -33,30 +34,10 @@ def on_side_stream(fn, *args):
 
 def capture(fn, *static, pool=None) -> tuple[torch.cuda.CUDAGraph, object]:
     """``fn(*static)`` captured, not run: the graph and the outputs its replays overwrite. ``pool``: a memory
-    pool shared with other graphs (``graph.pool()``), for graphs that are never replayed concurrently."""
+    pool shared with other graphs (``graph.pool()``), for graphs that are never replayed concurrently.
+    ``thread_local``: CUDA calls from other threads (a DataLoader's pin-memory thread allocating pinned
+    memory) may run during the capture; in torch's default, global mode they would invalidate it."""
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph, pool=pool):
+    with torch.cuda.graph(graph, pool=pool, capture_error_mode="thread_local"):
         out = fn(*static)
     return graph, out
-
-
-class GraphedStep:
-    def __init__(self, core, warmup: int = 3):
-        self.core, self.warmup = core, warmup
-        self.eager_left: dict[bool, int] = {}
-        self.graphs: dict[bool, tuple[torch.cuda.CUDAGraph, tuple, dict]] = {}
-
-    def __call__(self, run, lr, hr, hr_real, adversarial: bool) -> dict:
-        if adversarial not in self.graphs:
-            left = self.eager_left.setdefault(adversarial, self.warmup)
-            if left > 0:
-                self.eager_left[adversarial] = left - 1
-                return on_side_stream(self.core, run, lr, hr, hr_real, adversarial)
-            static = tuple(x.clone() for x in (lr, hr, hr_real))
-            graph, logs = capture(lambda *batch: self.core(run, *batch, adversarial), *static)
-            self.graphs[adversarial] = (graph, static, logs)
-        graph, static, logs = self.graphs[adversarial]
-        for buf, x in zip(static, (lr, hr, hr_real)):
-            buf.copy_(x, non_blocking=True)
-        graph.replay()
-        return {k: v.clone() for k, v in logs.items()}  # the next replay overwrites the graph's outputs

@@ -15,15 +15,20 @@ from sfd.cli import main
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_gpu_script_runs_tiny_on_the_cpu(tmp_path):
-    env = dict(
+def _gpu_sh_env(tmp_path, parts: str) -> dict:
+    return dict(
         os.environ,
+        PARTS=parts,
         OUT=str(tmp_path / "out"),
         DATA=str(bundled_photo_dir(tmp_path / "photos")),
         PYTHON=sys.executable,
         OMP_NUM_THREADS="1",
         PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
     )
+
+
+def test_gpu_script_runs_tiny_on_the_cpu(tmp_path):
+    env = _gpu_sh_env(tmp_path, "step sr iqa data")
     proc = subprocess.run(
         ["bash", str(REPO / "benchmarks" / "gpu.sh"), "--tiny"], env=env, capture_output=True, text=True, timeout=600
     )
@@ -45,6 +50,31 @@ def test_gpu_script_runs_tiny_on_the_cpu(tmp_path):
     assert "| sync-free | SFD | bf16 |" in summary and "400k iterations" in summary and "FLOP ratio" in summary
     assert "| degradations on cpu, batched |" in summary and "crop_pad_size 96" in summary
     assert "operators / patch" in summary and (out / "data_b2.json").exists()
+
+
+def test_gpu_script_train_part_runs_tiny_on_the_cpu(tmp_path):
+    """PARTS=train: real `sfd train` processes (quickstart with and without graphs, a SIGTERM and --resume auto,
+    the three timed configs, `sfd bench step`) in their tiny CPU form; on a CPU both quickstart runs are eager,
+    so their losses must agree exactly as well as within the tolerance."""
+    env = _gpu_sh_env(tmp_path, "train")
+    proc = subprocess.run(
+        ["bash", str(REPO / "benchmarks" / "gpu.sh"), "--tiny"], env=env, capture_output=True, text=True, timeout=900
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = tmp_path / "out"
+    assert not (out / "failures.txt").exists(), (out / "train_stdout.txt").read_text()[-3000:]
+    r = json.loads((out / "train.json").read_text())
+    q = r["quickstart"]
+    assert q["default"]["exit"] == 0 and q["cuda_graph=false"]["exit"] == 0
+    assert q["default"]["last_iteration"] == q["iterations"] and q["default"]["val_psnr"] > 0
+    assert q["losses"]["agree"] and q["losses"]["max_relative_difference"] == 0 and q["losses"]["values_compared"] > 0
+    assert q["sigterm_resume"]["ok"] and 0 < q["sigterm_resume"]["stopped_at"] < q["iterations"]
+    for config in ("classic_rrdb_x4", "classic_swinir_x4", "realworld_rrdb_x4"):
+        assert r[config]["exit"] == 0 and r[config]["iterations"] == 2 and r[config]["it_per_s"] > 0, config
+    assert r["classic_rrdb_x4"]["bench_step_s_per_it"] > 0 and r["classic_rrdb_x4"]["train_over_bench_s_per_it"] > 0
+    summary = (out / "summary.md").read_text()
+    assert "SIGTERM at iteration" in summary and "| realworld_rrdb_x4 | 0 | 2 |" in summary
+    assert "step: not run" in summary
 
 
 def test_bench_data_compares_loaders_with_a_step(tmp_path, capsys):

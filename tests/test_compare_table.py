@@ -11,7 +11,7 @@ from PIL import Image
 from sfd.cli import main
 from sfd.evaluate.paper import rank_marks
 from sfd.evaluate.report import ZOOM_TO
-from sfd.trainer import build_run, save_checkpoint
+from sfd.train import build_run, save_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

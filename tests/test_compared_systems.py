@@ -8,7 +8,7 @@ import torch
 from helpers import bundled_photo_dir, random_batches, tiny_config
 
 from sfd.config import ConfigError, load_config
-from sfd.trainer import build_run, train, train_step
+from sfd.train import build_run, train, train_step
 
 TINY = {
     "ldl_rrdb_x4": ["image_d.input_size=64"],

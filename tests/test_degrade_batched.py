@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from sfd.bench import _CountOps
 from sfd.data import counter_rng
 from sfd.data.batched import resize_matrix
+from sfd.data.degradation_config import batched_on
 from sfd.data.degradations import DegradationConfig, RealESRGANDegradation
 
 
@@ -98,7 +99,9 @@ def test_batched_gives_each_sample_its_per_sample_result(backend):
 def test_batched_is_the_default_on_gpus_only():
     degrade = RealESRGANDegradation()
     assert degrade.cfg.batched == "auto"
-    assert not degrade.batched(torch.device("cpu")) and degrade.batched(torch.device("cuda"))
+    assert not batched_on(degrade.cfg.batched, torch.device("cpu")) and batched_on(
+        degrade.cfg.batched, torch.device("cuda")
+    )
 
 
 def test_batched_dispatches_a_fraction_of_the_operators():

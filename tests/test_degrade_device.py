@@ -10,7 +10,14 @@ from torch.utils.data import default_collate
 import sfd.data.degradations as deg
 from sfd.data.datasets import HRPatches
 from sfd.data.degradations import DegradationConfig, RealESRGANDegradation, paired_crop
-from sfd.data.pipeline import build_dataset, build_degrader, build_loader, degrade_batch
+from sfd.data.pipeline import (
+    DegradationPlan,
+    build_dataset,
+    build_degrader,
+    build_loader,
+    degrade_batch,
+    plan_degradations,
+)
 from sfd.yamlconfig import ConfigError
 
 CROP = ["data.degradation={queue_size: 0, crop_pad_size: 96}", "data.patch_size=64", "data.batch_size=2"]
@@ -91,24 +98,36 @@ def test_loader_crops_or_pads_to_crop_pad_size(photos, tmp_path):
         build_dataset(tiny_config(photos, tmp_path, ["data.degradation={queue_size: 0, crop_pad_size: 32}"]))
 
 
-def test_degradation_device_resolves_against_the_training_device(photos, tmp_path):
+def test_one_plan_says_where_the_degradations_run(photos, tmp_path):
     cfg = tiny_config(photos, tmp_path, CROP)
-    assert build_degrader(cfg, torch.device("cuda", 1)).device == torch.device("cpu")  # the default: cpu
+    cpu, gpu = torch.device("cpu"), torch.device("cuda", 1)
+    assert plan_degradations(cfg, gpu) == DegradationPlan("degrade", cpu, False)  # the default: cpu, in the loader
     cfg.data.degradation.device = "auto"
-    assert build_degrader(cfg, torch.device("cpu")).device == torch.device("cpu")
-    assert build_degrader(cfg, torch.device("cuda", 1)).device == torch.device("cuda", 1)  # auto: the GPU
+    assert plan_degradations(cfg, cpu) == DegradationPlan("degrade", cpu, False)
+    assert plan_degradations(cfg, gpu) == DegradationPlan("draw", gpu, True)  # auto: batched on the GPU
+    cfg.data.degradation.batched = False
+    assert plan_degradations(cfg, gpu) == DegradationPlan("draw", gpu, False)
+    cfg.data.degrade_in = "trainer"
+    assert plan_degradations(cfg, gpu).loader == "nothing" and plan_degradations(cfg, cpu).loader == "nothing"
     cfg.data.degradation.device = "cuda"
     with pytest.raises(ConfigError, match="data.degradation.device=cuda"):
-        build_degrader(cfg, torch.device("cpu"))
+        plan_degradations(cfg, cpu)
+    # the loader does what the plan says
+    cfg = tiny_config(photos, tmp_path, CROP)
+    for loader, keys in (("degrade", {"lr", "target"}), ("draw", {"draws"}), ("nothing", set())):
+        degrader = build_degrader(cfg, DegradationPlan(loader, cpu, False))
+        batch = next(iter(build_loader(cfg, 0, 1, cpu, degrader=degrader)))
+        assert {"lr", "target", "draws"} & batch.keys() == keys
 
 
 def test_device_path_equals_the_loader_path_and_the_per_sample_path(photos, tmp_path):
     """The trainer's batched path (what runs on the GPU) gives the loader workers' pairs, and each
     sample's pair is the one it gets alone: a sample's LR depends on its seed only."""
     cfg = tiny_config(photos, tmp_path, CROP + ["data.num_workers=1"])
-    degrader = build_degrader(cfg, torch.device("cpu"))
+    degrader = build_degrader(cfg, plan_degradations(cfg, torch.device("cpu")))
     in_workers = build_loader(cfg, 4, 2, torch.device("cpu"), degrader=degrader)
-    with_draws = build_loader(cfg, 4, 2, torch.device("cpu"), degrader=degrader, draws_only=True)
+    drawing = build_degrader(cfg, DegradationPlan("draw", torch.device("cpu"), False))
+    with_draws = build_loader(cfg, 4, 2, torch.device("cpu"), degrader=drawing)
     dataset = build_dataset(cfg)
     for i, (batch, drawn) in enumerate(zip(in_workers, with_draws)):
         # draws made in a worker (as for a GPU's degradations) give the same pairs
@@ -133,8 +152,8 @@ def test_cuda_device_path_gives_the_cpu_pairs(photos, tmp_path):
     another device and move its 8x8 block. Stated tolerance: mean |diff| < 1e-3 and under 1% of LR
     values more than 1.5 levels apart; HR crops and targets equal to float precision."""
     cfg = tiny_config(photos, tmp_path, CROP + ["data.batch_size=4"])
-    cpu = build_degrader(cfg, torch.device("cpu"))
-    gpu = build_degrader(cfg, torch.device("cuda"))
+    cpu = build_degrader(cfg, plan_degradations(cfg, torch.device("cpu")))
+    gpu = build_degrader(cfg, plan_degradations(cfg, torch.device("cuda")))
     assert gpu.device.type == "cuda"
     dataset = build_dataset(cfg)
     batch = default_collate([dataset[k] for k in range(4)])

@@ -11,7 +11,7 @@ import torch
 from helpers import bundled_photo_dir, tiny_config, tiny_overrides
 
 from sfd.distributed import ShardedIterationSampler
-from sfd.trainer import train
+from sfd.train import train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -96,7 +96,7 @@ def test_two_gloo_processes_match_one_process_and_resume_in_one(tmp_path):
 
 def build_initial(photos, tmp_path):
     """The parameters every run starts from (same seeds)."""
-    from sfd.trainer import build_run, save_checkpoint
+    from sfd.train import build_run, save_checkpoint
 
     run = build_run(tiny_config(photos, tmp_path / "init", ["name=tiny"]))
     path = save_checkpoint(run, tmp_path / "init.pth")

@@ -16,7 +16,7 @@ from sfd.errors import UsageError
 from sfd.metrics.base import TooSmall
 from sfd.metrics.dualformer_iqa import crop_starts
 from sfd.models.spectral_d import SpectralD, SwinStyleD
-from sfd.trainer import build_run, save_checkpoint
+from sfd.train import build_run, save_checkpoint
 
 SMALL = ["image_d.input_size=64", "spectral_d.embed_dim=24", "spectral_d.depths=[1,1]", "spectral_d.heads=[2,4]"]
 
@@ -28,7 +28,7 @@ def dual(tmp_path_factory):
     photos = bundled_photo_dir(tmp / "photos", max_side=200)
     cfg = tiny_config(photos, tmp / "runs", ["data.val=null", *SMALL], path="dualformer_rrdb_x4")
     run = build_run(cfg)
-    from sfd.trainer import train_step
+    from sfd.train import train_step
 
     g = torch.Generator().manual_seed(0)
     train_step(run, torch.rand(2, 3, 16, 16, generator=g), torch.rand(2, 3, 64, 64, generator=g))

@@ -17,8 +17,8 @@ from helpers import bundled_photo_dir, tiny_config, tiny_overrides
 
 from sfd import checkpoint
 from sfd.config import parse_duration
-from sfd.guard import LoaderWorkerDied
-from sfd.trainer import train
+from sfd.train import train
+from sfd.train.guard import LoaderWorkerDied
 
 REPO = Path(__file__).resolve().parents[1]
 RUN = "classic_rrdb_x4"

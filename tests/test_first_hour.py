@@ -99,7 +99,7 @@ def test_degrade_preview_with_a_bicubic_config_says_why(tmp_path, capsys):
 def test_warm_up_shows_no_scheduler_warning(photos, tmp_path):
     """Point 10: the L1 warm-up does not print torch's lr_scheduler.step() warning."""
     from sfd.data.datasets import HRPatches
-    from sfd.trainer import build_run, make_pair, train_step
+    from sfd.train import build_run, make_pair, train_step
 
     cfg = load_config(None, tiny_overrides(photos, tmp_path) + ["train.pixel_warmup=2"])
     run = build_run(cfg)

@@ -20,8 +20,8 @@ SFD = REPO / "sfd"
 LOWER = [*sorted((SFD / "data").glob("*.py")), *sorted((SFD / "models").glob("*.py")), SFD / "config.py"]
 LOWER += [SFD / "checkpoint.py"]
 LOWER = [p for p in LOWER if p.name != "commands.py"]
-UPPER = ("sfd.metrics", "sfd.inference", "sfd.evaluate", "sfd.iqa", "sfd.trainer", "sfd.cli", "sfd.commands")
-UPPER += ("sfd.bench", "sfd.bench_commands", "sfd.demo")
+UPPER = ("sfd.metrics", "sfd.inference", "sfd.evaluate", "sfd.iqa", "sfd.train", "sfd.cli", "sfd.commands")
+UPPER += ("sfd.bench", "sfd.bench_commands", "sfd.demo", "sfd.app")
 
 
 def imported_modules(source: str, module: str) -> list[tuple[int, str]]:
@@ -72,7 +72,7 @@ def test_lower_layers_import_no_upper_layer(path):
 MIDDLE = [
     p for p in sorted([*(SFD / "metrics").glob("*.py"), *(SFD / "inference").glob("*.py")]) if p.name != "commands.py"
 ]
-ABOVE_MIDDLE = ("sfd.evaluate", "sfd.iqa", "sfd.trainer", "sfd.cli", "sfd.commands", "sfd.bench", "sfd.demo")
+ABOVE_MIDDLE = ("sfd.evaluate", "sfd.iqa", "sfd.train", "sfd.cli", "sfd.commands", "sfd.bench", "sfd.demo", "sfd.app")
 
 
 @pytest.mark.parametrize("path", MIDDLE, ids=lambda p: str(p.relative_to(SFD)))
@@ -90,3 +90,39 @@ def test_config_imports_without_torch():
     code = "import sys, sfd.config; print(sorted(m for m in ('torch', 'numpy', 'PIL') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
     assert out.stdout.strip() == "[]"
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """Module -> the sfd modules it imports (anywhere in it); ``from a import b`` counts as ``a.b`` when
+    that is a module, else as ``a``."""
+    modules = {_module_name(p): p for p in SFD.rglob("*.py")}
+    graph = {}
+    for name, path in modules.items():
+        edges = set()
+        for _, imported in imported_modules(path.read_text(), name):
+            while imported and imported not in modules:
+                imported = imported.rpartition(".")[0]
+            if imported and imported != name:
+                edges.add(imported)
+        graph[name] = edges
+    return graph
+
+
+def test_no_module_imports_one_that_imports_it_back():
+    """No cycles at all, through imports inside functions too (the lazy ones that hid the last circles)."""
+    graph = _import_graph()
+    cycles, state = [], {}
+
+    def visit(node, path):
+        state[node] = "open"
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == "open":
+                cycles.append(" -> ".join(path[path.index(nxt) :] + [nxt]))
+            elif nxt not in state:
+                visit(nxt, path + [nxt])
+        state[node] = "done"
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    assert not cycles, "\n".join(cycles)

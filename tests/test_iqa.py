@@ -33,7 +33,7 @@ from sfd.losses import d_adversarial_loss
 from sfd.metrics.clip_iqa import SFDIQA, ImageProtocol, _starts
 from sfd.models.clip import CLIPWeightsError
 from sfd.models.feat_d import FeatD
-from sfd.trainer import build_run, save_checkpoint
+from sfd.train import build_run, save_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = [
@@ -290,6 +290,61 @@ def test_fig9_cli_shows_both_metrics(artifact, tmp_path, capsys):
     assert report["metrics"]["clipiqa"]["clip"]["weights"] == "random(seed=0)"  # the checkpoint's CLIP
     assert report["mean"]["sfd-iqa"] == pytest.approx(np.mean([r["sfd-iqa"]["score"] for r in rows.values()]))
     assert len(list(csv.reader(out_csv.open()))) == 3
+
+
+def test_quality_map_is_the_map_the_score_averages(artifact, metric):
+    """docs/iqa.md: S_feat is the mean of the map (sides even, crops not overlapping), score = a1 S_feat + a2 S_text."""
+    img = artifact.clean[:, :96, :128]
+    parts, qmap = metric.quality_map(img)
+    assert qmap.shape == img.shape[-2:] and qmap.dtype == torch.float32
+    assert parts == pytest.approx(metric.components(img)[0], abs=1e-7)  # the very pass of the score
+    assert float(qmap.double().mean()) == pytest.approx(parts["s_feat"], abs=1e-6)
+    a = metric.alphas
+    assert parts["score"] == pytest.approx(a["feat"] * float(qmap.double().mean()) + a["text"] * parts["s_text"])
+    grid = ImageProtocol(mode="grid", crop=64)  # four crops that do not overlap
+    saved, metric.protocol = metric.protocol, grid
+    try:
+        parts, qmap = metric.quality_map(artifact.clean)
+    finally:
+        metric.protocol = saved
+    assert float(qmap.double().mean()) == pytest.approx(parts["s_feat"], abs=1e-6)
+    odd = artifact.clean[:, :95, :97]  # odd sides: the last row/column of Feat-D's H/2 map covers one pixel
+    parts, qmap = metric.quality_map(odd)
+    assert qmap.shape == (95, 97) and float(qmap.mean()) == pytest.approx(parts["s_feat"], abs=0.01)
+
+
+def test_quality_map_shows_where_the_image_was_damaged(artifact, metric):
+    """A patch of the artifact Feat-D learned changes the map inside the patch more than outside it."""
+    gen = torch.Generator().manual_seed(3)
+    for y, x in ((16, 24), (80, 72)):
+        broken = artifact.clean.clone()
+        broken[:, y : y + 16, x : x + 16] = (torch.rand(3, 16, 16, generator=gen) > 0.5).float()
+        change = (metric.quality_map(broken)[1] - metric.quality_map(artifact.clean)[1]).abs()
+        inside = torch.zeros_like(change, dtype=torch.bool)
+        inside[y : y + 16, x : x + 16] = True
+        assert float(change[inside].mean()) > 10 * float(change[~inside].mean()), (y, x)
+
+
+def test_iqa_map_cli(artifact, tmp_path, capsys):
+    save_png(artifact.clean, tmp_path / "in" / "gt.png")
+    broken = artifact.clean.clone()
+    broken[:, 40:56, 40:56] = 1.0
+    save_png(broken, tmp_path / "in" / "bad.png")
+    base = ["iqa", str(tmp_path / "in"), "--checkpoint", str(artifact.ckpt), "--json", "--no-progress"]
+    assert main([*base, "--map", str(tmp_path / "maps")]) == 0
+    report = json.loads(capsys.readouterr().out)
+    for row in report["images"]:
+        stem = Path(row["image"]).stem
+        qmap = np.load(tmp_path / "maps" / f"{stem}_map.npy")
+        assert qmap.shape == (128, 128) and float(qmap.mean()) == pytest.approx(row["sfd-iqa"]["s_feat"], abs=1e-6)
+        overlay = Image.open(tmp_path / "maps" / f"{stem}_overlay.png")
+        assert overlay.size == (128, 128)
+        assert Image.open(tmp_path / "maps" / f"{stem}_map.png").width > 128  # the figure with its legend
+        assert report["maps"][row["image"]][0].endswith(f"{stem}_map.png")
+    assert main([*base, "--map", str(tmp_path / "maps")]) == 2  # never replaced without --overwrite
+    assert "--overwrite" in capsys.readouterr().err
+    assert main([*base, "--metric", "niqe", "--map", str(tmp_path / "m2")]) == 2
+    assert "add sfd-iqa" in capsys.readouterr().err
 
 
 def test_clipiqa_prompts():

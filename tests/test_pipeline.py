@@ -10,7 +10,7 @@ from sfd.data.cache import LRUCache
 from sfd.data.datasets import HRPatches
 from sfd.data.pipeline import build_loader
 from sfd.models.tg_d import TGD
-from sfd.trainer import build_run, make_pair, train_step
+from sfd.train import build_run, make_pair, train_step
 
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,7 @@ from sfd.evaluate.datasets import DatasetNotFound
 from sfd.evaluate.datasets import resolve as resolve_dataset
 from sfd.evaluate.pairing import PairPattern, pair_images, split_mixed_folder
 from sfd.metrics.psnr_ssim import psnr
-from sfd.trainer import build_run, save_checkpoint
+from sfd.train import build_run, save_checkpoint
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:.*RANDOM CLIP weights.*", "ignore:.*RANDOM weights.*"),

@@ -11,8 +11,8 @@ from helpers import bundled_photo_dir, tiny_overrides
 
 from sfd.config import load_config
 from sfd.data.datasets import HRPatches
-from sfd.schedulers import build_scheduler
-from sfd.trainer import build_run, train
+from sfd.train import build_run, train
+from sfd.train.schedulers import build_scheduler
 
 
 def load_checkpoint(path):
@@ -207,3 +207,18 @@ def test_quickstart_and_demo_opt_into_random_init_and_still_run(photos, tmp_path
 
     report = run_demo(tmp_path / "demo", iterations=2)
     assert report.is_file() and "SFD demo" in report.read_text()
+
+
+def test_demo_uses_the_cores_it_may_run_on_unless_omp_num_threads_says(monkeypatch):
+    """Issue 29: `sfd demo` used one thread and left a user's cores idle."""
+    import os
+
+    from sfd.demo import demo_threads
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 2, 5}, raising=False)  # e.g. taskset -c 0,2,5
+    assert demo_threads() == 3
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert demo_threads() == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "")  # set but empty: as if unset
+    assert demo_threads() == 3

@@ -228,7 +228,7 @@ def test_degrade_preview_names_the_bad_image(inputs, tmp_path, capsys, name):
 
 @pytest.fixture(scope="module")
 def lgan_checkpoint(tmp_path_factory):
-    from sfd.trainer import build_run, save_checkpoint
+    from sfd.train import build_run, save_checkpoint
 
     tmp = tmp_path_factory.mktemp("lgan")
     photos = bundled_photo_dir(tmp / "photos")

@@ -16,9 +16,9 @@ from helpers import bundled_photo_dir, tiny_config, tiny_overrides
 
 from sfd import checkpoint
 from sfd.cli import main
-from sfd.guard import TrainingDiverged, grads_finite
-from sfd.runlock import RunLock, RunLocked
-from sfd.trainer import build_run, train, train_step
+from sfd.train import build_run, train, train_step
+from sfd.train.guard import TrainingDiverged, grads_finite
+from sfd.train.runlock import RunLock, RunLocked
 
 REPO = Path(__file__).resolve().parents[1]
 REALWORLD = ["data.degradation={queue_size: 4}", "tg_d.n_pairs=1"]
@@ -86,7 +86,7 @@ def test_a_nan_step_changes_nothing_and_names_what_went_bad(photos, tmp_path, fa
 
 def _nan_after(monkeypatch, calls_ok: int, until: int | None = None):
     """Make the Feat-D adversarial G loss NaN from call ``calls_ok`` + 1 (to ``until``)."""
-    import sfd.trainer as t
+    import sfd.train.step as t
 
     real, count = t.g_adversarial_loss, {"n": 0}
 
@@ -308,7 +308,7 @@ def test_a_second_train_on_the_same_run_folder_stops_at_once(photos, tmp_path, c
 
 def test_the_lock_of_a_killed_process_is_released(tmp_path):
     code = (
-        f"from sfd.runlock import RunLock; import time; RunLock({str(tmp_path)!r}).acquire(); "
+        f"from sfd.train.runlock import RunLock; import time; RunLock({str(tmp_path)!r}).acquire(); "
         "print('ok', flush=True); time.sleep(60)"
     )
     p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, env=_env())

@@ -12,7 +12,7 @@ from helpers import bundled_photo_dir, tiny_config
 from sfd import checkpoint
 from sfd.cli import main
 from sfd.config import config_to_dict, list_configs, load_config
-from sfd.trainer import build_run, save_checkpoint
+from sfd.train import build_run, save_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +111,7 @@ def test_package_face():
     from sfd.config import load_config as lc
     from sfd.metrics import create_metric as cm
     from sfd.models.loading import load_generator as lg
-    from sfd.trainer import train as tr
+    from sfd.train import train as tr
 
     assert (sfd.load_config, sfd.train, sfd.load_generator, sfd.create_metric) == (lc, tr, lg, cm)
     assert sfd.load_config("quickstart").name == "quickstart"

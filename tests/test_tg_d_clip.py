@@ -11,7 +11,7 @@ from sfd import checkpoint as ckpt_io
 from sfd.config import ConfigError, load_config
 from sfd.errors import UsageError
 from sfd.evaluate.paper import READINGS, find_reading
-from sfd.trainer import build_run, save_checkpoint, train_step
+from sfd.train import build_run, save_checkpoint, train_step
 from sfd.weights import describe_weights
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -8,7 +8,7 @@ from helpers import bundled_photo_dir, random_batches, tiny_config
 
 from sfd.commands import inspect_checkpoint
 from sfd.config import load_config
-from sfd.trainer import build_run, make_pair, train, train_step
+from sfd.train import build_run, make_pair, train, train_step
 
 
 def load_checkpoint(path):
@@ -186,7 +186,7 @@ def test_training_on_real_photos_writes_checkpoints_and_resumes_exactly(shared_d
 
 def test_cli_inspect_and_config_errors(photos, tmp_path, capsys):
     from sfd.cli import main
-    from sfd.trainer import save_checkpoint
+    from sfd.train import save_checkpoint
 
     cfg = tiny_config(photos, tmp_path, ["tg_d.enabled=false"])
     run = build_run(cfg)
@@ -307,7 +307,7 @@ def test_log_lines_show_speed_and_memory_and_the_best_checkpoints_survive_retent
 def test_wandb_mirrors_the_log_offline_and_a_missing_package_is_one_line(photos, tmp_path, monkeypatch):
     import sys
 
-    from sfd import bookkeeping
+    from sfd.train import bookkeeping
     from sfd.yamlconfig import ConfigError
 
     cfg = tiny_config(photos, tmp_path / "none", ["train.wandb=sfd-test"], iterations=1)

@@ -22,23 +22,19 @@ sample's seed only, not on its batch.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 
 from sfd.data import counter_rng
 from sfd.data.degradation_config import RESIZE_MODES
 from sfd.data.filters import fft_correlate, rgb_to_gray
-
-if TYPE_CHECKING:
-    from sfd.data.degradations import DegradationParams, OrderParams
+from sfd.data.stages import OrderParams
 
 Jpeg = Callable[[torch.Tensor, list], torch.Tensor]  # (B, 3, H, W) images and their qualities -> images
 
-__all__ = ["Canvas", "resize_matrix", "degrade_rest"]
+__all__ = ["Canvas", "CanvasStages", "resize_matrix"]
 
 
 def _put(values, dtype: torch.dtype, device) -> torch.Tensor:
@@ -264,64 +260,40 @@ def _jpeg(canvas: Canvas, quality: list[float], codec: Jpeg, whole: bool) -> Can
     return Canvas(out, canvas.hs, canvas.ws)
 
 
-# ---------------------------------------------------------------- the pipeline
+# ---------------------------------------------------------------- the stages
 
 
-def degrade_rest(
-    blurred: torch.Tensor,
-    params: list[DegradationParams],
-    kernels: tuple[torch.Tensor, torch.Tensor],
-    scale: int,
-    first_resize: str,
-    codec: Jpeg,
-    codec_on_canvas: bool,
-) -> torch.Tensor:
-    """``RealESRGANDegradation._degrade_one`` for the whole batch: ``blurred`` (B, C, H, W) after the
-    first blur, to the LR images (B, C, H / scale, W / scale) before the final rounding. ``kernels``:
-    the second-order blur's and the final sinc's, (B, k, k) each (``Draws``)."""
-    b, _, h, w = blurred.shape
-    lr_h, lr_w = h // scale, w // scale
-    canvas = Canvas(blurred, [h] * b, [w] * b)
-    first = [p.first for p in params]
-    # First order: resize, noise, JPEG.
-    factors = [p.scale for p in first] if first_resize == "scale_factor" else None
-    canvas = _resize(
-        canvas,
-        [math.floor(h * p.scale) if factors else int(h * p.scale) for p in first],
-        [math.floor(w * p.scale) if factors else int(w * p.scale) for p in first],
-        [p.mode for p in first],
-        factors,
-    )
-    canvas = _jpeg(_noise(canvas, first), [p.jpeg_quality for p in first], codec, codec_on_canvas)
-    # Second order: blur, resize relative to the LR size, noise.
-    second = [p.second for p in params]
-    blur2, sinc = kernels
-    blur = [p.kernel.type != "identity" for p in second]
-    canvas = _apply_to(canvas, blur, {True: lambda c: _filter(c, _rows(blur2, blur))})
-    canvas = _resize(
-        canvas,
-        [int(lr_h * p.scale) for p in second],
-        [int(lr_w * p.scale) for p in second],
-        [p.mode for p in second],
-        None,
-    )
-    canvas = _noise(canvas, second)
+class CanvasStages:
+    """The stages (sfd.data.stages) on a ``Canvas`` of the whole batch, each run once for all its samples.
+    ``codec``: the JPEG codec, (B, 3, H, W) and qualities; ``whole``: run it on the whole canvas (DiffJPEG)."""
 
-    # Final: [resize to the LR size + sinc] and JPEG, in either order.
-    def resize_sinc(c: Canvas, ps: list[DegradationParams], sincs: torch.Tensor) -> Canvas:
-        c = _resize(c, [lr_h] * len(ps), [lr_w] * len(ps), [p.final_mode for p in ps], None)
-        on = [p.sinc.type != "identity" for p in ps]
-        return _apply_to(c, on, {True: lambda s: _filter(s, _rows(sincs, on))})
+    def __init__(self, codec: Jpeg, whole: bool):
+        self.codec, self.whole = codec, whole
 
-    def final(c: Canvas, resize_first: bool) -> Canvas:
-        ps = [p for p in params if p.resize_first == resize_first]
-        sincs = _rows(sinc, [p.resize_first == resize_first for p in params])
-        quality = [p.second.jpeg_quality for p in ps]
-        if resize_first:
-            return _jpeg(resize_sinc(c, ps, sincs), quality, codec, codec_on_canvas)
-        return resize_sinc(_jpeg(c, quality, codec, codec_on_canvas), ps, sincs)
+    def start(self, x: torch.Tensor) -> Canvas:
+        b, _, h, w = x.shape
+        return Canvas(x, [h] * b, [w] * b)
 
-    out = torch.empty(b, blurred.shape[1], lr_h, lr_w, dtype=blurred.dtype, device=blurred.device)
-    for resize_first, idx in _groups([p.resize_first for p in params]).items():
-        out.index_copy_(0, _put(idx, torch.int64, out.device), final(canvas.select(idx), resize_first).x)
-    return out
+    def resize(self, canvas: Canvas, sizes, modes, factors) -> Canvas:
+        return _resize(canvas, [s[0] for s in sizes], [s[1] for s in sizes], modes, factors)
+
+    def noise(self, canvas: Canvas, ps: list[OrderParams]) -> Canvas:
+        return _noise(canvas, ps)
+
+    def jpeg(self, canvas: Canvas, quality: list[float]) -> Canvas:
+        return _jpeg(canvas, quality, self.codec, self.whole)
+
+    def filter(self, canvas: Canvas, kernels: torch.Tensor, sizes: list[int | None]) -> Canvas:
+        on = [s is not None for s in sizes]  # a kernel zero-padded to the batch's size: no crop needed
+        return _apply_to(canvas, on, {True: lambda c: _filter(c, _rows(kernels, on))})
+
+    def rows(self, t: torch.Tensor, idx: list[int]) -> torch.Tensor:
+        return t.index_select(0, _put(idx, torch.int64, t.device))
+
+    def per_group(self, canvas: Canvas, flags: list, fn) -> torch.Tensor:
+        parts = {flag: (idx, fn(canvas.select(idx), idx, flag).x) for flag, idx in _groups(flags).items()}
+        x = next(iter(parts.values()))[1]
+        out = torch.empty(len(flags), *x.shape[1:], dtype=x.dtype, device=x.device)
+        for idx, part in parts.values():
+            out.index_copy_(0, _put(idx, torch.int64, out.device), part)
+        return out

@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sfd.cli import add_output_option
 from sfd.errors import UsageError
+from sfd.options import add_output_option
 
 __all__ = ["register", "cmd_degrade_preview", "cmd_prepare"]
 

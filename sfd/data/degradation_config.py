@@ -133,3 +133,9 @@ class DegradationConfig:
         """The odd kernel supports drawn from: 7, 9, ..., blur_kernel_size (Real-ESRGAN: 7..21)."""
         top = self.blur_kernel_size if order == 1 else self.blur_kernel_size2
         return list(range(7, top + 1, 2))
+
+
+def batched_on(mode, device) -> bool:
+    """``batched`` resolved for ``device``: "auto" is on for a GPU, off on the CPU (the one rule; a run's
+    ``DegradationPlan`` and a degrader used alone both read it)."""
+    return device.type != "cpu" if mode == "auto" else bool(mode)

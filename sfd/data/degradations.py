@@ -42,11 +42,12 @@ import torch.nn.functional as F
 from PIL import Image
 
 from sfd.data import counter_rng
-from sfd.data.batched import degrade_rest
-from sfd.data.degradation_config import DegradationConfig
+from sfd.data.batched import CanvasStages
+from sfd.data.degradation_config import DegradationConfig, batched_on
 from sfd.data.diffjpeg import diffjpeg
 from sfd.data.filters import filter2d, rgb_to_gray
 from sfd.data.kernels import KernelSpec, choice, crop_kernel, gaussian_kernel, sample_kernel, sample_sinc, uniform
+from sfd.data.stages import DegradationParams, OrderParams, second_order
 
 __all__ = [
     "DegradationConfig",
@@ -69,52 +70,6 @@ __all__ = [
 ]
 
 # ---------------------------------------------------------------- per-sample parameters
-
-
-@dataclass
-class OrderParams:
-    """The random draws of one degradation order."""
-
-    kernel: KernelSpec  # "identity" where the second-order blur is skipped
-    resize: str  # "up", "down" or "keep"
-    scale: float  # first order: of the HR size; second order: of the LR size
-    mode: str  # interpolation
-    noise: str  # "gaussian" or "poisson"
-    noise_level: float  # Gaussian sigma (0-255 scale) or Poisson scale
-    gray: bool
-    jpeg_quality: float  # first order: its JPEG; second order: the final JPEG (an integer unless diffjpeg)
-    noise_seed: int  # seeds the noise map
-
-    def summary(self, of: str) -> str:
-        noise = f"gauss s={self.noise_level:.1f}" if self.noise == "gaussian" else f"poisson {self.noise_level:.2f}"
-        return f"{self.resize} x{self.scale:.2f}{of} {self.mode} | {noise}{' gray' if self.gray else ''}"
-
-
-@dataclass
-class DegradationParams:
-    seed: int
-    first: OrderParams
-    second: OrderParams
-    sinc: KernelSpec  # the final filter ("identity" when not applied)
-    final_mode: str  # interpolation of the final resize to the LR size
-    resize_first: bool  # True: [resize + sinc] -> JPEG; False: JPEG -> [resize + sinc]
-    crop: tuple[float, float] = (0.0, 0.0)  # the paired crop's top and left, as fractions of their ranges
-
-    def summary(self) -> list[str]:
-        """A few short lines for a preview sheet."""
-        sinc = "no sinc" if self.sinc.type == "identity" else self.sinc.summary()
-        blur2 = "no blur" if self.second.kernel.type == "identity" else self.second.kernel.summary()
-        resize = f"resize {self.final_mode} + {sinc}"
-        jpeg_text = f"jpeg q{self.second.jpeg_quality:.0f}"
-        final = f"{resize} > {jpeg_text}" if self.resize_first else f"{jpeg_text} > {resize}"
-        return [
-            f"seed {self.seed}",
-            f"1: {self.first.kernel.summary()}",
-            f"   {self.first.summary('')} | jpeg q{self.first.jpeg_quality:.0f}",
-            f"2: {blur2}",
-            f"   {self.second.summary(' of LR')}",
-            f"3: {final}",
-        ]
 
 
 def _sample_order(gen: torch.Generator, cfg: DegradationConfig, order: int) -> OrderParams:
@@ -468,8 +423,11 @@ class RealESRGANDegradation:
         return Draws.of([self.sample(int(s)) for s in seeds], self.cfg)
 
     @torch.no_grad()
-    def apply(self, hr: torch.Tensor, draws: Draws | Sequence[DegradationParams]) -> tuple[torch.Tensor, ...]:
-        """``__call__`` with the draws given (e.g. the same parameters through another codec)."""
+    def apply(
+        self, hr: torch.Tensor, draws: Draws | Sequence[DegradationParams], batched: bool | None = None
+    ) -> tuple[torch.Tensor, ...]:
+        """``__call__`` with the draws given (e.g. the same parameters through another codec). ``batched``: as
+        the run's plan says; None: ``data.degradation.batched`` for ``hr``'s device."""
         draws = draws if isinstance(draws, Draws) else Draws.of(draws, self.cfg)
         params = draws.params
         b, _, h, w = hr.shape
@@ -481,19 +439,20 @@ class RealESRGANDegradation:
         # The first blur acts on same-size images: one grouped convolution for the whole batch.
         blurred = filter2d(target, draws.first.to(target.device, non_blocking=True))
         # From the first resize on, sizes differ per sample: one by one, or batched on one canvas.
-        if self.batched(hr.device):
-            lr = degrade_rest(
-                blurred,
-                params,
-                (draws.second.to(hr.device, non_blocking=True), draws.sinc.to(hr.device, non_blocking=True)),
-                self.scale,
-                self.cfg.first_resize,
-                lambda x, q: jpeg(x, q, self.cfg.jpeg_backend),
-                codec_on_canvas=self.cfg.jpeg_backend == "diffjpeg",
-            )
+        order = (self.scale, self.cfg.first_resize)
+        if batched_on(self.cfg.batched, hr.device) if batched is None else batched:
+            kernels = (draws.second.to(hr.device, non_blocking=True), draws.sinc.to(hr.device, non_blocking=True))
+            codec = lambda x, q: jpeg(x, q, self.cfg.jpeg_backend)  # noqa: E731
+            stages = CanvasStages(codec, whole=self.cfg.jpeg_backend == "diffjpeg")
+            lr = second_order(blurred, params, kernels, stages, *order)
         else:
-            kernels = zip(draws.second, draws.sinc)
-            lr = torch.cat([self._degrade_one(x[None], p, (h, w), *k) for x, p, k in zip(blurred, params, kernels)])
+            one = SampleStages(self._jpeg)
+            lr = torch.cat(
+                [
+                    second_order(x[None], [p], (k2[None], ks[None]), one, *order)
+                    for x, p, k2, ks in zip(blurred, params, draws.second, draws.sinc)
+                ]
+            )
         lr = (lr * 255.0).round().clamp(0, 255) / 255.0
         lr, target, hr = lr.to(hr.dtype), target.to(hr.dtype), hr
         if self.patch is None or (self.patch, self.patch) == (h, w):
@@ -503,40 +462,37 @@ class RealESRGANDegradation:
         # Real-ESRGAN sharpens the cropped HR again for the target (after its pool; the same result).
         return lr, self.usm(hr.double()).to(hr.dtype), hr
 
-    def batched(self, device: torch.device) -> bool:
-        """Whether the stages after the first resize run batched (``batched``; "auto": on a GPU)."""
-        mode = self.cfg.batched
-        return device.type != "cpu" if mode == "auto" else bool(mode)
-
     def _jpeg(self, x: torch.Tensor, quality: float) -> torch.Tensor:
         return jpeg(x.clamp(0, 1), [quality], self.cfg.jpeg_backend).to(x.dtype)
 
-    def _degrade_one(
-        self, x: torch.Tensor, p: DegradationParams, hr_size: tuple[int, int], blur2: torch.Tensor, sinc: torch.Tensor
-    ) -> torch.Tensor:
-        """One sample from its first blur on; ``blur2``/``sinc``: its kernels as ``Draws`` holds them (padded)."""
-        h, w = hr_size
-        lr_h, lr_w = h // self.scale, w // self.scale
-        # First order (blur done by the caller): resize, noise, JPEG.
-        if self.cfg.first_resize == "scale_factor":
-            x = _resize_by(x, p.first.scale, p.first.mode)
-        else:
-            x = _resize(x, (int(h * p.first.scale), int(w * p.first.scale)), p.first.mode)
-        x = self._jpeg(_add_noise(x, p.first), p.first.jpeg_quality)
-        # Second order: blur, resize relative to the LR size, noise.
-        if p.second.kernel.type != "identity":
-            x = filter2d(x, crop_kernel(blur2, p.second.kernel.size))
-        x = _resize(x, (int(lr_h * p.second.scale), int(lr_w * p.second.scale)), p.second.mode)
-        x = _add_noise(x, p.second)
 
-        # Final: [resize to the LR size + sinc] and JPEG, in either order.
-        def resize_sinc(t: torch.Tensor) -> torch.Tensor:
-            t = _resize(t, (lr_h, lr_w), p.final_mode)
-            return t if p.sinc.type == "identity" else filter2d(t, crop_kernel(sinc, p.sinc.size))
+class SampleStages:
+    """The stages (sfd.data.stages) on one sample, (1, C, H, W) at its own size, as Real-ESRGAN runs them:
+    ``F.interpolate``, ``filter2d`` with the kernel at its own size, the sample's own noise stream."""
 
-        if p.resize_first:
-            return self._jpeg(resize_sinc(x), p.second.jpeg_quality)
-        return resize_sinc(self._jpeg(x, p.second.jpeg_quality))
+    def __init__(self, jpeg_one):
+        self._jpeg = jpeg_one  # (image, quality) -> image
+
+    def start(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def resize(self, x, sizes, modes, factors):
+        return _resize_by(x, factors[0], modes[0]) if factors else _resize(x, sizes[0], modes[0])
+
+    def noise(self, x, ps):
+        return _add_noise(x, ps[0])
+
+    def jpeg(self, x, quality):
+        return self._jpeg(x, quality[0])
+
+    def filter(self, x, kernels, sizes):
+        return x if sizes[0] is None else filter2d(x, crop_kernel(kernels[0], sizes[0]))
+
+    def rows(self, t, idx):
+        return t
+
+    def per_group(self, x, flags, fn):
+        return fn(x, [0], flags[0])
 
 
 # ---------------------------------------------------------------- the training-pair pool

@@ -29,6 +29,7 @@ __all__ = [
     "ImageReadError",
     "list_images",
     "probe_images",
+    "image_size",
     "load_rgb",
     "to_tensor",
     "save_png",
@@ -118,6 +119,13 @@ def probe_images(files: Iterable[str | Path], min_side: int = 1) -> tuple[list[P
         else:
             ok.append(path)
     return ok, bad
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(width, height) from the header alone, under the decompression-bomb rule of every read (``_reading``);
+    ``ImageReadError`` for a file that is not a readable image."""
+    with _reading(path), Image.open(path) as im:
+        return im.size
 
 
 def load_rgb(path: str | Path) -> Image.Image:

@@ -1,26 +1,65 @@
 """The training loader: HR patches, this process's share of the sample stream, and (for real-world
-training) Real-ESRGAN's degradations, run where ``data.degradation.device`` says.
+training) Real-ESRGAN's degradations, run where the run's ``DegradationPlan`` says.
 
-On the CPU they run inside the loader workers (or in the trainer's process with ``data.degrade_in:
-trainer``); on a GPU the loader only decodes and crops the HR and ``degrade_batch`` degrades the
-whole batch on the training device. Everywhere it is the same ``RealESRGANDegradation`` applied to
-the same collated batch with the same per-sample seeds, so a sample's pair depends neither on the
-number of workers or processes nor (but for float32 roundings of the DiffJPEG codec, see
-docs/realworld.md) on the device (tests/test_pipeline.py, tests/test_degradations.py). The
-training-pair pool stays in the trainer, since it mixes batches.
+Where they run is decided once, by ``plan_degradations``, from ``data.degradation.device``,
+``data.degradation.batched`` and ``data.degrade_in``: on the CPU inside the loader workers (or in the
+trainer's process with ``data.degrade_in: trainer``); on a GPU the loader only decodes and crops the HR
+and draws each sample's parameters, and ``degrade_batch`` degrades the whole batch on the training
+device. Everywhere it is the same ``RealESRGANDegradation`` applied to the same collated batch with the
+same per-sample seeds, so a sample's pair depends neither on the number of workers or processes nor (but
+for float32 roundings of the DiffJPEG codec, see docs/realworld.md) on the device
+(tests/test_pipeline.py, tests/test_degradations.py). The training-pair pool stays in the trainer, since
+it mixes batches.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch.utils.data import DataLoader, default_collate
 
 from sfd.data.datasets import HRPatches
+from sfd.data.degradation_config import batched_on
 from sfd.data.degradations import RealESRGANDegradation
 from sfd.distributed import ShardedIterationSampler
 from sfd.yamlconfig import ConfigError
 
-__all__ = ["DegradeCollate", "DrawCollate", "build_dataset", "build_degrader", "build_loader", "degrade_batch"]
+__all__ = [
+    "DegradationPlan",
+    "DegradeCollate",
+    "DrawCollate",
+    "build_dataset",
+    "build_degrader",
+    "build_loader",
+    "degrade_batch",
+    "plan_degradations",
+]
+
+
+@dataclass(frozen=True)
+class DegradationPlan:
+    """Where a run's degradations run: what the loader's collate does (``loader``: all of it, only each
+    sample's draws, or nothing, leaving all to the training process), the device of the stages, and
+    whether the stages after the first resize run on one canvas for the batch (``sfd.data.batched``)."""
+
+    loader: Literal["degrade", "draw", "nothing"]
+    device: torch.device
+    batched: bool
+
+
+def plan_degradations(cfg, train_device: torch.device) -> DegradationPlan:
+    """The one rule: ``data.degradation.device`` "auto" is the training device when it is a GPU, else the
+    CPU; on the CPU the loader degrades (``data.degrade_in: workers``), on a GPU it draws; ``batched`` "auto"
+    is on for a GPU (hundreds of small launches per sample otherwise), off on the CPU."""
+    deg, cuda = cfg.data.degradation, train_device.type == "cuda"
+    if deg.device == "cuda" and not cuda:
+        raise ConfigError(f"data.degradation.device=cuda needs a CUDA training device; train.device is {train_device}")
+    device = train_device if cuda and deg.device != "cpu" else torch.device("cpu")
+    in_workers = cfg.data.degrade_in == "workers"
+    loader = ("degrade" if device.type == "cpu" else "draw") if in_workers else "nothing"
+    return DegradationPlan(loader, device, batched_on(deg.batched, device))
 
 
 class DegradeCollate:
@@ -49,37 +88,28 @@ class DrawCollate:
         return batch
 
 
-def build_degrader(cfg, train_device: torch.device) -> RealESRGANDegradation:
-    """The run's degradations; ``.device`` is where they run (``data.degradation.device`` resolved
-    against the training device: "auto" is the training device when it is a GPU, else the CPU)."""
-    deg = cfg.data.degradation
-    cuda = train_device.type == "cuda"
-    if deg.device == "cuda" and not cuda:
-        raise ConfigError(f"data.degradation.device=cuda needs a CUDA training device; train.device is {train_device}")
-    degrader = RealESRGANDegradation(deg, cfg.generator.scale, patch=cfg.data.patch_size)
-    degrader.device = train_device if cuda and deg.device != "cpu" else torch.device("cpu")
+def build_degrader(cfg, plan: DegradationPlan) -> RealESRGANDegradation:
+    """The run's degradations, run as ``plan`` says (``.plan``)."""
+    degrader = RealESRGANDegradation(cfg.data.degradation, cfg.generator.scale, patch=cfg.data.patch_size)
+    degrader.plan = plan
     return degrader
-
-
-def _on_cpu(degrader) -> bool:
-    return getattr(degrader, "device", torch.device("cpu")).type == "cpu"
 
 
 def degrade_batch(degrader, batch: dict, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(LR, HR target, HR) of a real-world loader batch, on ``device``: the loader's own when it
-    degraded the batch, else degraded here, batched, on ``degrader.device`` from the batch's seeds."""
+    degraded the batch, else degraded here, on the plan's device, from the batch's draws (or seeds)."""
     if "target" in batch:  # degraded in the loader
         return tuple(batch[k].to(device, non_blocking=True) for k in ("lr", "target", "hr"))
-    where = getattr(degrader, "device", device)
+    plan = degrader.plan
     draws = batch["draws"] if "draws" in batch else degrader.draw(batch["seed"])
-    out = degrader.apply(batch["hr"].to(where, non_blocking=True), draws)
+    out = degrader.apply(batch["hr"].to(plan.device, non_blocking=True), draws, batched=plan.batched)
     return tuple(t.to(device, non_blocking=True) for t in out)
 
 
-def _collate(degrader, draws_only: bool):
-    if degrader is None:
+def _collate(degrader):
+    if degrader is None or degrader.plan.loader == "nothing":
         return None
-    return DegradeCollate(degrader) if _on_cpu(degrader) and not draws_only else DrawCollate(degrader)
+    return DegradeCollate(degrader) if degrader.plan.loader == "degrade" else DrawCollate(degrader)
 
 
 def build_dataset(cfg) -> HRPatches:
@@ -113,13 +143,11 @@ def build_loader(
     rank: int = 0,
     world_size: int = 1,
     degrader=None,
-    draws_only: bool = False,
 ) -> DataLoader:
     """Batches of ``iterations`` steps from sample ``first_sample`` of the global stream, this process's share.
 
-    ``degrader``: degrade in the loader (in the workers when ``data.num_workers`` > 0) when it runs
-    on the CPU; a degrader on a GPU (or ``draws_only``) leaves each batch to ``degrade_batch`` in the
-    trainer, with its draws made in the loader.
+    ``degrader``: its plan says what the loader (its workers when ``data.num_workers`` > 0) does of the
+    degradations; what it leaves, ``degrade_batch`` does in the training process.
     """
     data = cfg.data
     sampler = ShardedIterationSampler(
@@ -131,7 +159,7 @@ def build_loader(
         batch_size=data.batch_size,
         sampler=sampler,
         num_workers=workers,
-        collate_fn=_collate(degrader, draws_only),
+        collate_fn=_collate(degrader),
         drop_last=True,
         pin_memory=device.type == "cuda",
         prefetch_factor=data.prefetch_factor if workers else None,

@@ -15,16 +15,13 @@ of our systems.
 
 from __future__ import annotations
 
-import argparse
 import html
-import json
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from sfd.errors import CommandFailed, UsageError
+from sfd.errors import UsageError
 from sfd.evaluate import run
 from sfd.evaluate.datasets import DatasetNotFound, data_root, resolve_dataset
 from sfd.inference import InferenceSettings
@@ -38,7 +35,6 @@ __all__ = [
     "load_paper_table",
     "parse_method",
     "evaluate_paper_table",
-    "cmd_paper_table",
 ]
 
 TABLES_FILE = Path(__file__).with_name("paper_tables.yml")
@@ -441,59 +437,3 @@ def evaluate_paper_table(
                 f"{', '.join(t.columns)} compares it)"
             )
     return result
-
-
-def cmd_paper_table(args: argparse.Namespace) -> int:
-    """The ``--paper-table`` branch of ``sfd eval``: usage errors exit 2, nothing measurable exits 1."""
-    from sfd.evaluate.commands import metric_options
-    from sfd.inference.commands import inference_settings
-
-    if args.sr or args.dataset or args.hr:
-        raise UsageError("--paper-table takes its datasets from the table: drop --sr/--hr/--dataset, give --data-root")
-    if not (args.model or args.method):
-        raise UsageError("--paper-table needs at least one --model [COLUMN=]PATH or --method bicubic")
-    if args.backbone_weights == "random":
-        raise UsageError("--paper-table compares with published LPIPS/DISTS: random backbones give no such numbers")
-    if data_root(args.data_root) is None:
-        raise UsageError("--paper-table needs --data-root DIR (or $SFD_DATA) holding the datasets, e.g. DIR/BSDS100/")
-    table = load_paper_table(args.paper_table)
-    if args.scale and args.scale != table.scale:
-        raise UsageError(f"{args.paper_table} is x{table.scale}; drop --scale {args.scale}")
-    ours = ([OurMethod("bicubic", None, None)] if "bicubic" in args.method else []) + [
-        parse_method(m, table) for m in args.model
-    ]
-    metric_names = [m.strip() for m in args.metrics.split(",")] if args.metrics else None
-    result = evaluate_paper_table(
-        table,
-        ours,
-        args.data_root,
-        metric_names,
-        inference_settings(args),
-        prefer_ema=not args.no_ema,
-        allow_pickle=args.allow_pickle,
-        keep_crops=True,  # crop_sheet.png (and --report's crops)
-        metric_options=metric_options(args),
-        save_sr=Path(args.out) / "sr" if args.save_sr else None,
-        progress=not args.no_progress,
-        reading=args.reading,
-    )
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"paper_table": out / "paper_table.md", "paper_json": out / "paper_table.json"}
-    paths["paper_table"].write_text(result.markdown() + "\n")
-    report = result.to_json()
-    if result.evaluation is not None and result.evaluation.datasets:
-        paths.update(result.evaluation.write(out))
-        report["per_image"] = result.evaluation.to_json()["per_image"]
-        from sfd.evaluate.report import write_crop_sheet, write_report
-
-        if sheet := write_crop_sheet(result.evaluation, out / "crop_sheet.png"):
-            paths["crop_sheet"] = sheet
-        if args.report:
-            paths["report"] = write_report(result.evaluation, out, intro_html=result.html())
-    paths["paper_json"].write_text(json.dumps(report, indent=2, allow_nan=False))
-    print(json.dumps(report, indent=2, allow_nan=False) if args.json else result.markdown())
-    print("wrote " + ", ".join(str(p) for p in paths.values()), file=sys.stderr)
-    if not result.found:
-        raise CommandFailed(f"none of {', '.join(table.datasets)} found under {result.root}")
-    return 0

@@ -7,8 +7,8 @@ import sys
 import time
 from pathlib import Path
 
-from sfd.cli import add_output_option
 from sfd.errors import UsageError
+from sfd.options import add_output_option
 
 __all__ = [
     "register",

@@ -9,8 +9,8 @@ import sys
 import warnings
 from pathlib import Path
 
-from sfd.cli import add_output_option
 from sfd.errors import UsageError
+from sfd.options import add_output_option
 
 
 def _add_metric_options(p: argparse.ArgumentParser) -> None:
@@ -68,6 +68,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--csv", metavar="FILE", help="also write the per-image scores to this CSV")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --csv file")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument(
+        "--map",
+        metavar="DIR",
+        help="also write each image's SFD-IQA quality map here: NAME_map.png (with legend), NAME_overlay.png, "
+        "NAME_map.npy (Feat-D's real probability per pixel, from the pass that gives the score)",
+    )
     _add_metric_options(p)
     p.set_defaults(func=cmd_iqa)
 
@@ -186,16 +192,25 @@ def cmd_iqa(args: argparse.Namespace) -> int:
     paths = {str(p): p for p in list_images(args.inputs)}
     if not paths:
         raise ValueError(f"no images in {' '.join(args.inputs)}")
-    metrics = _build(args, _split(args.metric))
+    names = _split(args.metric)
+    if args.map and "sfd-iqa" not in {registry_name(n) for n in names}:
+        raise UsageError("--map draws SFD-IQA's Feat-D map: add sfd-iqa to --metric")
+    stems = _map_stems(paths) if args.map else {}
+    if args.map:
+        _refuse_existing(args, *(Path(args.map) / f"{s}{end}" for s in stems.values() for end in MAP_FILES))
+    metrics = _build(args, names)
 
-    results, failed = {}, {}
+    results, failed, maps = {}, {}, {}
     for name, metric in metrics.items():
-        results[name], bad = score_files(metric, paths, progress=not args.no_progress, components=True)
+        on_map = _map_writer(args.map, stems, metric, maps) if args.map and name == "sfd-iqa" else None
+        results[name], bad = score_files(metric, paths, progress=not args.no_progress, components=True, on_map=on_map)
         for key, msg in bad.items():
             failed.setdefault(key, f"{name}: {msg}")
     for key, msg in failed.items():
         print(f"skipped {key}: {msg}", file=sys.stderr)
     scored = [k for k in paths if all(k in results[n] for n in metrics)]
+    if maps:
+        print(f"wrote {len(maps)} quality maps to {args.map} (NAME_map.png, _overlay.png, _map.npy)", file=sys.stderr)
     if failed:  # the scores of the rest still print, but the exit status says not all went well
         print(f"sfd iqa: {len(failed)} of {len(paths)} images could not be scored (see above)", file=sys.stderr)
     if not scored:
@@ -216,6 +231,7 @@ def cmd_iqa(args: argparse.Namespace) -> int:
                     "images": [{"image": k, **{n: results[n][k] for n in metrics}} for k in scored],
                     "mean": means,
                     "skipped": failed,
+                    **({"maps": maps} if args.map else {}),
                 },
                 indent=2,
                 default=str,
@@ -229,6 +245,39 @@ def cmd_iqa(args: argparse.Namespace) -> int:
         print(f"{k:<{width}}" + "".join(f"  {results[n][k]['score']:>10.4f}" for n in metrics))
     print(f"{'mean':<{width}}" + "".join(f"  {means[n]:>10.4f}" for n in metrics) + f"   ({len(scored)} images)")
     return 1 if failed else 0
+
+
+MAP_FILES = ("_map.png", "_overlay.png", "_map.npy")
+
+
+def registry_name(name: str) -> str:
+    from sfd.metrics import canonical_name
+
+    return canonical_name(name)
+
+
+def _map_stems(paths: dict[str, Path]) -> dict[str, str]:
+    """One file stem per image; images of the same name from different folders get _2, _3 ..."""
+    stems, seen = {}, {}
+    for key, path in paths.items():
+        seen[path.stem] = seen.get(path.stem, 0) + 1
+        stems[key] = path.stem if seen[path.stem] == 1 else f"{path.stem}_{seen[path.stem]}"
+    return stems
+
+
+def _map_writer(out_dir: str, stems: dict[str, str], metric, written: dict):
+    """``on_map`` of ``score_files``: each image's map files, titled with the image and what made them."""
+    from sfd.iqa.evaluate import weights_note
+    from sfd.iqa.quality_map import write_map
+
+    note = weights_note(metric)
+    source = f"checkpoint {Path(metric.checkpoint).name}, iteration {metric.iteration}"
+
+    def on_map(key, img, qmap):
+        title = f"{Path(key).name}: SFD-IQA map ({source})"
+        written[key] = [str(p) for p in write_map(img, qmap, out_dir, stems[key], title, note)]
+
+    return on_map
 
 
 def cmd_iqa_eval(args: argparse.Namespace) -> int:

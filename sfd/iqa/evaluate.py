@@ -12,7 +12,7 @@ import csv
 import json
 import math
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,10 +82,16 @@ def match_images(images_dir: str | Path, names: Iterable[str]) -> tuple[dict[str
 
 
 def score_files(
-    metric: IQAMetric, paths: dict[str, Path], progress: bool = True, components: bool = False
+    metric: IQAMetric,
+    paths: dict[str, Path],
+    progress: bool = True,
+    components: bool = False,
+    on_map: Callable[[str, torch.Tensor, torch.Tensor], Any] | None = None,
 ) -> tuple[dict[str, dict[str, float]], dict[str, str]]:
     """Score each file alone; files that fail to load or score are reported, not fatal.
 
+    ``on_map(key, image, quality_map)``: SFD-IQA's scores come from ``quality_map`` (the same pass, which
+    also gives the map at image size) and each image's map is handed over.
     Returns ({key: {"score": ..., parts...}}, {key: error message}).
     """
     from sfd.data.io import load_rgb, to_tensor
@@ -98,7 +104,11 @@ def score_files(
             failed[key] = f"cannot read image: {err}"
             continue
         try:
-            scores[key] = metric.components(img)[0] if components else {"score": float(metric(img)[0])}
+            if on_map is not None:
+                scores[key], qmap = metric.quality_map(img)
+                on_map(key, img, qmap)
+            else:
+                scores[key] = metric.components(img)[0] if components else {"score": float(metric(img)[0])}
         except ValueError as err:  # e.g. too small for NIQE's blocks
             failed[key] = str(err)
     return scores, failed

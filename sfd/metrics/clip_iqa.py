@@ -64,28 +64,32 @@ class ImageProtocol:
 
     def views(self, img: torch.Tensor) -> list[tuple[torch.Tensor, tuple[int, int]]]:
         """(3, H, W) -> [(view (1, 3, h', w') with h', w' multiples of 32, (valid h, valid w))]."""
+        return [(view, valid) for view, valid, _ in self.placed_views(img)]
+
+    def placed_views(self, img: torch.Tensor) -> list[tuple[torch.Tensor, tuple[int, int], tuple[int, int]]]:
+        """``views`` with where each view's valid pixels lie in the image: (view, (h, w), (top, left))."""
         h, w = img.shape[-2:]
         whole = self.mode == "whole" or (self.mode == "auto" and max(h, w) <= self.max_side)
         if whole:
-            return [self._fit(img)]
+            return [self._fit(img, 0, 0)]
         return [
-            self._fit(img[:, y : y + self.crop, x : x + self.crop])
+            self._fit(img[:, y : y + self.crop, x : x + self.crop], y, x)
             for y in _starts(h, self.crop)
             for x in _starts(w, self.crop)
         ]
 
-    def _fit(self, img: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+    def _fit(self, img: torch.Tensor, y: int, x: int):
         h, w = img.shape[-2:]
         if self.pad == "crop":
             ch, cw = h // 32 * 32, w // 32 * 32
             if not ch or not cw:
                 raise ValueError(f"a {h}x{w} image is smaller than 32x32: use pad='reflect' or 'replicate'")
             top, left = (h - ch) // 2, (w - cw) // 2
-            return img[None, :, top : top + ch, left : left + cw], (ch, cw)
+            return img[None, :, top : top + ch, left : left + cw], (ch, cw), (y + top, x + left)
         ph, pw = -h % 32, -w % 32
         if self.pad == "replicate":
-            return F.pad(img[None], (0, pw, 0, ph), mode="replicate"), (h, w)
-        return pad_reflect(img[None], 0, pw, 0, ph), (h, w)
+            return F.pad(img[None], (0, pw, 0, ph), mode="replicate"), (h, w), (y, x)
+        return pad_reflect(img[None], 0, pw, 0, ph), (h, w), (y, x)
 
 
 def with_protocol(options: dict) -> dict:
@@ -284,9 +288,14 @@ class SFDIQA(_CLIPMetric):
         return out
 
     def score_one(self, img: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self._score(img)[0]
+
+    def _score(self, img: torch.Tensor) -> tuple[dict[str, torch.Tensor], list]:
+        """The score and its parts, and per view of the protocol Feat-D's probability map over the view's
+        valid pixels with the view's place in the image: [(map (h/2, w/2 rounded up), (h, w), (top, left))]."""
         need = ("m1", "m2", "m3") + (("out",) if self.text_feats is not None else ())
-        s_feat, s_text = [], []
-        for view, (h, w) in self.protocol.views(img):
+        maps, s_text = [], []
+        for view, (h, w), place in self.protocol.placed_views(img):
             if self.clip_tg_d is None:
                 feats = self.clip(view, need)
             else:  # Feat-D's pixel-wise features from the run's CLIP, F_out from TG-D's
@@ -295,16 +304,37 @@ class SFDIQA(_CLIPMetric):
                     feats["out"] = self.clip_tg_d(view, ("out",))["out"]
             if self.feat_d is not None:
                 prob = torch.sigmoid(self.feat_d(feats))  # (1, 1, H/2, W/2)
-                s_feat.append(prob[..., : math.ceil(h / 2), : math.ceil(w / 2)].mean())
+                maps.append((prob[0, 0, : math.ceil(h / 2), : math.ceil(w / 2)], (h, w), place))
             if self.text_feats is not None:
                 s_text.append(torch.sigmoid(tg_d_logits(feats["out"], self.text_feats, self.logit_scale)).mean())
+        s_feat = [m.mean() for m, _, _ in maps]
         out = {}
         score = torch.zeros((), device=img.device)
         for key, parts in (("feat", s_feat), ("text", s_text)):
             if parts:
                 out[f"s_{key}"] = torch.stack(parts).mean()
                 score = score + self.alphas[key] * out[f"s_{key}"]
-        return {"score": score, **out}
+        return {"score": score, **out}, maps
+
+    def quality_map(self, img: torch.Tensor) -> tuple[dict[str, float], torch.Tensor]:
+        """The scores of one (3, H, W) image and Feat-D's "real" probability map at image size, (H, W) float32
+        on the CPU, from the very pass that gives the score (docs/iqa.md, "Where the image looks fake").
+
+        Feat-D judges every pixel of its H/2 output: each of its values covers a 2 x 2 block of image pixels
+        (nearest, so no value is invented). Where grid crops overlap, a pixel gets the mean of the crops that
+        cover it; pixels no view covers (``pad="crop"`` margins) are NaN.
+        """
+        if self.feat_d is None:
+            raise ValueError(f"{self.checkpoint} has no Feat-D: SFD-IQA has no pixel-wise map without it")
+        with torch.no_grad():
+            out, maps = self._score(self._prepare(img))
+        total = torch.zeros(img.shape[-2:], dtype=torch.float64)
+        count = torch.zeros_like(total)
+        for m, (h, w), (y, x) in maps:
+            full = m.double().cpu().repeat_interleave(2, 0).repeat_interleave(2, 1)[:h, :w]
+            total[y : y + h, x : x + w] += full
+            count[y : y + h, x : x + w] += 1
+        return {k: float(v) for k, v in out.items()}, (total / count).float()
 
 
 # ---------------------------------------------------------------- CLIP-IQA

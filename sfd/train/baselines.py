@@ -1,6 +1,6 @@
 """The training-step terms of the systems Supp. Table 1 compares with: LDL, SeD-P and DualFormer's spectral D.
 
-The step (``sfd.trainer``) calls two functions: ``generator_terms`` adds their generator losses, and
+The step (``sfd.train.step``) calls two functions: ``generator_terms`` adds their generator losses, and
 ``discriminator_logits`` gives the real/fake logits of their discriminators for the D step. Both reuse the
 step's one CLIP forward per image (SeD-P reads F_m3 from it) and the generator's EMA (LDL).
 """

@@ -38,7 +38,7 @@ def prepare_models(run) -> None:
     cfg = run.cfg.train
     # "auto": with CUDA graphs, where it was measured to pay (H200, bf16: SFD 0.094 -> 0.081 s/it); eagerly
     # it was slower there (0.244 -> 0.262), the host being the bottleneck (docs/benchmarks.md).
-    if cfg.channels_last is True or (cfg.channels_last == "auto" and run.graphed is not None):
+    if cfg.channels_last is True or (cfg.channels_last == "auto" and run.step.name == "graphed"):
         nets = [run.generator, run.generator_ema, run.clip_image, run.clip_image_tg_d, run.perceptual]
         nets += run.discriminators.values()
         for m in nets:
