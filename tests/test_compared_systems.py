@@ -119,3 +119,11 @@ def test_bench_step_measures_each_compared_system_beside_esrgan(capsys):
     assert flops["LDL"] > 1.0  # ESRGAN's step plus the EMA generator's forward and the map
     assert flops["SeD-P"] > flops["LDL"]  # a CLIP RN50 forward of SR and HR
     assert all(v > 0 for v in r["ratio_to_esrgan"].values())
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_each_compared_step_runs_under_bf16_autocast(name, photos, tmp_path):
+    cfg = _cfg(name, photos, tmp_path, ["train.precision=bf16"])
+    logs = train_step(build_run(cfg), *random_batches(cfg)[0])
+    losses = {k: float(v) for k, v in logs.items() if k.startswith("l_")}
+    assert len(losses) >= 4 and all(torch.isfinite(torch.tensor(v)) for v in losses.values()), losses

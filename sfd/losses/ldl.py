@@ -36,12 +36,15 @@ def local_variance(x: torch.Tensor, window: int) -> torch.Tensor:
 def artifact_map(
     hr: torch.Tensor, sr: torch.Tensor, sr_ema: torch.Tensor, window: int = 7, exponent: float = 5.0
 ) -> torch.Tensor:
-    """LDL's refined artifact map M, (N, 1, H, W). Gradient flows through it to ``sr`` (as in the reference
-    code, which does not detach it); ``sr_ema`` carries none."""
+    """LDL's refined artifact map M, (N, 1, H, W), in float32 at least (variances of bf16 values lose their
+    digits). Gradient flows through it to ``sr`` (as in the reference code, which does not detach it);
+    ``sr_ema`` carries none."""
     if window % 2 == 0 or window < 3:
         raise ValueError(f"LDL window must be odd and at least 3, got {window}")
+    wide = torch.promote_types(sr.dtype, torch.float32)
+    hr, sr, sr_ema = hr.to(wide), sr.to(wide), sr_ema.detach().to(wide)
     residual = (hr - sr).abs().sum(1, keepdim=True)
-    residual_ema = (hr - sr_ema.detach()).abs().sum(1, keepdim=True)
+    residual_ema = (hr - sr_ema).abs().sum(1, keepdim=True)
     patch = residual.flatten(1).var(dim=1, unbiased=True).view(-1, 1, 1, 1) ** (1.0 / exponent)
     weight = patch * local_variance(residual, window)
     return weight.masked_fill(residual < residual_ema, 0.0)
