@@ -108,7 +108,7 @@ def step_core(run: Run, mode, lr, hr, hr_real, adversarial: bool) -> dict:
                     loss = d_adversarial_loss(real, fake, gan)
                 logs[f"l_d_{name}"] = loss.detach()
                 logs[f"{name}_real"], logs[f"{name}_fake"] = real.detach().mean(), fake.detach().mean()
-                ok = ok & mode.optimizer_step(run, name, loss, discs[name].parameters(), logs, skip=ok_g)
+                ok = ok & mode.optimizer_step(run, name, loss, discs[name].parameters(), logs, g_ok=ok_g)
     run.text_features = None
     mode.finish(run, ok)
     return logs
