@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import statistics
 
-from sfd.bench import _quiet, _step_fn, _warm_up, command, interleaved, machine, step_measures, step_runs
+from sfd.bench import _quiet, _step_fn, _warm_up, command, interleaved, machine, step_runs
 
 __all__ = ["ARCH_RUNS", "bench_archs"]
 
@@ -57,7 +57,7 @@ def bench_archs(
         fns = {k: _step_fn(r, batch, patch) for k, r in runs.items()}
         _warm_up(fns, warmup, device)
         med = {k: statistics.median(v) for k, v in interleaved(fns, repeats, 0, device).items()}
-        flops = {k: step_measures(r, batch, patch)["flops"] for k, r in runs.items()}
+        flops = {k: _flops(r, batch, patch) for k, r in runs.items()}
         g, sfd, pixel, feat = med["G + VGG"], med["SFD"], med["pixel D"], med["SFD Feat-D only"]
         rows[arch] = {
             "generator_parameters": parameter_count(runs["SFD"].generator),
@@ -82,6 +82,16 @@ def bench_archs(
         },
         "archs": rows,
     }
+
+
+def _flops(run, batch: int, patch: int) -> int:
+    """FLOPs of one iteration, counted eagerly (``sfd.bench.step_measures`` without its operator count,
+    which profiles every call and costs many steps' time on a CPU)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as flops:
+        _step_fn(run, batch, patch, eager=True)()
+    return flops.get_total_flops()
 
 
 def table(result: dict) -> list[str]:
