@@ -20,7 +20,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         q.set_defaults(func=fn)
         return q
 
-    q = add("step", "seconds per training iteration: G only, ESRGAN, SFD and each SFD branch", cmd_step)
+    q = add(
+        "step",
+        "seconds per training iteration: G only, ESRGAN, SFD and each SFD branch (--only LDL SeD-P DualFormer too)",
+        cmd_step,
+    )
     q.add_argument("--blocks", type=int, default=23, help="RRDB blocks (default 23)")
     q.add_argument("--batch", type=int, default=2)
     q.add_argument("--patch", type=int, default=128, help="HR patch size")
@@ -136,8 +140,11 @@ def cmd_step(args) -> int:
     m = r["measures"] or {}
     table = ["| run | s / iteration | ratio to ESRGAN | GFLOP / it | ops / it | tiny-input s / it | s / TFLOP |"]
     table.append("|---|---|---|---|---|---|---|")
+    flop_ratio = r.get("flop_ratio_to_esrgan")
     for name, s in r["seconds_per_iteration"].items():
         ratio = f"{r['ratio_to_esrgan'][name]:.2f}" if r["ratio_to_esrgan"] else "-"
+        if flop_ratio:
+            ratio += f" (FLOPs {flop_ratio[name]:.2f})"
         x = m.get(name)
         kernels = x.get("compiled_kernels") if x else None
         ops = f"{x['ops']} ({kernels} compiled kernels)" if kernels else f"{x['ops']}" if x else "-"

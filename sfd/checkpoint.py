@@ -61,7 +61,7 @@ class Checkpoint:
     iteration: int
     generator: dict  # the raw generator's state dict
     generator_ema: dict | None
-    discriminators: dict[str, dict]  # "feat_d", "tg_d" or "image_d"
+    discriminators: dict[str, dict]  # "feat_d", "tg_d", "image_d", "sed_d", "spectral_d"
     optimizers: dict[str, dict] = field(default_factory=dict)
     schedulers: dict[str, dict] = field(default_factory=dict)
     rng: dict | None = None
@@ -103,10 +103,11 @@ class Checkpoint:
 
     @property
     def kind(self) -> str:
-        """ "sfd" (Feat-D and/or TG-D), "image_d" (a pixel-space baseline D) or "generator-only"."""
+        """ "sfd" (Feat-D and/or TG-D), "image_d" (a baseline D on pixels: ESRGAN's, Real-ESRGAN's, SeD-P,
+        DualFormer's) or "generator-only"."""
         if {"feat_d", "tg_d"} & set(self.discriminators):
             return "sfd"
-        return "image_d" if "image_d" in self.discriminators else "generator-only"
+        return "image_d" if {"image_d", "sed_d", "spectral_d"} & set(self.discriminators) else "generator-only"
 
 
 def _rename_legacy(parts: dict) -> dict:

@@ -34,6 +34,9 @@ __all__ = [
     "FeatDConfig",
     "TGDConfig",
     "ImageDConfig",
+    "SeDConfig",
+    "SpectralDConfig",
+    "LDLConfig",
     "CLIPIQALossConfig",
     "LossConfig",
     "DataConfig",
@@ -135,9 +138,46 @@ class TGDConfig:
 class ImageDConfig:
     """A pixel-space baseline discriminator, used instead of Feat-D/TG-D when ``type`` is set."""
 
-    type: Literal["vgg", "unet"] | None = None  # vgg: ESRGAN's VGG-style; unet: Real-ESRGAN's U-Net SN
+    # vgg: ESRGAN's VGG-style; unet: Real-ESRGAN's U-Net SN; transformer: DualFormer's spatial (Swin-style) D
+    type: Literal["vgg", "unet", "transformer"] | None = None
     num_feat: int = 64
-    input_size: int = 128  # vgg only: the HR patch size (its linear layer depends on it)
+    input_size: int = 128  # vgg, transformer: the HR patch size (their layers depend on it)
+
+
+@dataclass
+class SeDConfig:
+    """SeD-P (Li et al., CVPR 2024): a PatchGAN attending to CLIP RN50's F_m3 (docs/method.md)."""
+
+    enabled: bool = False
+    num_feat: int = 64
+    heads: int = 1
+    head_dim: int = 64
+    # Which image's semantics condition the D [choice]: "self" (each image its own: the D scores an image
+    # alone) or "hr" (SeD's code: real and fake both see the HR's semantics).
+    semantics: Literal["self", "hr"] = "self"
+
+
+@dataclass
+class SpectralDConfig:
+    """DualFormer's spectral D (Luo et al., ICCV 2023): a Transformer over 32x32 patches' power spectra."""
+
+    enabled: bool = False
+    patch_size: int = 32
+    embed_dim: int = 96
+    depths: list[int] = field(default_factory=lambda: [8, 2])
+    heads: list[int] = field(default_factory=lambda: [3, 6])
+    window: int = 4
+    drop_path: float = 0.1  # Swin's stochastic depth (their SwinTransformer's default)
+
+
+@dataclass
+class LDLConfig:
+    """LDL's artifact loss (Liang et al., CVPR 2022): |M * SR - M * HR|, M from the EMA generator."""
+
+    weight: float = 0.0  # 0 = off; 1.0 in LDL's synthetic x4 recipe
+    window: int = 7  # the local-variance window (the paper's 7)
+    exponent: float = 5.0  # the patch-level variance's root (the paper's 1/5 power)
+    detach_map: bool = False  # [choice] LDL's code lets the gradient flow through the map; true stops it
 
 
 @dataclass
@@ -156,6 +196,8 @@ class LossConfig:
     tg_d: float = 0.005  # lambda4: adversarial through TG-D
     image_d: float = 0.005  # adversarial weight of a baseline pixel-space D (ESRGAN uses 0.005)
     clipiqa: float = 0.0  # weight of the CLIPIQA-loss ablation term
+    sed_d: float = 0.01  # adversarial through SeD-P (SeD's 0.01)
+    spectral_d: float = 0.0025  # adversarial through DualFormer's spectral D (half of ESRGAN's 0.005)
     gan_type: Literal["vanilla", "lsgan", "hinge", "ragan"] = "vanilla"  # [choice]
     # VGG19 layers and weights; ESRGAN's conv5_4 before activation by default.
     perceptual_layers: dict[str, float] = field(default_factory=lambda: {"conv5_4": 1.0})
@@ -163,6 +205,7 @@ class LossConfig:
     # or "auto" (imagenet when on this machine, else random; for demos).
     vgg_weights: str = "imagenet"
     clipiqa_loss: CLIPIQALossConfig = field(default_factory=CLIPIQALossConfig)
+    ldl: LDLConfig = field(default_factory=LDLConfig)
 
 
 @dataclass
@@ -292,6 +335,8 @@ class Config:
     feat_d: FeatDConfig = field(default_factory=FeatDConfig)
     tg_d: TGDConfig = field(default_factory=TGDConfig)
     image_d: ImageDConfig = field(default_factory=ImageDConfig)
+    sed_d: SeDConfig = field(default_factory=SeDConfig)
+    spectral_d: SpectralDConfig = field(default_factory=SpectralDConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -329,8 +374,22 @@ class Config:
                 f"data.patch_size={self.data.patch_size} is not a multiple of generator.scale="
                 f"{self.generator.scale}: the LR patch would not align"
             )
-        if self.image_d.type == "vgg" and self.image_d.input_size != self.data.patch_size:
-            raise ConfigError("image_d.input_size must equal data.patch_size for the VGG-style discriminator")
+        if self.image_d.type in ("vgg", "transformer") and self.image_d.input_size != self.data.patch_size:
+            raise ConfigError(f"image_d.input_size must equal data.patch_size for image_d.type={self.image_d.type}")
+        if self.spectral_d.enabled or self.image_d.type == "transformer":
+            sd, p = self.spectral_d, self.data.patch_size
+            if p % sd.patch_size or p // sd.patch_size > sd.window:
+                raise ConfigError(
+                    f"data.patch_size={p} does not fit DualFormer's Transformers: it must be a multiple of "
+                    f"spectral_d.patch_size={sd.patch_size} with at most spectral_d.window={sd.window} patches a side "
+                    f"(one attention window; raise spectral_d.window to {-(-p // sd.patch_size)} for this patch)"
+                )
+        if self.sed_d.enabled and self.clip.model != "RN50":
+            raise ConfigError(f"sed_d needs CLIP RN50's F_m3; clip.model={self.clip.model} has no pixel-wise features")
+        if self.loss.ldl.weight and not self.optim.ema_decay:
+            raise ConfigError("loss.ldl needs the EMA generator: set optim.ema_decay (LDL uses 0.999)")
+        if self.loss.ldl.weight and (self.loss.ldl.window % 2 == 0 or self.loss.ldl.window < 3):
+            raise ConfigError(f"loss.ldl.window={self.loss.ldl.window} must be odd and at least 3")
         if self.loss.clipiqa_loss.variant and len(self.loss.clipiqa_loss.prompts) != 2:
             raise ConfigError("loss.clipiqa_loss.prompts must be two prompts: [positive, negative]")
         deg = self.data.degradation
@@ -402,7 +461,7 @@ class Config:
 
     @property
     def uses_clip(self) -> bool:
-        return self.feat_d.enabled or self.tg_d.enabled or bool(self.loss.clipiqa_loss.variant)
+        return self.feat_d.enabled or self.tg_d.enabled or self.sed_d.enabled or bool(self.loss.clipiqa_loss.variant)
 
 
 @functools.lru_cache(maxsize=1)

@@ -28,7 +28,7 @@ def _gpu_sh_env(tmp_path, parts: str) -> dict:
 
 
 def test_gpu_script_runs_tiny_on_the_cpu(tmp_path):
-    env = _gpu_sh_env(tmp_path, "step sr iqa data")
+    env = _gpu_sh_env(tmp_path, "step sr iqa data archs")
     proc = subprocess.run(
         ["bash", str(REPO / "benchmarks" / "gpu.sh"), "--tiny"], env=env, capture_output=True, text=True, timeout=600
     )

@@ -86,7 +86,7 @@ def test_defaults_and_choices_come_from_the_dataclasses():
             assert prop["default"] == default, key
     by_key = {key: prop for key, _, prop in fields}
     assert by_key["loss.gan_type"]["enum"] == ["vanilla", "lsgan", "hinge", "ragan"]
-    assert by_key["image_d.type"]["enum"] == ["vgg", "unet", None]
+    assert by_key["image_d.type"]["enum"] == ["vgg", "unet", "transformer", None]
     assert by_key["data.degradation"]["default"] is None and by_key["data.degradation.jpeg_range"]["default"] == [
         30,
         95,

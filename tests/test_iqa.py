@@ -129,7 +129,12 @@ def images(n: int, seed: int = 0, size=(96, 80)) -> torch.Tensor:
 
 
 def test_registry_and_conventions(metric):
-    assert iqa.list_metrics("nr") == ["clipiqa", "niqe", "sfd-iqa"]  # the no-reference part of sfd.metrics
+    assert iqa.list_metrics("nr") == [
+        "clipiqa",
+        "dualformer-iqa",
+        "niqe",
+        "sfd-iqa",
+    ]  # the no-reference part of sfd.metrics
     assert isinstance(metric, torch.nn.Module)
     assert metric.lower_better is False and metric.score_range == "0, 1"
     assert iqa.create_metric("niqe").lower_better is True

@@ -106,12 +106,16 @@ def test_python_m_sfd_version_and_help_without_torch():
     assert out.stdout.strip() == "False"
 
 
-def test_package_face():
+def test_package_face(monkeypatch):
     import sfd
     from sfd.config import load_config as lc
     from sfd.metrics import create_metric as cm
     from sfd.models.loading import load_generator as lg
     from sfd.train import train as tr
 
-    assert (sfd.load_config, sfd.train, sfd.load_generator, sfd.create_metric) == (lc, tr, lg, cm)
+    assert (sfd.load_config, sfd.load_generator, sfd.create_metric) == (lc, lg, cm)
+    # sfd.train is the package sfd/train/ once imported, and calling it calls its train()
+    assert sfd.train.train is tr
+    monkeypatch.setattr(sfd.train, "train", lambda *a, **kw: ("trained", a, kw))
+    assert sfd.train("cfg", progress=False) == ("trained", ("cfg",), {"progress": False})
     assert sfd.load_config("quickstart").name == "quickstart"

@@ -65,7 +65,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--metrics",
         help="comma-separated, from `sfd.metrics.list_metrics()`: psnr,ssim,lpips,lpips-alex,"
-        "lpips-vgg,dists (need HR), niqe,sfd-iqa,clipiqa (no reference) "
+        "lpips-vgg,dists (need HR), niqe,sfd-iqa,clipiqa,dualformer-iqa (no reference) "
         "(default psnr,ssim,niqe; niqe alone without HR)",
     )
     p.add_argument("--checkpoint", metavar="CKPT", help="sfd training checkpoint for sfd-iqa (and clipiqa's CLIP)")
@@ -74,6 +74,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="W",
         help="CLIP weights for sfd-iqa/clipiqa: openai, a file, or random "
         "(default: the checkpoint's CLIP; clipiqa alone: openai)",
+    )
+    p.add_argument(
+        "--dualformer-checkpoint", metavar="CKPT", help="DualFormer checkpoint or run folder for dualformer-iqa"
     )
     add_output_option(p, "sfd-eval", "folder for per_image.csv, table.md, results.json, report")
     p.add_argument("--json", action="store_true", help="print the whole result as JSON on stdout")
@@ -216,6 +219,7 @@ def metric_options(args: argparse.Namespace):
         checkpoint=args.checkpoint,
         clip_weights=args.clip_weights,
         lpips_net=args.lpips_net,
+        dualformer_checkpoint=args.dualformer_checkpoint,
     )
 
 
@@ -351,7 +355,7 @@ def cmd_paper_table(args: argparse.Namespace) -> int:
         inference_settings(args),
         prefer_ema=not args.no_ema,
         allow_pickle=args.allow_pickle,
-        keep_crops=args.report,
+        keep_crops=True,  # crop_sheet.png (and --report's crops)
         metric_options=metric_options(args),
         save_sr=Path(args.out) / "sr" if args.save_sr else None,
         progress=not args.no_progress,
@@ -365,9 +369,11 @@ def cmd_paper_table(args: argparse.Namespace) -> int:
     if result.evaluation is not None and result.evaluation.datasets:
         paths.update(result.evaluation.write(out))
         report["per_image"] = result.evaluation.to_json()["per_image"]
-        if args.report:
-            from sfd.evaluate.report import write_report
+        from sfd.evaluate.report import write_crop_sheet, write_report
 
+        if sheet := write_crop_sheet(result.evaluation, out / "crop_sheet.png"):
+            paths["crop_sheet"] = sheet
+        if args.report:
             paths["report"] = write_report(result.evaluation, out, intro_html=result.html())
     paths["paper_json"].write_text(json.dumps(report, indent=2, allow_nan=False))
     print(json.dumps(report, indent=2, allow_nan=False) if args.json else result.markdown())

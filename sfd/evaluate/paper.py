@@ -7,7 +7,10 @@ missing dataset is a row "not found under DIR", a metric whose ImageNet backbone
 is "n/a" with the reason (random backbones are refused: their numbers are not LPIPS/DISTS).
 
 Each of our methods may name the paper column it reproduces (``--model rrdb_sfd=CKPT``); the
-table then shows the difference (ours − paper) next to it.
+table then shows the difference (ours − paper) next to it. In Table 1's layout the best value of each
+row is **bold** and the second best _italic_, among the paper's columns and among ours separately (the
+two were measured under different conditions); ``crop_sheet.png`` shows the same region from every one
+of our systems.
 """
 
 from __future__ import annotations
@@ -36,6 +39,24 @@ __all__ = [
 
 TABLES_FILE = Path(__file__).with_name("paper_tables.yml")
 DECIMALS = {"psnr": 2, "ssim": 3, "lpips": 3, "dists": 3}  # the supplement's precision
+MARKS_LEGEND = "**bold**: best, _italic_: second best of each row, among the paper's columns and among ours apart"
+
+
+def rank_marks(values: dict[str, float | None], lower_better: bool, decimals: int) -> dict[str, str]:
+    """``{key: "best" | "second"}`` for the best and second-best values at the printed precision (ties share
+    a mark); nothing when fewer than two values exist."""
+    shown = {k: round(v, decimals) for k, v in values.items() if v is not None}
+    if len(shown) < 2:
+        return {}
+    order = sorted(set(shown.values()), reverse=not lower_better)
+    marks = {k: "best" for k, v in shown.items() if v == order[0]}
+    if len(order) > 1:
+        marks |= {k: "second" for k, v in shown.items() if v == order[1]}
+    return marks
+
+
+def _marked(text: str, mark: str | None) -> str:
+    return {"best": f"**{text}**", "second": f"_{text}_"}.get(mark or "", text)
 
 
 def convention(scale: int, lpips_net: str | None, prefer_ema: bool) -> str:
@@ -177,6 +198,16 @@ class PaperResult:
         d = self.difference(method, dataset, metric)
         return "" if d is None else f"{d:+.{DECIMALS[metric]}f}"
 
+    def marks(self, dataset: str, metric: str) -> dict[str, dict[str, str]]:
+        """Best and second best of one row: ``{"paper": {column: mark}, "ours": {name: mark}}``."""
+        t, lower = self.table, metric_entry(metric).lower_better
+        paper = {c: t.published(c, dataset, metric) for c in t.columns}
+        ours = {} if metric in self.unavailable else {m.name: self.value(m.name, dataset, metric) for m in self.ours}
+        return {
+            "paper": rank_marks(paper, lower, DECIMALS[metric]),
+            "ours": rank_marks(ours, lower, DECIMALS[metric]),
+        }
+
     def rows(self) -> list[list[str]]:
         """The table as rows of cells, the first row the header, in the supplement's layout."""
         t, paper = self.table, self.table.columns
@@ -192,13 +223,17 @@ class PaperResult:
                     rows.append([d, f"not found under {self.root}"] + [""] * (len(header) - 2))
                     continue
                 for metric in t.metrics:
+                    marks = self.marks(d, metric)
                     row = [
                         d,
                         metric_entry(metric).label,
-                        *(f"{t.published(c, d, metric):.{DECIMALS[metric]}f}" for c in paper),
+                        *(
+                            _marked(f"{t.published(c, d, metric):.{DECIMALS[metric]}f}", marks["paper"].get(c))
+                            for c in paper
+                        ),
                     ]
                     for m in self.ours:
-                        row.append(self._ours_cell(m.name, d, metric))
+                        row.append(_marked(self._ours_cell(m.name, d, metric), marks["ours"].get(m.name)))
                         if m.column:
                             row.append(self._diff_cell(m, d, metric))
                     rows.append(row)
@@ -231,6 +266,7 @@ class PaperResult:
             "",
             *([f"_{self.convention}; Δ = ours − paper_", ""] if self.convention else []),
             *([f"_{self.reading_line}_", ""] if self.reading_line else []),
+            *([MARKS_LEGEND, ""] if self.table.layout == "metrics_as_rows" else []),
             "| " + " | ".join(rows[0]) + " |",
             "|---|" + "---:|" * (len(rows[0]) - 1),
         ]
@@ -286,6 +322,11 @@ class PaperResult:
                 }
                 for m in self.ours
             },
+            **(
+                {"marks": {d: {x: self.marks(d, x) for x in t.metrics} for d in self.found}}
+                if t.layout == "metrics_as_rows"
+                else {}
+            ),
             "notes": self.notes,
         }
 

@@ -11,7 +11,7 @@ from PIL import Image
 
 from sfd.evaluate.run import EvalResult
 
-__all__ = ["write_report", "perception_distortion_plot"]
+__all__ = ["write_report", "write_crop_sheet", "perception_distortion_plot"]
 
 ZOOM_TO = 192  # crops are shown at about this many pixels, enlarged with nearest neighbour
 
@@ -20,6 +20,40 @@ def _save_crop(crop: torch.Tensor, path: Path) -> None:
     img = Image.fromarray(crop.permute(1, 2, 0).numpy())
     zoom = max(1, ZOOM_TO // max(img.size))
     img.resize((img.width * zoom, img.height * zoom), Image.Resampling.NEAREST).save(path)
+
+
+def write_crop_sheet(result: EvalResult, path: str | Path, max_images: int = 8) -> Path | None:
+    """One PNG: a row per image (the first ``max_images``), a column per system (LR enlarged by nearest
+    neighbour, every method, HR), the same region in each, zoomed to about ``ZOOM_TO`` pixels and labelled.
+    None when the result kept no crops."""
+    from PIL import ImageDraw
+
+    keys = list(result.crops)[:max_images]
+    if not keys:
+        return None
+    columns = ["LR"] if any("LR" in result.crops[k] for k in keys) else []
+    columns += [m.name for m in result.methods] + (["HR"] if any("HR" in result.crops[k] for k in keys) else [])
+    size = max(max(c.shape[-2:]) for k in keys for c in result.crops[k].values())
+    zoom = max(1, ZOOM_TO // size)
+    cell, label_w, head_h, pad = size * zoom, 170, 22, 4
+    sheet = Image.new("RGB", (label_w + len(columns) * (cell + pad), head_h + len(keys) * (cell + pad)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for j, name in enumerate(columns):
+        draw.text((label_w + j * (cell + pad) + 2, 4), name[: cell // 6], fill="black")
+    for i, (dataset, image) in enumerate(keys):
+        y0 = head_h + i * (cell + pad)
+        y, x, s = result.crop_boxes[(dataset, image)]
+        draw.text((4, y0 + 4), f"{dataset}/{image}"[:27], fill="black")
+        draw.text((4, y0 + 20), f"y={y} x={x} {s}x{s}", fill="black")
+        for j, name in enumerate(columns):
+            crop = result.crops[(dataset, image)].get(name)
+            if crop is None:
+                continue
+            img = Image.fromarray(crop.permute(1, 2, 0).numpy())
+            sheet.paste(img.resize((cell, cell), Image.Resampling.NEAREST), (label_w + j * (cell + pad), y0))
+    path = Path(path)
+    sheet.save(path)
+    return path
 
 
 def perception_distortion_plot(result: EvalResult, path: str | Path) -> str | None:

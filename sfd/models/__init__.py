@@ -1,13 +1,4 @@
-"""Models: generators, the CLIP semantic extractor, Feat-D, learnable prompt pairs, baseline discriminators."""
+"""Models: generators, the CLIP semantic extractor, Feat-D, learnable prompt pairs, baseline discriminators.
 
-import torch.nn as nn
-
-
-class FrozenModule(nn.Module):
-    """A fixed feature extractor: stays in eval mode whatever ``.train()`` a parent calls.
-
-    (BatchNorm must never switch to batch statistics; SeD's CLIP did.)
-    """
-
-    def train(self, mode: bool = True):
-        return super().train(False)
+The package itself imports nothing heavy, so that ``sfd.models.commands`` can register ``sfd archs`` without
+torch (``sfd --help`` stays light)."""

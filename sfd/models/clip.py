@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from sfd.models import FrozenModule
+from sfd.models.frozen import FrozenModule
 from sfd.weights import WeightsNotFoundError, file_sha256, seeded
 
 log = logging.getLogger(__name__)

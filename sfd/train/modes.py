@@ -27,6 +27,7 @@ from sfd.graphs import capture, on_side_stream
 from sfd.train.bookkeeping import floats
 from sfd.train.guard import BadStepCounter, DeviceBadSteps, bad_losses, grads_finite, grads_finite_on_device
 from sfd.train.precision import autocast
+from sfd.train.step import step_core
 from sfd.yamlconfig import ConfigError
 
 __all__ = ["step_mode", "make_step", "EagerStep", "SyncFreeStep", "GraphedStep"]
@@ -68,8 +69,6 @@ class EagerStep:
         self.device = device
 
     def __call__(self, run, lr, hr, hr_real, adversarial: bool) -> dict:
-        from sfd.train.step import step_core
-
         run.bad = []
         return floats(step_core(run, self, lr, hr, hr_real, adversarial))
 
@@ -80,7 +79,7 @@ class EagerStep:
     def autocast(self, run):
         return autocast(self.device, run.cfg.train.precision)
 
-    def optimizer_step(self, run, name: str, loss, params, logs: dict, skip=None) -> bool:
+    def optimizer_step(self, run, name: str, loss, params, logs: dict, g_ok=None) -> bool:
         """One step of optimizer ``name``; False (and the update skipped) when the loss or a gradient is NaN/Inf.
         Gradients are averaged over processes first, so every process takes the same decision. With fp16 the
         gradient scaler skips overflowing steps itself (calibration, not a bad step)."""
@@ -123,22 +122,20 @@ class SyncFreeStep(EagerStep):
         self.bad_steps = DeviceBadSteps(device)
 
     def __call__(self, run, lr, hr, hr_real, adversarial: bool) -> dict:
-        from sfd.train.step import step_core
-
         return step_core(run, self, lr, hr, hr_real, adversarial)
 
-    def optimizer_step(self, run, name: str, loss, params, logs: dict, skip=None) -> torch.Tensor:
+    def optimizer_step(self, run, name: str, loss, params, logs: dict, g_ok=None) -> torch.Tensor:
         """``EagerStep.optimizer_step`` without a host sync: the decision (True: stepped) stays a device tensor,
-        which the fused Adam reads to skip its update (its ``found_inf``, as GradScaler uses it); ``skip``
-        (a device bool: the generator's step was good) also skips."""
+        which the fused Adam reads to skip its update (its ``found_inf``, as GradScaler uses it). ``g_ok`` (a
+        discriminator's step: whether the generator's step was good) skips it too when false."""
         opt, clip = run.optimizers[name], run.cfg.optim.grad_clip
         opt.zero_grad(set_to_none=True)
         params = list(params)
         loss.backward()
         distributed.average_gradients(params)
         ok = torch.isfinite(loss) & grads_finite_on_device(params)
-        if skip is not None:
-            ok = ok & skip
+        if g_ok is not None:
+            ok = ok & g_ok
         if clip:
             torch.nn.utils.clip_grad_norm_(params, clip, foreach=True)
         opt.found_inf = (~ok).float()

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from sfd.losses import clipiqa_loss, d_adversarial_loss, g_adversarial_loss
 from sfd.models.tg_d import tg_d_logits
+from sfd.train.baselines import EXTRA_DISCRIMINATORS, discriminator_logits, generator_terms
 from sfd.train.schedulers import step_schedules
 from sfd.train.state import Run
 
@@ -99,7 +100,7 @@ def step_core(run: Run, mode, lr, hr, hr_real, adversarial: bool) -> dict:
         for d in discs.values():
             d.requires_grad_(True)
         with mode.unchanged_unless(ok_g, discs.values()):
-            for name in ("feat_d", "tg_d", "image_d"):
+            for name in ("feat_d", "tg_d", "image_d", *EXTRA_DISCRIMINATORS):
                 if name not in discs:
                     continue
                 with mode.autocast(run):
@@ -107,7 +108,7 @@ def step_core(run: Run, mode, lr, hr, hr_real, adversarial: bool) -> dict:
                     loss = d_adversarial_loss(real, fake, gan)
                 logs[f"l_d_{name}"] = loss.detach()
                 logs[f"{name}_real"], logs[f"{name}_fake"] = real.detach().mean(), fake.detach().mean()
-                ok = ok & mode.optimizer_step(run, name, loss, discs[name].parameters(), logs, skip=ok_g)
+                ok = ok & mode.optimizer_step(run, name, loss, discs[name].parameters(), logs, g_ok=ok_g)
     run.text_features = None
     mode.finish(run, ok)
     return logs
@@ -128,7 +129,7 @@ def _generator_losses(run: Run, lr, hr, hr_real, adversarial: bool, logs: dict):
     f_sr = f_hr = None
     if adversarial and run.clip_image is not None:
         need = ("m1", "m2", "m3", "out") if run.clip_image.has_pixel_features else ("out",)
-        if "feat_d" in discs and "tg_d" not in discs and not cfg.loss.clipiqa_loss.variant:
+        if "tg_d" not in discs and not cfg.loss.clipiqa_loss.variant:  # Feat-D, SeD-P: no F_out
             need = ("m1", "m2", "m3")
         f_sr = _clip_features(run, sr, need)
         with torch.no_grad():
@@ -160,6 +161,8 @@ def _generator_losses(run: Run, lr, hr, hr_real, adversarial: bool, logs: dict):
         real = discs["image_d"](hr_real) if gan == "ragan" else None
         logs["l_g_image_d"] = (term := g_adversarial_loss(fake, real, gan)).detach()
         loss_g = loss_g + lam.image_d * term
+    if adversarial and (extra := generator_terms(run, lr, hr, hr_real, sr, f_sr, f_hr, logs)) is not None:
+        loss_g = loss_g + extra  # LDL, SeD-P, DualFormer's spectral D (sfd.train.baselines)
     return sr, loss_g, f_sr, f_hr
 
 
@@ -177,6 +180,8 @@ def _clip_features(run: Run, x: torch.Tensor, need: tuple[str, ...]) -> dict[str
 
 def _discriminator_logits(run: Run, name: str, sr, f_sr, f_hr, hr_real) -> tuple[torch.Tensor, torch.Tensor]:
     """D logits on real (HR) and fake (SR, detached) for the D step; CLIP features are reused, not recomputed."""
+    if name in EXTRA_DISCRIMINATORS:
+        return discriminator_logits(run, name, sr, f_sr, f_hr, hr_real)
     d = run.discriminators[name]
     if name == "feat_d":
         return d(f_hr), d({k: v.detach() for k, v in f_sr.items()})

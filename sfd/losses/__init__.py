@@ -9,7 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torchvision.models.vgg import cfgs, make_layers
 
-from sfd.models import FrozenModule
+from sfd.models.frozen import FrozenModule
 from sfd.weights import WeightsNotFoundError, imagenet_cache_path, imagenet_weights_path, random_weights_notice, seeded
 
 __all__ = [
