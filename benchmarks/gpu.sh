@@ -37,7 +37,8 @@ if [[ "${1:-}" == "--tiny" ]]; then
   NPROC=${NPROC:-0}
   # CUDA graphs need CUDA: the tiny CPU run checks the plumbing with the CPU switches alone.
   CASES=("reference:optim.impl=foreach feat_d.upsample=interpolate" "sync-free:train.sync_free=true")
-  FP32_CASES=("default:")
+  FP32_CASES=()
+  PREC=fp32  # bf16 has no fast CPU kernels here (2x the time): the tiny run checks the plumbing, in fp32
   SR_CASES=("eager:" "channels-last:--channels-last")
   ARCHS=${ARCHS:-compact}
 else
@@ -55,6 +56,7 @@ else
     "default:"
     "default+channels-last:train.channels_last=true"
   )
+  PREC=bf16
   FP32_CASES=("default:")  # fp32's eager reference: ../shared/measurements/h200-2026-12-04 (0.240 s SFD)
   # name:flags of `sfd bench sr`; "eager" is `sfd sr`'s default (issue 18: 32.9 MP/s untiled at 1024² input)
   SR_CASES=("eager:" "channels-last:--channels-last" "cuda-graph:--cuda-graph on"
@@ -81,8 +83,8 @@ VAL=${VAL:-$SHARED/sr/Set5}
 [[ -d "$VAL" ]] || VAL=$DATA
 
 if want step; then
-  for case in "${CASES[@]}"; do step bf16 "${case%%:*}" "${case#*:}"; done
-  for case in "${FP32_CASES[@]}"; do step fp32 "${case%%:*}" "${case#*:}"; done
+  for case in "${CASES[@]}"; do step "$PREC" "${case%%:*}" "${case#*:}"; done
+  for case in "${FP32_CASES[@]+"${FP32_CASES[@]}"}"; do step fp32 "${case%%:*}" "${case#*:}"; done
   if [[ "$NPROC" -gt 1 ]]; then  # data-parallel: --batch per process
     timeout "$LIMIT" $PY -m torch.distributed.run --standalone --nproc_per_node="$NPROC" -m sfd bench step \
       "${COMMON[@]}" --precision bf16 "${SETS[@]}" --json > "$OUT/step_ddp.json" \
@@ -122,7 +124,7 @@ fi
 
 if want archs; then
   timeout "$LIMIT" $PY -m sfd bench step --arch "$ARCHS" --device "$DEVICE" --batch "$BATCH" --patch "$PATCH" \
-    --repeats "$REPEATS" --precision bf16 "${SETS[@]}" --json > "$OUT/archs_step.json" \
+    --repeats "$REPEATS" --precision "$PREC" "${SETS[@]}" --json > "$OUT/archs_step.json" \
     || echo "archs step: failed or timed out (exit $?)" >> "$OUT/failures.txt"
   if [[ "${1:-}" != "--tiny" ]]; then  # CUDA-graph captures need CUDA
     timeout "$LIMIT" $PY -m sfd archs --json > "$OUT/archs.json" || echo "archs: failed (exit $?)" >> "$OUT/failures.txt"

@@ -35,11 +35,11 @@ def test_gpu_script_runs_tiny_on_the_cpu(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = tmp_path / "out"
     assert not (out / "failures.txt").exists()
-    for name in ("bf16_reference", "bf16_sync-free", "fp32_default"):
+    for name in ("fp32_reference", "fp32_sync-free"):  # the tiny run is fp32 (on a GPU: bf16, plus fp32_default)
         r = json.loads((out / f"step_{name}.json").read_text())
         assert r["setting"]["precision"] == name.split("_")[0] and set(r["seconds_per_iteration"]) == {"ESRGAN", "SFD"}
         assert r["sfd_over_esrgan"] > 0 and r["measures"]["SFD"]["flops"] > r["measures"]["ESRGAN"]["flops"] > 0
-    assert "train.sync_free=true" in json.loads((out / "step_bf16_sync-free.json").read_text())["setting"]["overrides"]
+    assert "train.sync_free=true" in json.loads((out / "step_fp32_sync-free.json").read_text())["setting"]["overrides"]
     for case, nhwc in (("eager", False), ("channels-last", True)):  # the CUDA-graph cases need CUDA
         sr = json.loads((out / f"sr_fp16_{case}.json").read_text())
         assert sr["setting"]["channels_last"] is nhwc and sr["setting"]["cuda_graph"] is False
@@ -47,7 +47,7 @@ def test_gpu_script_runs_tiny_on_the_cpu(tmp_path):
     assert not list(out.glob("sr_fp16_cuda-graph*"))
     summary = (out / "summary.md").read_text()
     assert "| eager | 16² -> 64² | 4 |" in summary and "| channels-last | 16² -> 64² | 4 |" in summary
-    assert "| sync-free | SFD | bf16 |" in summary and "400k iterations" in summary and "FLOP ratio" in summary
+    assert "| sync-free | SFD | fp32 |" in summary and "400k iterations" in summary and "FLOP ratio" in summary
     assert "| degradations on cpu, batched |" in summary and "crop_pad_size 96" in summary
     assert "operators / patch" in summary and (out / "data_b2.json").exists()
     archs = json.loads((out / "archs_step.json").read_text())["archs"]  # the per-architecture part
@@ -57,7 +57,7 @@ def test_gpu_script_runs_tiny_on_the_cpu(tmp_path):
 
 def test_gpu_script_train_part_runs_tiny_on_the_cpu(tmp_path):
     """PARTS=train: real `sfd train` processes (quickstart with and without graphs, a SIGTERM and --resume auto,
-    the three timed configs, `sfd bench step`) in their tiny CPU form; on a CPU both quickstart runs are eager,
+    classic_rrdb_x4 timed, `sfd bench step`) in their tiny CPU form; on a CPU both quickstart runs are eager,
     so their losses must agree exactly as well as within the tolerance."""
     env = _gpu_sh_env(tmp_path, "train")
     proc = subprocess.run(
@@ -72,11 +72,11 @@ def test_gpu_script_train_part_runs_tiny_on_the_cpu(tmp_path):
     assert q["default"]["last_iteration"] == q["iterations"] and q["default"]["val_psnr"] > 0
     assert q["losses"]["agree"] and q["losses"]["max_relative_difference"] == 0 and q["losses"]["values_compared"] > 0
     assert q["sigterm_resume"]["ok"] and 0 < q["sigterm_resume"]["stopped_at"] < q["iterations"]
-    for config in ("classic_rrdb_x4", "classic_swinir_x4", "realworld_rrdb_x4"):
-        assert r[config]["exit"] == 0 and r[config]["iterations"] == 2 and r[config]["it_per_s"] > 0, config
+    assert r["classic_rrdb_x4"]["exit"] == 0 and r["classic_rrdb_x4"]["iterations"] == 2
+    assert r["classic_rrdb_x4"]["it_per_s"] > 0 and r["realworld_rrdb_x4"] == {"skipped": "--tiny"}
     assert r["classic_rrdb_x4"]["bench_step_s_per_it"] > 0 and r["classic_rrdb_x4"]["train_over_bench_s_per_it"] > 0
     summary = (out / "summary.md").read_text()
-    assert "SIGTERM at iteration" in summary and "| realworld_rrdb_x4 | 0 | 2 |" in summary
+    assert "SIGTERM at iteration" in summary and "| classic_rrdb_x4 | 0 | 2 |" in summary
     assert "step: not run" in summary
 
 
