@@ -276,7 +276,10 @@ def test_resume_does_not_need_the_pretrained_file(photos, tmp_path, one_thread):
 CROP_IN_TRAINER = ["data.degradation.crop_pad_size=96", "data.degrade_in=trainer"]
 
 
-@pytest.mark.parametrize("extra", [[], CROP_IN_TRAINER], ids=["loader", "crop-in-trainer"])
+# the loader's degradations also run in tests/test_pipeline.py: that variant is -m slow
+@pytest.mark.parametrize(
+    "extra", [pytest.param([], marks=pytest.mark.slow), CROP_IN_TRAINER], ids=["loader", "crop-in-trainer"]
+)
 def test_realworld_resume_restores_the_pair_pool_exactly(photos, tmp_path, one_thread, extra):
     ref = train(tiny_config(photos, tmp_path / "ref", REALWORLD + extra), progress=False)
     assert "pair_pool" in checkpoint.load(ref).extra
@@ -343,7 +346,10 @@ def _wait_for(pred, proc, timeout=120.0):
         time.sleep(0.01)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+# SIGINT's run is -m slow: the same handler as SIGTERM's, and Ctrl-C is tested with loader workers below
+@pytest.mark.parametrize(
+    "sig", [pytest.param(signal.SIGINT, marks=pytest.mark.slow), signal.SIGTERM], ids=["SIGINT", "SIGTERM"]
+)
 def test_sigint_and_sigterm_write_a_checkpoint_and_say_how_to_resume(photos, tmp_path, sig):
     ckpts = tmp_path / "classic_rrdb_x4" / "checkpoints"
     proc = subprocess.Popen(_train_cmd(photos, tmp_path, 1000), env=_env(), stderr=subprocess.PIPE, text=True)
@@ -376,7 +382,10 @@ def _run_killed(cmd, env, when):
     proc.wait()
 
 
-@pytest.mark.parametrize("recipe", ["classic", pytest.param("realworld", marks=pytest.mark.slow)])
+# A soak (46 s): -m slow. The suite keeps a SIGKILLed loader worker's bit-exact resume (tests/test_faults.py) and
+# a SIGKILLed process's lock (below).
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", ["classic", "realworld"])
 def test_sigkill_at_any_moment_then_resume_auto_is_bit_exact(photos, tmp_path, recipe):
     extra = REALWORLD if recipe == "realworld" else []
     n = 6

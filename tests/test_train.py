@@ -91,6 +91,7 @@ def test_bf16_autocast_step_keeps_fp32_weights(photos, tmp_path):
     assert "l_d_feat_d" in logs and "l_d_tg_d" in logs
 
 
+@pytest.mark.slow  # 22 s; tests/test_bench.py still runs a compiled step in the suite
 def test_compiled_step_matches_the_eager_one_and_keeps_state_dict_names(photos, tmp_path):
     """train.compile (here torch.compile's "aot_eager" backend: the same graph capture as inductor,
     without its C++ build) trains like eager mode, and checkpoints keep their parameter names."""
