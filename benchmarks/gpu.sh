@@ -10,7 +10,7 @@
 #   - real-world data: loader patches/s beside the degradations batched on the GPU (`sfd bench data`);
 #   - real `sfd train` runs through the real loader (benchmarks/train_gpu.py): quickstart with the defaults
 #     (CUDA graphs) beside train.cuda_graph=false, a SIGTERM and --resume auto, classic_rrdb_x4 bf16 for 60 s
-#     against `sfd bench step`, classic_swinir_x4 and realworld_rrdb_x4 for 30 s each (under 5 minutes);
+#     against `sfd bench step`, classic_swinir_x4 and realworld_rrdb_x4 for 30 s each (planned for under 5 minutes; not yet timed on a GPU);
 #   - per generator architecture (`sfd bench step --arch`): SFD vs the pixel discriminator, time and FLOP
 #     ratios and Feat-D + CLIP's share of the step, bf16, batch 32, 128²; and `sfd archs --json`, which
 #     tries a CUDA-graph capture of each architecture's training forward+backward (docs/architectures.md).
