@@ -38,7 +38,7 @@ if [[ "${1:-}" == "--tiny" ]]; then
   # CUDA graphs need CUDA: the tiny CPU run checks the plumbing with the CPU switches alone.
   CASES=("reference:optim.impl=foreach feat_d.upsample=interpolate" "sync-free:train.sync_free=true")
   FP32_CASES=()
-  PREC=fp32  # bf16 has no fast CPU kernels here (2x the time): the tiny run checks the plumbing, in fp32
+  PREC=fp32 SR_PREC=fp32  # bf16/fp16 have no fast CPU kernels here (2-3x the time): the tiny run checks the plumbing
   SR_CASES=("eager:" "channels-last:--channels-last")
   ARCHS=${ARCHS:-compact}
 else
@@ -56,7 +56,7 @@ else
     "default:"
     "default+channels-last:train.channels_last=true"
   )
-  PREC=bf16
+  PREC=bf16 SR_PREC=fp16
   FP32_CASES=("default:")  # fp32's eager reference: ../shared/measurements/h200-2026-12-04 (0.240 s SFD)
   # name:flags of `sfd bench sr`; "eager" is `sfd sr`'s default (issue 18: 32.9 MP/s untiled at 1024² input)
   SR_CASES=("eager:" "channels-last:--channels-last" "cuda-graph:--cuda-graph on"
@@ -94,8 +94,8 @@ fi
 if want sr; then
   for case in "${SR_CASES[@]}"; do
     # shellcheck disable=SC2086
-    timeout "$LIMIT" $PY -m sfd bench sr --device "$DEVICE" --blocks "$BLOCKS" --precision fp16 --sizes $SIZES \
-      --tile "$SR_TILE" --repeats "$REPEATS" ${case#*:} --json > "$OUT/sr_fp16_${case%%:*}.json" \
+    timeout "$LIMIT" $PY -m sfd bench sr --device "$DEVICE" --blocks "$BLOCKS" --precision "$SR_PREC" --sizes $SIZES \
+      --tile "$SR_TILE" --repeats "$REPEATS" ${case#*:} --json > "$OUT/sr_${SR_PREC}_${case%%:*}.json" \
       || echo "sr ${case%%:*}: failed (exit $?)" >> "$OUT/failures.txt"
   done
 fi
@@ -165,7 +165,7 @@ for path in sorted(out.glob("step_*.json")):
                      f"FLOP ratio {r['sfd_over_esrgan_flops']:.2f} | | | | | |")
 # `sfd sr` (issue 18's target: 80 output MP/s untiled at 1024², tiled >= 0.9x untiled): eager first
 sr_lines, machine = [], None
-for path in sorted(out.glob("sr_fp16_*.json"), key=lambda p: (p.stem != "sr_fp16_eager", p.stem)):
+for path in sorted(out.glob("sr_*.json"), key=lambda p: (not p.stem.endswith("_eager"), p.stem)):
     try:
         sr = json.loads(path.read_text())
     except ValueError:
@@ -179,7 +179,7 @@ for path in sorted(out.glob("sr_fp16_*.json"), key=lambda p: (p.stem != "sr_fp16
                         f"| {u['peak_mb']:.0f} | {t['peak_mb']:.0f} | {graphs} "
                         f"| {u.get('warmup_seconds', 0):.1f} / {t.get('warmup_seconds', 0):.1f} |")
 if sr_lines:
-    lines += ["", "| sr (fp16) | input -> output | tiles | untiled MP/s | tiled MP/s | tiled / untiled "
+    lines += ["", f"| sr ({sr['setting']['precision']}) | input -> output | tiles | untiled MP/s | tiled MP/s | tiled / untiled "
               "| untiled peak MB | tiled peak MB | graphed (untiled/tiled) | warm-up s (untiled / tiled) |",
               "|---|---|---|---|---|---|---|---|---|---|"]
     lines += sr_lines + ["", f"machine: {machine}"]

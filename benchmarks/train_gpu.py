@@ -50,8 +50,11 @@ TIMED = {
 }
 
 
+PYTHON = os.environ.get("PYTHON") or sys.executable  # the interpreter that runs sfd, as in gpu.sh
+
+
 def sfd_train(config: str, sets: list[str], log: Path, resume: bool = False) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "sfd", "train", "-c", config, "--no-progress"]
+    cmd = [PYTHON, "-m", "sfd", "train", "-c", config, "--no-progress"]
     cmd += [a for s in sets for a in ("--set", s)] + (["--resume", "auto"] if resume else [])
     return subprocess.Popen(cmd, stdout=log.open("a"), stderr=subprocess.STDOUT)
 
@@ -160,7 +163,7 @@ def timed(args, out: Path, config: str, seconds: float, extra: list[str]) -> dic
 
 
 def bench_step(args, sets: list[str], precision: str) -> float | None:
-    cmd = [sys.executable, "-m", "sfd", "bench", "step", "--only", "SFD", "--device", args.device]
+    cmd = [PYTHON, "-m", "sfd", "bench", "step", "--only", "SFD", "--device", args.device]
     cmd += ["--precision", precision, "--json", "--no-tiny", "--repeats", "1" if args.tiny else "5"]
     cmd += ["--blocks", "1" if args.tiny else "23", "--batch", "2" if args.tiny else "32"]
     cmd += ["--patch", "64" if args.tiny else "128"] + [a for s in sets for a in ("--set", s)]

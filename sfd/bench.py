@@ -599,24 +599,27 @@ def bench_sr(
     cuda_graph=False,
 ) -> dict:
     """``sfd sr``'s tiled path against the whole image at once, as the input grows. Each case runs in
-    its own process (so that CPU peak memory is the case's own), tiled and untiled alternating.
+    its own process (so that peak memory is the case's own), tiled and untiled alternating; the processes
+    are forked from one that imported sfd once (multiprocessing's forkserver: it never touches CUDA).
     ``channels_last`` and ``cuda_graph`` are ``InferenceSettings``' switches."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
     from sfd.inference import InferenceSettings
 
     InferenceSettings(device=device, precision=precision, cuda_graph=cuda_graph)  # refuse bad switches here, once
-    import json
-    import subprocess
-
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["sfd.bench", "sfd.inference", "sfd.models.generators"])
     rows = []
     for size in sizes:
         row = {"size": size, "tiles": math.ceil(size / tile) ** 2 if tile > 0 else 1}
         for name, t in (("untiled", 0), ("tiled", tile)):
-            args = json.dumps([blocks, size, t, tile_pad, device, precision, repeats, channels_last, cuda_graph])
-            code = f"import json; from sfd.bench import _sr_case; print(json.dumps(_sr_case(*json.loads({args!r}))))"
-            proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-            if proc.returncode:  # a benchmark runs once on a borrowed GPU: say why a case failed
-                raise RuntimeError(f"sr case {size}² {name} failed (exit {proc.returncode}): {proc.stderr[-2000:]}")
-            res = json.loads(proc.stdout.strip().splitlines()[-1])
+            args = (blocks, size, t, tile_pad, device, precision, repeats, channels_last, cuda_graph)
+            with ProcessPoolExecutor(1, mp_context=ctx) as one:  # a new process per case
+                try:
+                    res = one.submit(_sr_case, *args).result()
+                except Exception as e:  # a benchmark runs once on a borrowed GPU: say why a case failed
+                    raise RuntimeError(f"sr case {size}² {name} failed: {type(e).__name__}: {e}") from e
             mp_per_s = (size * 4) ** 2 / 1e6 / res["seconds"]
             row[name] = {"mp_per_s": mp_per_s, **{k: res[k] for k in ("peak_mb", "warmup_seconds", "graphed")}}
         row["tiled_over_untiled_speed"] = row["tiled"]["mp_per_s"] / row["untiled"]["mp_per_s"]

@@ -6,7 +6,7 @@ A fenced block runs when the line before it is an HTML comment (invisible on Git
 
 Every line of the block that starts with ``sfd `` or ``$ sfd `` is a command (continuation lines
 ending in ``\\`` are joined; a trailing ``# comment`` is dropped); it runs as ``python -m sfd`` in a
-fresh folder, and must exit 0. ``needs=photos`` puts a few photos in ``photos/`` there;
+fresh folder (forked from tests/forkserver.py's server), and must exit 0. ``needs=photos`` puts photos in ``photos/``;
 ``needs=sr-data`` points ``$SFD_DATA`` at the shared SR test sets (skipped when absent).
 ``creates=`` lists files or folders the command must leave. ``output`` compares every non-command
 line of the block (and of a table right after it) with what the commands printed: the docs'
@@ -27,7 +27,6 @@ import os
 import re
 import shlex
 import subprocess
-import sys
 
 import pytest
 from conftest import REPO, shared_data_dir
@@ -80,7 +79,7 @@ def _norm(line: str) -> str:
 
 
 @pytest.mark.parametrize("mode,opts,body,table", list(_blocks()))
-def test_documented_commands_run(mode, opts, body, table, tmp_path):
+def test_documented_commands_run(mode, opts, body, table, tmp_path, sfd_python):
     if mode == "skip":
         pytest.skip(opts or "marked skip in the docs")
     options = _options(opts)
@@ -96,7 +95,7 @@ def test_documented_commands_run(mode, opts, body, table, tmp_path):
     assert commands, "a runnable block without an sfd command"
     printed = ""
     for command in commands:
-        argv = [sys.executable, "-m", "sfd", *shlex.split(command)[1:]]
+        argv = [sfd_python, "-m", "sfd", *shlex.split(command)[1:]]
         done = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, f"`{command}` exited {done.returncode}:\n{done.stderr[-2000:]}"
         assert "Traceback" not in done.stderr, done.stderr[-2000:]
