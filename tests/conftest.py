@@ -13,7 +13,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     # `make test` runs 2 xdist workers on 2 cores: one torch thread each (and in the commands tests start),
     # or the workers' OpenMP threads wait on each other. One thread is also what most modules chose alone.
     torch.set_num_threads(1)
-    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
 
 
 def shared_data_dir() -> Path:

@@ -331,9 +331,9 @@ def _env(**extra):
     return env
 
 
-def _train_cmd(photos, out, iterations, extra=()):
+def _train_cmd(photos, out, iterations, extra=(), python=sys.executable):
     sets = tiny_overrides(photos, out, iterations) + ["train.save_every=1", "data.val=null", *extra]
-    return [sys.executable, "-m", "sfd", "train", "--no-progress", "-c", "classic_rrdb_x4"] + [
+    return [python, "-m", "sfd", "train", "--no-progress", "-c", "classic_rrdb_x4"] + [
         a for s in sets for a in ("--set", s)
     ]
 
@@ -350,9 +350,10 @@ def _wait_for(pred, proc, timeout=120.0):
 @pytest.mark.parametrize(
     "sig", [pytest.param(signal.SIGINT, marks=pytest.mark.slow), signal.SIGTERM], ids=["SIGINT", "SIGTERM"]
 )
-def test_sigint_and_sigterm_write_a_checkpoint_and_say_how_to_resume(photos, tmp_path, sig):
+def test_sigint_and_sigterm_write_a_checkpoint_and_say_how_to_resume(photos, tmp_path, sig, sfd_python):
     ckpts = tmp_path / "classic_rrdb_x4" / "checkpoints"
-    proc = subprocess.Popen(_train_cmd(photos, tmp_path, 1000), env=_env(), stderr=subprocess.PIPE, text=True)
+    cmd = _train_cmd(photos, tmp_path, 1000, python=sfd_python)  # the signal reaches sfd through the forkserver
+    proc = subprocess.Popen(cmd, env=_env(), stderr=subprocess.PIPE, text=True)
     _wait_for(lambda: (ckpts / "iter_00000001.pth").exists(), proc)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
