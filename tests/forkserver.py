@@ -44,13 +44,15 @@ PRELOAD = [
 # Read when a module is imported (or when the interpreter starts): a child with other values needs its own imports.
 IMPORT_TIME = ("OMP_", "MKL_", "KMP_", "OPENBLAS_", "TORCH", "PYTORCH", "CUDA_", "HF_", "LC_", "LANG", "PYTHON")
 NOT_IMPORT_TIME = {"PYTHON", "PYTHONUNBUFFERED"}  # gpu.sh's interpreter; the child sets its standard streams itself
+RUNTIME = ("TORCHELASTIC_", "TORCH_NCCL_")  # torchrun's, for each rank: read when the process group starts
 ADDED: dict[str, str] = {}  # environment variables the imports set
 LOG = ""  # SOCKET.log: the commands refused (run by a real interpreter), and why
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1)
 
 
 def _import_time_env(env: dict) -> dict:
-    keep = {k: v for k, v in env.items() if k.startswith(IMPORT_TIME) and k not in NOT_IMPORT_TIME}
+    keep = {k: v for k, v in env.items() if k.startswith(IMPORT_TIME) and not k.startswith(RUNTIME)}
+    keep = {k: v for k, v in keep.items() if k not in NOT_IMPORT_TIME}
     if "PYTHONPATH" in keep:
         keep["PYTHONPATH"] = os.pathsep.join(p for p in keep["PYTHONPATH"].split(os.pathsep) if p)
     return {k: v for k, v in keep.items() if v}

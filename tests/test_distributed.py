@@ -37,7 +37,7 @@ def _max_diff(a, b):
     return max(float((a[k] - b[k]).abs().max()) for k in a)
 
 
-def test_two_gloo_processes_match_one_process_and_resume_in_one(tmp_path):
+def test_two_gloo_processes_match_one_process_and_resume_in_one(tmp_path, sfd_python):
     photos = bundled_photo_dir(tmp_path / "photos")
     sets = [o for o in tiny_overrides(photos, tmp_path / "two", iterations=2) if not o.startswith("data.batch_size")]
     config = tmp_path / "tiny.yml"
@@ -48,6 +48,8 @@ def test_two_gloo_processes_match_one_process_and_resume_in_one(tmp_path):
         "torch.distributed.run",
         "--standalone",
         "--nproc_per_node=2",
+        "--no-python",  # each rank: `sfd_python -m sfd ...`, forked from tests/forkserver.py's server
+        sfd_python,
         "-m",
         "sfd",
         "train",
